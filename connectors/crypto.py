@@ -1,0 +1,39 @@
+"""Encryption at rest for provider secrets (Fernet, from the `cryptography` package).
+
+FIELD_ENCRYPTION_KEY holds one or more keys: the first encrypts, every one of them decrypts. To rotate,
+put a new key first, keep the old one after it, and re-encrypt the stored secrets.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+
+
+class SecretUnreadable(Exception):
+    """A stored secret cannot be decrypted with any configured key."""
+
+
+@cache
+def _fernet(keys: tuple[str, ...]) -> MultiFernet:
+    return MultiFernet([Fernet(key.encode()) for key in keys])
+
+
+def _current() -> MultiFernet:
+    return _fernet(tuple(settings.FIELD_ENCRYPTION_KEY))
+
+
+def encrypt(plaintext: str) -> str:
+    return _current().encrypt(plaintext.encode()).decode()
+
+
+def decrypt(token: str) -> str:
+    try:
+        return _current().decrypt(token.encode()).decode()
+    except InvalidToken:
+        raise SecretUnreadable(
+            "The stored API key cannot be decrypted with FIELD_ENCRYPTION_KEY. Restore the key it was "
+            "saved with (keep it in the list after the new one), or enter the API key again."
+        ) from None

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from connectors.crypto import SecretUnreadable
+from connectors.models import DEFAULT_MODEL, MISTRAL_BASE_URL, ProviderConnection
+
+
+class Command(BaseCommand):
+    help = "Create a provider connection, or update the one with this name. The key is stored encrypted."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name")
+        parser.add_argument("--base-url", default=MISTRAL_BASE_URL, help=f"API root (default {MISTRAL_BASE_URL}).")
+        parser.add_argument("--api-key", required=True, help="The provider's API key.")
+        parser.add_argument("--model", default=DEFAULT_MODEL, help=f"Model to ask (default {DEFAULT_MODEL}).")
+        parser.add_argument(
+            "--provider", default=ProviderConnection.Provider.MISTRAL, choices=ProviderConnection.Provider.values
+        )
+        parser.add_argument("--max-tokens", type=int, default=None)
+        parser.add_argument("--temperature", type=float, default=None)
+        parser.add_argument("--timeout", type=float, default=30.0, help="Seconds to wait for a reply (default 30).")
+
+    def handle(self, *args, name: str, api_key: str, **options):
+        connection = ProviderConnection.objects.filter(name=name).first() or ProviderConnection(name=name)
+        created = connection.pk is None
+        connection.base_url = options["base_url"]
+        connection.model = options["model"]
+        connection.provider = options["provider"]
+        connection.max_tokens = options["max_tokens"]
+        connection.temperature = options["temperature"]
+        connection.timeout_seconds = options["timeout"]
+        if created or not _same_key(connection, api_key):
+            connection.set_api_key(api_key)
+        try:
+            connection.full_clean()
+        except ValidationError as error:
+            problems = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in error.message_dict.items())
+            raise CommandError(problems) from None
+        connection.save()
+        verb = "Created" if created else "Updated"
+        self.stdout.write(
+            f"{verb} connection {name!r}: {connection.base_url}, model {connection.model}, key {connection.key_hint}."
+        )
+
+
+def _same_key(connection: ProviderConnection, api_key: str) -> bool:
+    try:
+        return connection.api_key == api_key.strip()
+    except SecretUnreadable:
+        return False

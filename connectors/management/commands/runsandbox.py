@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from connectors.sandbox import SandboxServer
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the sandbox provider: a local server that answers like Mistral's API, error bodies included. "
+        "See connectors/sandbox.py for the models and keys that trigger each error."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=settings.SANDBOX_PORT, help="Port on 127.0.0.1 (default 8765).")
+        parser.add_argument("--delay", type=float, default=0.0, help="Seconds to wait before every reply.")
+        parser.add_argument("--quiet", action="store_true", help="Do not log each request.")
+
+    def handle(self, *args, port: int, delay: float, quiet: bool, **options):
+        server = SandboxServer(port, delay=delay, verbose=not quiet)
+        self.stdout.write(f"Sandbox provider listening on {server.base_url} (delay {delay:g} s). Ctrl-C stops it.")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()

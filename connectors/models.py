@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from . import crypto
+
+MISTRAL_BASE_URL = "https://api.mistral.ai/v1"
+DEFAULT_MODEL = "mistral-small-latest"
+
+
+def validate_base_url(value: str) -> None:
+    """A provider base URL: https, or http to a host listed in ALLOWED_PROVIDER_HOSTS."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(
+            "%(value)s is not a base URL. Use the provider's API root, for example https://api.mistral.ai/v1.",
+            params={"value": value},
+        )
+    if parts.username or parts.password:
+        raise ValidationError("Put the API key in the API key field, not in the base URL.")
+    if parts.scheme == "http" and parts.hostname not in settings.ALLOWED_PROVIDER_HOSTS:
+        raise ValidationError(
+            "%(host)s is reached over plain http, which would send the API key unencrypted. Use https, or add "
+            "the host to ALLOWED_PROVIDER_HOSTS if it is a local server such as the sandbox.",
+            params={"host": parts.hostname},
+        )
+
+
+class ProviderConnection(models.Model):
+    """Where and how to reach one AI provider: base URL, API key and the model to ask."""
+
+    class Provider(models.TextChoices):
+        MISTRAL = "mistral", "Mistral"
+        OPENAI_COMPATIBLE = "openai", "OpenAI-compatible"
+
+    name = models.CharField(max_length=100, unique=True)
+    provider = models.CharField(max_length=20, choices=Provider.choices, default=Provider.MISTRAL)
+    base_url = models.CharField(
+        max_length=500,
+        default=MISTRAL_BASE_URL,
+        validators=[validate_base_url],
+        help_text="The API root; /chat/completions is added to it.",
+    )
+    # Fernet ciphertext; read it only through `api_key`.
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    api_key_last4 = models.CharField(max_length=4, blank=True, editable=False)
+    api_key_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    model = models.CharField(max_length=200, default=DEFAULT_MODEL)
+    max_tokens = models.PositiveIntegerField(null=True, blank=True, help_text="Leave empty to let the provider decide.")
+    temperature = models.FloatField(null=True, blank=True, help_text="0 to 1.5 for Mistral; empty for the default.")
+    timeout_seconds = models.FloatField(default=30.0, help_text="How long to wait for a reply before giving up.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(timeout_seconds__gt=0) & models.Q(timeout_seconds__lte=600),
+                name="connection_timeout_between_0_and_600s",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def api_key(self) -> str:
+        return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+
+    def set_api_key(self, raw_key: str) -> None:
+        raw_key = raw_key.strip()
+        self.api_key_encrypted = crypto.encrypt(raw_key) if raw_key else ""
+        self.api_key_last4 = raw_key[-4:] if len(raw_key) >= 12 else ""
+        self.api_key_changed_at = timezone.now()
+
+    @property
+    def key_hint(self) -> str:
+        """How the key is shown anywhere in the UI: never the key, at most its last four characters."""
+        if not self.api_key_encrypted:
+            return "not set"
+        return f"…{self.api_key_last4}" if self.api_key_last4 else "set"

@@ -1,0 +1,216 @@
+"""The client against the sandbox on loopback, and the error bodies of PROTOCOLS.md classified one by one."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from connectors import chat_completions
+from connectors.errors import ErrorKind, ProviderError
+
+KEY = "sb-client-test-key-0001"
+
+
+def chat(sandbox, model="mistral-small-latest", key=KEY, timeout=5.0, **fields):
+    body = chat_completions.build_body(model=model, messages=[{"role": "user", "content": "Hello"}], **fields)
+    return chat_completions.chat(base_url=sandbox.base_url, api_key=key, body=body, timeout=timeout)
+
+
+def test_it_returns_the_reply_tokens_and_id(sandbox):
+    reply = chat(sandbox)
+
+    assert reply.content == "Sandbox reply from mistral-small-latest: you said 'Hello'."
+    assert reply.finish_reason == "stop"
+    assert reply.prompt_tokens > 0 and reply.completion_tokens > 0
+    assert reply.response_id.startswith("cmpl-")
+    assert reply.status == 200
+
+
+def test_it_sends_optional_fields_only_when_set():
+    assert chat_completions.build_body(model="m", messages=[]) == {"model": "m", "messages": []}
+    body = chat_completions.build_body(model="m", messages=[], max_tokens=0, temperature=0.0)
+    assert body["max_tokens"] == 0 and body["temperature"] == 0.0
+
+
+def test_the_sandbox_accepts_the_optional_fields_mistral_documents(sandbox):
+    assert chat(sandbox, max_tokens=50, temperature=0.2).content
+
+
+@pytest.mark.parametrize(
+    ("model", "key", "kind", "status", "message"),
+    [
+        ("mistral-small-latest", "wrong-key", ErrorKind.AUTH, 401, "Unauthorized"),
+        ("mistral-tiny-2099", KEY, ErrorKind.INVALID_MODEL, 422, "Invalid model: mistral-tiny-2099"),
+        ("sandbox-forbidden", KEY, ErrorKind.AUTH, 403, "You do not have access"),
+        ("sandbox-rate-limit", KEY, ErrorKind.RATE_LIMITED, 429, "Rate limit exceeded"),
+        ("sandbox-server-error", KEY, ErrorKind.PROVIDER_ERROR, 500, "Internal server error"),
+        ("sandbox-overloaded", KEY, ErrorKind.PROVIDER_ERROR, 503, "Service tier capacity exceeded"),
+        ("sandbox-bad-gateway", KEY, ErrorKind.PROVIDER_ERROR, 502, "502 Bad Gateway"),
+        ("sandbox-invalid-json", KEY, ErrorKind.BAD_RESPONSE, 200, "The answer is not JSON"),
+        ("sandbox-empty-choices", KEY, ErrorKind.BAD_RESPONSE, 200, "no choices"),
+        ("sandbox-empty-reply", KEY, ErrorKind.BAD_RESPONSE, 200, "empty reply"),
+    ],
+)
+def test_it_classifies_each_sandbox_error(sandbox, model, key, kind, status, message):
+    with pytest.raises(ProviderError) as caught:
+        chat(sandbox, model=model, key=key)
+
+    assert caught.value.kind == kind
+    assert caught.value.status == status
+    assert message in caught.value.message
+
+
+def test_a_rate_limit_carries_retry_after(sandbox):
+    with pytest.raises(ProviderError) as caught:
+        chat(sandbox, model="sandbox-rate-limit")
+    assert caught.value.retry_after == 1.0
+    assert not caught.value.permanent
+
+
+def test_a_slow_provider_ends_as_a_timeout(sandbox):
+    with pytest.raises(ProviderError) as caught:
+        chat(sandbox, model="sandbox-slow-2", timeout=0.3)
+    assert caught.value.kind == ErrorKind.TIMEOUT
+    assert "within 0.3 s" in caught.value.message
+
+
+def test_an_unreachable_host_is_a_network_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but not listening: connection refused
+        with pytest.raises(ProviderError) as caught:
+            chat_completions.chat(
+                base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, body={"model": "m", "messages": []}, timeout=2
+            )
+    assert caught.value.kind == ErrorKind.NETWORK
+    assert "connection refused" in caught.value.message
+
+
+def test_a_key_echoed_by_the_provider_is_redacted(sandbox):
+    with pytest.raises(ProviderError) as caught:
+        chat(sandbox, model="sandbox-echo-key")
+    assert KEY not in caught.value.message and KEY not in caught.value.body
+    assert "[redacted]" in caught.value.message
+
+
+def test_it_lists_the_models(sandbox):
+    models = chat_completions.list_models(base_url=sandbox.base_url, api_key=KEY, timeout=5)
+    assert "mistral-small-latest" in models
+
+
+# Error bodies exactly as PROTOCOLS.md records them from real providers.
+@pytest.mark.parametrize(
+    ("status", "body", "kind", "message"),
+    [
+        (401, {"message": "Unauthorized", "request_id": "c61f2f15feca71626a990e3740f99245"}, "auth", "Unauthorized"),
+        (401, {"detail": "Unauthorized"}, "auth", "Unauthorized"),
+        (
+            422,
+            {
+                "object": "error",
+                "message": {
+                    "detail": [
+                        {
+                            "type": "extra_forbidden",
+                            "loc": ["body", "store"],
+                            "msg": "Extra inputs are not permitted",
+                            "input": False,
+                        }
+                    ]
+                },
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            },
+            "bad_request",
+            "store: Extra inputs are not permitted",
+        ),
+        (
+            422,
+            {"detail": [{"type": "missing", "loc": ["body", "model"], "msg": "Field required", "input": {}}]},
+            "missing_model",
+            "model: Field required",
+        ),
+        (
+            400,
+            {
+                "object": "error",
+                "message": "Invalid model: mistral-tiny-2099",
+                "type": "invalid_model",
+                "param": None,
+                "code": "1500",
+            },
+            "invalid_model",
+            "Invalid model: mistral-tiny-2099",
+        ),
+        (
+            400,
+            {
+                "object": "error",
+                "message": "Assistant message must have either content or tool_calls, but not both.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            },
+            "bad_request",
+            "either content or tool_calls",
+        ),
+        (429, {"message": "Requests rate limit exceeded"}, "rate_limited", "Requests rate limit exceeded"),
+        (
+            401,
+            {
+                "error": {
+                    "message": "Incorrect API key provided: sk-…wjh3.",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_api_key",
+                }
+            },
+            "auth",
+            "Incorrect API key provided",
+        ),
+        (
+            404,
+            {"error": {"message": "The model `gpt-9` does not exist", "type": "invalid_request_error"}},
+            "invalid_model",
+            "does not exist",
+        ),
+        (
+            529,
+            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}, "request_id": "req_1"},
+            "provider_error",
+            "Overloaded",
+        ),
+        (
+            400,
+            {"object": "error", "message": json.dumps({"detail": "bad temperature"}), "type": "invalid_request_error"},
+            "bad_request",
+            "bad temperature",
+        ),
+    ],
+)
+def test_it_reads_every_error_shape(status, body, kind, message):
+    error = chat_completions.classify(status, json.dumps(body), {})
+
+    assert error.kind == kind
+    assert message in error.message
+
+
+def test_an_html_error_page_is_summarised_by_its_title():
+    error = chat_completions.classify(502, "<html><title>Bad Gateway</title><body>nginx</body></html>")
+    assert error.kind == ErrorKind.PROVIDER_ERROR
+    assert error.message == "an HTML page titled 'Bad Gateway'"
+
+
+def test_a_redirect_is_not_followed():
+    error = chat_completions.classify(301, "", {"Location": "https://elsewhere.example/v1"})
+    assert error.kind == ErrorKind.BAD_RESPONSE
+    assert "redirects are not followed" in error.message
+
+
+def test_reasoning_models_content_chunks_are_joined():
+    body = {"choices": [{"message": {"content": [{"type": "thinking", "thinking": []}, {"type": "text", "text": "Hi"}]},
+                         "finish_reason": "stop"}]}
+    assert chat_completions.parse_reply(200, json.dumps(body)).content == "Hi"
