@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from django import forms
+
+from connectors.models import ProviderConnection
+
+from .models import PromptTemplate
+
+VARIABLE_PREFIX = "var_"
+
+
+class TestSendForm(forms.Form):
+    """Connection, template, one field per template variable, and the customer's message."""
+
+    connection = forms.ModelChoiceField(queryset=ProviderConnection.objects.all(), empty_label=None)
+    template = forms.ModelChoiceField(queryset=PromptTemplate.objects.all(), empty_label=None)
+    customer_message = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "What the customer writes on WhatsApp"}),
+        strip=False,
+    )
+
+    def __init__(self, *args, template: PromptTemplate | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.chosen_template = template
+        for name in template.variables if template else []:
+            self.fields[VARIABLE_PREFIX + name] = forms.CharField(label=f"{{{{{name}}}}}", required=False)
+
+    def variable_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.fields if name.startswith(VARIABLE_PREFIX)]
+
+    def variables(self) -> dict[str, str]:
+        return {
+            name.removeprefix(VARIABLE_PREFIX): value
+            for name, value in self.cleaned_data.items()
+            if name.startswith(VARIABLE_PREFIX)
+        }
+
+
+class ReplyForm(forms.Form):
+    customer_message = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "The customer's next message"}), strip=False
+    )

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from connectors.models import ProviderConnection
+from conversations.models import PromptTemplate
+
+DEMO_USER = "admin"
+DEMO_PASSWORD = "switchboard-demo"
+DEMO_SYSTEM = (
+    "You are a helpful support assistant for {{business_name}} on WhatsApp. Answer briefly and kindly. "
+    "Opening hours: {{opening_hours}}."
+)
+
+
+class Command(BaseCommand):
+    help = "For local development (DEBUG only): a demo admin, a 'Sandbox' connection and a demo template."
+
+    def handle(self, *args, **options):
+        if not settings.DEBUG:
+            raise CommandError("seed_demo creates a known password, so it only runs with DEBUG=true.")
+        User = get_user_model()
+        if not User.objects.filter(username=DEMO_USER).exists():
+            User.objects.create_superuser(DEMO_USER, "admin@example.com", DEMO_PASSWORD)
+        if not ProviderConnection.objects.filter(name="Sandbox").exists():
+            call_command(
+                "add_connection",
+                "Sandbox",
+                base_url=f"http://127.0.0.1:{settings.SANDBOX_PORT}/v1",
+                api_key="sandbox-demo-key",
+                model="mistral-small-latest",
+                stdout=self.stdout,
+            )
+        if not PromptTemplate.objects.filter(name="Support bot").exists():
+            call_command("add_template", "Support bot", system=DEMO_SYSTEM, stdout=self.stdout)
+        self.stdout.write(
+            f"Dashboard: http://127.0.0.1:8000/  login: {DEMO_USER} / {DEMO_PASSWORD} "
+            "(local demo only; change it with `python manage.py changepassword admin`)."
+        )

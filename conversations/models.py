@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+from django.db import models
+
+from connectors.errors import ErrorKind, Help, explain
+from connectors.models import ProviderConnection
+
+from . import rendering
+
+
+class PromptTemplate(models.Model):
+    """A system prompt and a user message with `{{variable}}` placeholders."""
+
+    name = models.CharField(max_length=100, unique=True)
+    system_prompt = models.TextField(blank=True, help_text="Sent as the system message, e.g. who the bot is.")
+    user_message = models.TextField(
+        default="{{customer_message}}",
+        help_text="Sent as the user message. {{customer_message}} is what the customer wrote.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def placeholders(self) -> list[str]:
+        return rendering.placeholders(self.system_prompt, self.user_message)
+
+    @property
+    def variables(self) -> list[str]:
+        """The placeholders staff fill in; the customer's message is asked for separately."""
+        return [name for name in self.placeholders if name != rendering.CUSTOMER_MESSAGE]
+
+    def render(self, *, variables: dict[str, str], customer_message: str) -> tuple[str, str]:
+        """(system prompt, user message) with every placeholder filled, or TemplateVariableError."""
+        values = {**variables, rendering.CUSTOMER_MESSAGE: customer_message}
+        rendering.check_variables(self.name, self.placeholders, values)
+        return rendering.render(self.system_prompt, values), rendering.render(self.user_message, values)
+
+
+class Conversation(models.Model):
+    """One customer's exchange with the bot through one connection and template."""
+
+    contact = models.CharField(max_length=200, help_text="Who the customer is: a phone number, or 'test console'.")
+    connection = models.ForeignKey(ProviderConnection, on_delete=models.PROTECT, related_name="conversations")
+    template = models.ForeignKey(PromptTemplate, on_delete=models.PROTECT, related_name="conversations")
+    variables = models.JSONField(default=dict, blank=True)
+    system_prompt = models.TextField(blank=True, help_text="The rendered system prompt, sent before every turn.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [
+            # The log's default view: newest conversations first.
+            models.Index(fields=["-updated_at"], name="conversation_recent_idx"),
+            # Looking up a contact's conversations.
+            models.Index(fields=["contact", "-updated_at"], name="conversation_contact_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact} via {self.connection}"
+
+
+class Message(models.Model):
+    """One turn of a conversation: what the customer said, or what the assistant answered."""
+
+    class Role(models.TextChoices):
+        USER = "user", "Customer"
+        ASSISTANT = "assistant", "Assistant"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=20, choices=Role.choices)
+    content = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_role_display()}: {self.content[:60]}"
+
+
+class Call(models.Model):
+    """One attempt at a provider call, created before the call and completed after it.
+
+    The row is the record: the task only carries its id, so a lost broker message can be found and sent
+    again from here, and what was sent (without the key) and what came back is kept for the log.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="calls")
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="calls", help_text="The customer message this call answers."
+    )
+    reply = models.OneToOneField(Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="answered_by")
+    connection = models.ForeignKey(ProviderConnection, on_delete=models.PROTECT, related_name="calls")
+    attempt = models.PositiveSmallIntegerField(default=1)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+
+    model = models.CharField(max_length=200, blank=True)
+    request = models.JSONField(default=dict, blank=True, help_text="The body as sent; never the key.")
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True)
+    reply_text = models.TextField(blank=True)
+    finish_reason = models.CharField(max_length=40, blank=True)
+    provider_request_id = models.CharField(max_length=200, blank=True)
+    error_kind = models.CharField(max_length=20, choices=ErrorKind.choices, blank=True)
+    error_message = models.TextField(blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["message", "attempt"], name="call_one_row_per_attempt"),
+        ]
+        indexes = [
+            # The call log's default view and its status filter.
+            models.Index(fields=["status", "-queued_at"], name="call_status_recent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Call {self.pk} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+    @property
+    def help(self) -> Help | None:
+        return explain(self.error_kind, self.http_status, self.error_message) if self.error_kind else None
+
+    @property
+    def total_tokens(self) -> int | None:
+        if self.prompt_tokens is None or self.completion_tokens is None:
+            return None
+        return self.prompt_tokens + self.completion_tokens

@@ -1,0 +1,110 @@
+"""The worker's side of a call, run in-process against the sandbox: what lands in the log."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from connectors.errors import ErrorKind, explain
+from conversations import services
+from conversations.models import Call
+
+pytestmark = pytest.mark.django_db
+
+
+def send(connection, template, message="Do you deliver on Sundays?"):
+    call = services.call_send(
+        connection=connection, template=template, customer_message=message, variables={"business_name": "Acme"}
+    )
+    return services.call_execute(call_id=call.pk)
+
+
+def test_it_records_the_reply(connection, template):
+    call = send(connection, template)
+
+    call.refresh_from_db()
+    assert call.status == Call.Status.SUCCEEDED
+    assert call.reply_text == "Sandbox reply from mistral-small-latest: you said 'Do you deliver on Sundays?'."
+    assert call.http_status == 200
+    assert call.prompt_tokens > 0 and call.completion_tokens > 0
+    assert call.latency_ms is not None and call.finished_at >= call.started_at >= call.queued_at
+    assert call.request == {
+        "model": "mistral-small-latest",
+        "messages": [
+            {"role": "system", "content": "You are the support assistant of Acme. Answer briefly."},
+            {"role": "user", "content": "Do you deliver on Sundays?"},
+        ],
+    }
+    assert call.reply.content == call.reply_text
+    assert [m.role for m in call.conversation.messages.all()] == ["user", "assistant"]
+
+
+def test_a_second_delivery_of_the_same_call_does_nothing(connection, template):
+    call = send(connection, template)
+
+    assert services.call_execute(call_id=call.pk) is None
+    assert call.conversation.messages.filter(role="assistant").count() == 1
+
+
+def test_a_continued_conversation_sends_the_history(connection, template):
+    first = send(connection, template, "Hi")
+    second = services.conversation_reply(conversation=first.conversation, customer_message="And on Monday?")
+    services.call_execute(call_id=second.pk)
+
+    second.refresh_from_db()
+    assert [m["role"] for m in second.request["messages"]] == ["system", "user", "assistant", "user"]
+    assert second.request["messages"][2]["content"] == first.reply_text
+    assert second.status == Call.Status.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    ("change", "kind", "status", "message"),
+    [
+        ({"api_key": "wrong-key"}, ErrorKind.AUTH, 401, "Unauthorized"),
+        ({"model": "mistral-tiny-2099"}, ErrorKind.INVALID_MODEL, 422, "Invalid model: mistral-tiny-2099"),
+        ({"model": "sandbox-forbidden"}, ErrorKind.AUTH, 403, "You do not have access"),
+        ({"model": "sandbox-rate-limit"}, ErrorKind.RATE_LIMITED, 429, "Rate limit exceeded"),
+        ({"model": "sandbox-server-error"}, ErrorKind.PROVIDER_ERROR, 500, "Internal server error"),
+        ({"model": "sandbox-bad-gateway"}, ErrorKind.PROVIDER_ERROR, 502, "Bad Gateway"),
+        ({"model": "sandbox-invalid-json"}, ErrorKind.BAD_RESPONSE, 200, "not JSON"),
+        ({"model": "sandbox-empty-choices"}, ErrorKind.BAD_RESPONSE, 200, "no choices"),
+        ({"model": "sandbox-empty-reply"}, ErrorKind.BAD_RESPONSE, 200, "empty reply"),
+        ({"model": "sandbox-slow-3", "timeout_seconds": 0.5}, ErrorKind.TIMEOUT, None, "within 0.5 s"),
+        ({"model": ""}, ErrorKind.MISSING_MODEL, None, "has no model, so nothing was sent"),
+        ({"max_tokens": 10, "temperature": 9.0}, None, 200, ""),  # the sandbox does not range-check: a reply
+    ],
+)
+def test_each_failure_lands_in_the_log_with_its_kind_message_and_fix(
+    admin_client, connection, template, change, kind, status, message
+):
+    if "api_key" in change:
+        connection.set_api_key(change.pop("api_key"))
+    for field, value in change.items():
+        setattr(connection, field, value)
+    connection.save()
+
+    call = send(connection, template)
+    call.refresh_from_db()
+
+    assert call.http_status == status
+    if kind is None:
+        assert call.status == Call.Status.SUCCEEDED
+        return
+    assert call.status == Call.Status.FAILED
+    assert call.error_kind == kind
+    assert message in call.error_message
+    help = explain(kind, status, call.error_message)
+    assert call.help == help
+    page = admin_client.get(reverse("conversations:detail", args=[call.conversation_id])).content.decode()
+    assert help.fix.replace("'", "&#x27;") in page
+    assert call.get_error_kind_display() in page
+
+
+def test_a_missing_model_is_refused_before_sending(connection, template, sandbox):
+    connection.model = ""
+    connection.save()
+
+    call = send(connection, template)
+
+    assert call.http_status is None and call.response_body == ""
+    assert call.help.fix.startswith("Set the connection's model")

@@ -1,0 +1,63 @@
+"""The operator commands, through call_command and, for send_test --wait, as a real process with a worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from connectors.models import ProviderConnection
+from conversations.models import Call, PromptTemplate
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.django_db
+
+
+def test_add_connection_creates_then_updates(sandbox, capsys):
+    call_command("add_connection", "Main", base_url=sandbox.base_url, api_key="sb-first-key-123456", model="m1")
+    call_command("add_connection", "Main", base_url=sandbox.base_url, api_key="sb-second-key-98765", model="m2")
+
+    connection = ProviderConnection.objects.get()
+    assert (connection.model, connection.api_key, connection.key_hint) == ("m2", "sb-second-key-98765", "…8765")
+    out = capsys.readouterr().out
+    assert "Created connection 'Main'" in out and "Updated connection 'Main'" in out
+    assert "sb-first-key" not in out and "sb-second-key" not in out
+
+
+def test_add_connection_refuses_plain_http_to_an_unlisted_host():
+    with pytest.raises(CommandError, match="plain http.*ALLOWED_PROVIDER_HOSTS"):
+        call_command("add_connection", "X", base_url="http://api.example.com/v1", api_key="k" * 20)
+    assert not ProviderConnection.objects.exists()
+
+
+def test_add_template_is_idempotent(capsys):
+    call_command("add_template", "Support", system="Hi from {{business_name}}")
+    call_command("add_template", "Support", system="Hello from {{business_name}}")
+
+    template = PromptTemplate.objects.get()
+    assert template.system_prompt == "Hello from {{business_name}}"
+    assert template.user_message == "{{customer_message}}"
+    assert "placeholders: {{business_name}}, {{customer_message}}" in capsys.readouterr().out
+
+
+def test_send_test_names_a_missing_variable(connection, template):
+    with pytest.raises(CommandError, match=r"needs a value for \{\{business_name\}\}"):
+        call_command("send_test", connection="Sandbox", template="Support", message="Hi")
+    assert not Call.objects.exists()
+
+
+def test_send_test_names_an_unknown_connection(connection, template):
+    with pytest.raises(CommandError, match=r"No connection named 'Nope' \(known: Sandbox\)"):
+        call_command("send_test", connection="Nope", template="Support", message="Hi")
+
+
+@pytest.mark.parametrize("command", ["add_connection", "add_template", "send_test", "runsandbox", "runbroker"])
+def test_every_command_has_help(command):
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", command, "--help"], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "usage:" in result.stdout

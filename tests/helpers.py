@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import time
+
+
+def wait_until(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"Timed out after {seconds} s waiting for {what}.")
+
+
+def wait_for_calls(calls, seconds: float = 30.0) -> None:
+    """Refresh the calls until every one has finished, or fail naming the ones that did not."""
+    deadline = time.monotonic() + seconds
+    pending = list(calls)
+    while pending and time.monotonic() < deadline:
+        for call in pending:
+            call.refresh_from_db()
+        pending = [call for call in pending if not call.finished]
+        if pending:
+            time.sleep(0.1)
+    assert not pending, f"Calls still not finished after {seconds} s: {[(c.pk, c.status) for c in pending]}"

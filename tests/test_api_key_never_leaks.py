@@ -1,0 +1,104 @@
+"""The API key is a secret: it is stored encrypted and appears nowhere a person or a log could read it."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.db import connection as db
+from django.urls import reverse
+
+from conversations import services
+from conversations.models import Call
+from conversations.tasks import execute_call
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "sb-live-9d1e5c7a3b2f4e60a8c1"
+
+
+@pytest.fixture
+def keyed(connection):
+    connection.set_api_key(SECRET)
+    connection.save()
+    return connection
+
+
+def send(connection, template, model=None):
+    if model:
+        connection.model = model
+        connection.save()
+    call = services.call_send(
+        connection=connection, template=template, customer_message="Hi", variables={"business_name": "Acme"}
+    )
+    return services.call_execute(call_id=call.pk)
+
+
+def every_stored_text() -> str:
+    """Every column of every row of every table, as text: what someone with the database file would see."""
+    chunks = []
+    with db.cursor() as cursor:
+        for table in db.introspection.table_names():
+            cursor.execute(f"SELECT * FROM {db.ops.quote_name(table)}")  # noqa: S608 - names from introspection
+            chunks.extend(repr(row) for row in cursor.fetchall())
+    return "\n".join(chunks)
+
+
+def test_the_key_is_encrypted_at_rest(keyed):
+    assert keyed.api_key == SECRET
+    assert SECRET not in every_stored_text()
+    assert keyed.key_hint == "…a8c1"
+
+
+def test_the_key_is_not_in_stored_requests_responses_or_logs(keyed, template, caplog):
+    caplog.set_level(logging.DEBUG)
+
+    ok = send(keyed, template)
+    echoed = send(keyed, template, model="sandbox-echo-key")
+
+    assert ok.status == Call.Status.SUCCEEDED
+    assert echoed.error_kind == "auth" and "[redacted]" in echoed.error_message
+    assert SECRET not in every_stored_text()
+    assert SECRET not in caplog.text
+
+
+def test_the_admin_never_renders_the_key(keyed, template, admin_client):
+    send(keyed, template, model="sandbox-echo-key")
+    pages = [
+        reverse("admin:connectors_providerconnection_changelist"),
+        reverse("admin:connectors_providerconnection_change", args=[keyed.pk]),
+        reverse("admin:conversations_call_changelist"),
+        reverse("admin:conversations_call_change", args=[Call.objects.get().pk]),
+        reverse("conversations:detail", args=[Call.objects.get().conversation_id]),
+    ]
+    for url in pages:
+        html = admin_client.get(url).content.decode()
+        assert SECRET not in html, url
+    assert "…a8c1" in admin_client.get(pages[1]).content.decode()
+
+
+def test_saving_the_admin_form_keeps_the_key_when_left_empty(keyed, admin_client):
+    url = reverse("admin:connectors_providerconnection_change", args=[keyed.pk])
+    data = {
+        "name": keyed.name, "provider": keyed.provider, "base_url": keyed.base_url, "api_key": "",
+        "model": "mistral-large-latest", "timeout_seconds": "30",
+    }
+    response = admin_client.post(url, data)
+
+    assert response.status_code == 302
+    keyed.refresh_from_db()
+    assert keyed.api_key == SECRET and keyed.model == "mistral-large-latest"
+    history = admin_client.get(reverse("admin:connectors_providerconnection_history", args=[keyed.pk]))
+    assert SECRET not in history.content.decode()
+
+
+def test_the_task_carries_only_the_call_id(keyed, template, django_capture_on_commit_callbacks, monkeypatch):
+    sent = []
+    monkeypatch.setattr(execute_call, "delay", lambda *args, **kwargs: sent.append((args, kwargs)))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        call = services.call_send(
+            connection=keyed, template=template, customer_message="Hi", variables={"business_name": "Acme"}
+        )
+
+    assert sent == [((call.pk,), {})]
