@@ -1,0 +1,45 @@
+# Two commands set everything up on a fresh machine with Python 3.11: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test lint format clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+# Fresh secrets for this checkout only; git ignores the file.
+.env: | $(VENV)/.installed
+	$(PY) -c "import secrets; from cryptography.fernet import Fernet; \
+	print(f'SECRET_KEY={secrets.token_urlsafe(50)}'); \
+	print(f'FIELD_ENCRYPTION_KEY={Fernet.generate_key().decode()}')" > $@
+	@echo "Wrote .env with a new SECRET_KEY and FIELD_ENCRYPTION_KEY (keep it: it decrypts the stored API keys)."
+
+# Without CELERY_BROKER_URL in the environment, run a private Redis on a unix socket in .run/.
+ifeq ($(origin CELERY_BROKER_URL), undefined)
+run: export CELERY_BROKER_URL := redis+socket://$(CURDIR)/.run/redis.sock
+run: PROCESSES := redis web worker sandbox
+else
+run: PROCESSES := web worker sandbox
+endif
+run: export DEBUG := true
+run: $(VENV)/.installed .env
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	$(VENV)/bin/honcho --env /dev/null start $(PROCESSES)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .ruff_cache
