@@ -38,7 +38,7 @@ class Help:
 _HELP: dict[str, Help] = {
     ErrorKind.AUTH: Help(
         "The API key is wrong, revoked or missing.",
-        "Paste the full key into the connection again; Switchboard sends it as `Authorization: Bearer KEY`.",
+        "Paste the full key into the connection again; Switchboard sends it as 'Authorization: Bearer KEY'.",
     ),
     "forbidden": Help(
         "The key is valid but this model or feature is not available on your plan.",

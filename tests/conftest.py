@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -88,9 +87,28 @@ def celery_worker(subprocess_env, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     log = log_path.open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", "--concurrency", "2",
-         "--purge", "--without-gossip", "--without-mingle", "--without-heartbeat", "--hostname", "test@%h"],
-        cwd=ROOT, env=subprocess_env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "2",
+            "--purge",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--hostname",
+            "test@%h",
+        ],
+        cwd=ROOT,
+        env=subprocess_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     wait_until(lambda: " ready." in log_path.read_text() or process.poll() is not None, 30, "the worker to start")
     if process.poll() is not None:

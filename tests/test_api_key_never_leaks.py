@@ -80,8 +80,12 @@ def test_the_admin_never_renders_the_key(keyed, template, admin_client):
 def test_saving_the_admin_form_keeps_the_key_when_left_empty(keyed, admin_client):
     url = reverse("admin:connectors_providerconnection_change", args=[keyed.pk])
     data = {
-        "name": keyed.name, "provider": keyed.provider, "base_url": keyed.base_url, "api_key": "",
-        "model": "mistral-large-latest", "timeout_seconds": "30",
+        "name": keyed.name,
+        "provider": keyed.provider,
+        "base_url": keyed.base_url,
+        "api_key": "",
+        "model": "mistral-large-latest",
+        "timeout_seconds": "30",
     }
     response = admin_client.post(url, data)
 

@@ -12,6 +12,7 @@ os.environ.setdefault("FIELD_ENCRYPTION_KEY", "x4hv6Ta-qgsAmuZXmLcEc6wPlhHcpLjFe
 
 from .base import *  # noqa: E402, F403
 from .base import BASE_DIR, DATABASES, env  # noqa: E402
+
 ALLOWED_PROVIDER_HOSTS = ["127.0.0.1", "localhost"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

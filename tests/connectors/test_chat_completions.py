@@ -211,6 +211,12 @@ def test_a_redirect_is_not_followed():
 
 
 def test_reasoning_models_content_chunks_are_joined():
-    body = {"choices": [{"message": {"content": [{"type": "thinking", "thinking": []}, {"type": "text", "text": "Hi"}]},
-                         "finish_reason": "stop"}]}
+    body = {
+        "choices": [
+            {
+                "message": {"content": [{"type": "thinking", "thinking": []}, {"type": "text", "text": "Hi"}]},
+                "finish_reason": "stop",
+            }
+        ]
+    }
     assert chat_completions.parse_reply(200, json.dumps(body)).content == "Hi"

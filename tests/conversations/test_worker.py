@@ -18,8 +18,12 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 def test_twenty_test_sends_are_all_answered_and_logged(celery_worker, connection, template):
     for n in range(20):
         call_command(
-            "send_test", connection="Sandbox", template="Support", var=["business_name=Acme"],
-            message=f"Question number {n}", contact=f"+1650555{n:04d}",
+            "send_test",
+            connection="Sandbox",
+            template="Support",
+            var=["business_name=Acme"],
+            message=f"Question number {n}",
+            contact=f"+1650555{n:04d}",
         )
     calls = list(Call.objects.order_by("id"))
     assert len(calls) == 20
@@ -37,7 +41,12 @@ def test_twenty_test_sends_are_all_answered_and_logged(celery_worker, connection
 def run_send_test(subprocess_env, *args):
     return subprocess.run(
         [sys.executable, "manage.py", "send_test", "--connection", "Sandbox", "--template", "Support", *args],
-        cwd=ROOT, env=subprocess_env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=ROOT,
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 

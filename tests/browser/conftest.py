@@ -1,0 +1,68 @@
+"""Browser tests: Playwright driving Debian's Chromium (headless) against pytest-django's live server.
+
+Playwright's own browser download cannot work on our offline machines, so the system Chromium is used.
+Without it the tests are skipped with a notice; `.ci/run` installs it, so CI always runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+# The live server runs in a thread beside Playwright's sync API, which owns an event loop.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+def pytest_collection_modifyitems(config, items):
+    if Path(CHROMIUM).exists():
+        return
+    skip = pytest.mark.skip(reason="Chromium is not installed (apt-get install chromium): browser tests skipped")
+    for item in items:
+        if "tests/browser/" in str(item.fspath):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+    }
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user("agent", password="agent-password-1")
+
+
+@pytest.fixture
+def logged_in_page(page, live_server, staff_user):
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("#id_username", "agent")
+    page.fill("#id_password", "agent-password-1")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/")
+    return page
+
+
+def screenshot(page, name: str) -> None:
+    """Keep a picture of the page at desktop and phone widths for the README."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for width, height, label in ((1280, 800, "desktop"), (390, 844, "phone")):
+        page.set_viewport_size({"width": width, "height": height})
+        page.screenshot(path=SCREENSHOTS / f"{name}-{label}.png", full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 800})
