@@ -20,9 +20,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 # Without CELERY_BROKER_URL in the environment, run a private Redis on a unix socket in .run/.
 ifeq ($(origin CELERY_BROKER_URL), undefined)
 run: export CELERY_BROKER_URL := redis+socket://$(CURDIR)/.run/redis.sock
-run: PROCESSES := redis web worker sandbox
+run: PROCESSES := redis web worker beat sandbox
 else
-run: PROCESSES := web worker sandbox
+run: PROCESSES := web worker beat sandbox
 endif
 run: export DEBUG := true
 run: $(VENV)/.installed .env

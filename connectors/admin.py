@@ -17,7 +17,16 @@ class ProviderConnectionForm(forms.ModelForm):
 
     class Meta:
         model = ProviderConnection
-        fields = ["name", "provider", "base_url", "model", "max_tokens", "temperature", "timeout_seconds"]
+        fields = [
+            "name",
+            "provider",
+            "base_url",
+            "model",
+            "max_tokens",
+            "temperature",
+            "timeout_seconds",
+            "max_attempts",
+        ]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -50,7 +59,8 @@ class ProviderConnectionAdmin(admin.ModelAdmin):
     readonly_fields = ["key_hint", "api_key_changed_at", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["name", "provider", "base_url", "api_key", "key_hint", "api_key_changed_at"]}),
-        ("Model", {"fields": ["model", "max_tokens", "temperature", "timeout_seconds"]}),
+        ("Model", {"fields": ["model", "max_tokens", "temperature"]}),
+        ("Delivery", {"fields": ["timeout_seconds", "max_attempts"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
 

@@ -1,34 +1,21 @@
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
 from . import crypto
+from .safety import url_problem
 
 MISTRAL_BASE_URL = "https://api.mistral.ai/v1"
 DEFAULT_MODEL = "mistral-small-latest"
 
 
 def validate_base_url(value: str) -> None:
-    """A provider base URL: https, or http to a host listed in ALLOWED_PROVIDER_HOSTS."""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError(
-            "%(value)s is not a base URL. Use the provider's API root, for example https://api.mistral.ai/v1.",
-            params={"value": value},
-        )
-    if parts.username or parts.password:
-        raise ValidationError("Put the API key in the API key field, not in the base URL.")
-    if parts.scheme == "http" and parts.hostname not in settings.ALLOWED_PROVIDER_HOSTS:
-        raise ValidationError(
-            "%(host)s is reached over plain http, which would send the API key unencrypted. Use https, or add "
-            "the host to ALLOWED_PROVIDER_HOSTS if it is a local server such as the sandbox.",
-            params={"host": parts.hostname},
-        )
+    """A provider base URL: https, or http to a host listed in ALLOWED_PROVIDER_HOSTS; no internal IPs."""
+    problem = url_problem(value)
+    if problem:
+        raise ValidationError(problem)
 
 
 class ProviderConnection(models.Model):
@@ -54,6 +41,11 @@ class ProviderConnection(models.Model):
     max_tokens = models.PositiveIntegerField(null=True, blank=True, help_text="Leave empty to let the provider decide.")
     temperature = models.FloatField(null=True, blank=True, help_text="0 to 1.5 for Mistral; empty for the default.")
     timeout_seconds = models.FloatField(default=30.0, help_text="How long to wait for a reply before giving up.")
+    max_attempts = models.PositiveSmallIntegerField(
+        default=3,
+        help_text="Tries per message when the provider is busy, rate-limited, slow or unreachable. "
+        "Errors a retry cannot fix (bad key, bad model, bad request) are never retried.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -63,6 +55,10 @@ class ProviderConnection(models.Model):
             models.CheckConstraint(
                 condition=models.Q(timeout_seconds__gt=0) & models.Q(timeout_seconds__lte=600),
                 name="connection_timeout_between_0_and_600s",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(max_attempts__gte=1) & models.Q(max_attempts__lte=10),
+                name="connection_max_attempts_between_1_and_10",
             ),
         ]
 

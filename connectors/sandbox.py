@@ -24,16 +24,19 @@ by the request itself:
 | model `sandbox-empty-reply`               | 200 whose message content is empty                      |
 | model `sandbox-echo-key`                  | 401 whose message repeats the key, as some gateways do  |
 
-`python manage.py runsandbox --port 8765 [--delay SECONDS]` runs it; `--delay` slows every reply.
+`python manage.py runsandbox --port 8765 [--delay SECONDS] [--flaky N]` runs it; `--delay` slows every
+reply, and `--flaky N` makes every distinct request fail its first N tries, with 500 and 429 in turn.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
 import time
 import uuid
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -126,7 +129,10 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 raise Answer(404, {"detail": "Not Found"})
             route(raw)
         except Answer as answer:
-            self._send(answer)
+            try:
+                self._send(answer)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client gave up first (a timeout test): nothing to tell it
 
     def _send(self, answer: Answer) -> None:
         if answer.raw:
@@ -202,6 +208,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         messages = self._messages(body.get("messages"))
         model = str(body["model"])
         self._trigger(model, key)
+        self._maybe_fail(raw)
         if model not in CATALOGUE and model not in TRIGGERS and not SLOW.match(model):
             raise Answer(422, _error(f"Invalid model: {model}", "invalid_model", code="1500"))
         if self.server.delay:  # type: ignore[attr-defined]
@@ -240,6 +247,14 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if not any(isinstance(m, dict) and m.get("role") == "user" for m in messages):
             raise Answer(400, _error("Conversation must contain at least one user message.", "invalid_request_error"))
         return messages
+
+    def _maybe_fail(self, raw: bytes) -> None:
+        failures = self.server.count_failure(raw)  # type: ignore[attr-defined]
+        if failures is None:
+            return
+        if failures % 2:
+            raise Answer(500, _error("Internal server error", "server_error"))
+        raise Answer(429, _error("Rate limit exceeded", "rate_limited", code="1300"), headers={"Retry-After": "1"})
 
     def _trigger(self, model: str, key: str) -> None:
         slow = SLOW.match(model)
@@ -311,10 +326,23 @@ class SandboxServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024  # benchmarks open hundreds of connections at once
 
-    def __init__(self, port: int = 0, *, delay: float = 0.0, verbose: bool = False):
+    def __init__(self, port: int = 0, *, delay: float = 0.0, flaky: int = 0, verbose: bool = False):
         super().__init__(("127.0.0.1", port), SandboxHandler)
         self.delay = delay
+        self.flaky = flaky
         self.verbose = verbose
+        self.requests_seen: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def count_failure(self, raw: bytes) -> int | None:
+        """With `flaky`, the number of this failure (1, 2, …) for a request body seen before; else None."""
+        if not self.flaky:
+            return None
+        digest = hashlib.sha256(raw).hexdigest()
+        with self._lock:
+            self.requests_seen[digest] += 1
+            seen = self.requests_seen[digest]
+        return seen if seen <= self.flaky else None
 
     @property
     def base_url(self) -> str:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 
 from connectors.errors import ErrorKind, Help, explain
 from connectors.models import ProviderConnection
@@ -121,6 +122,9 @@ class Call(models.Model):
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
 
     queued_at = models.DateTimeField(auto_now_add=True)
+    # When the call may run: now for a first attempt, after the backoff for a retry. The sweeper
+    # re-queues a call still queued well past this time (its broker message was lost).
+    run_after = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -132,6 +136,8 @@ class Call(models.Model):
         indexes = [
             # The call log's default view and its status filter.
             models.Index(fields=["status", "-queued_at"], name="call_status_recent_idx"),
+            # The sweeper's scan for calls stuck in queued or running.
+            models.Index(fields=["status", "run_after"], name="call_status_run_after_idx"),
         ]
 
     def __str__(self) -> str:
@@ -140,6 +146,10 @@ class Call(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+    def latest_attempt(self) -> Call:
+        """The newest attempt at answering the same customer message (this call, or a retry of it)."""
+        return Call.objects.filter(message_id=self.message_id).order_by("-attempt").first() or self
 
     @property
     def help(self) -> Help | None:

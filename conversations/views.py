@@ -53,8 +53,10 @@ def variable_fields(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def call_status(request: HttpRequest, pk: int) -> HttpResponse:
-    call = get_object_or_404(Call.objects.select_related("connection"), pk=pk)
-    return render(request, "conversations/_call.html", {"call": call})
+    """The outcome of a customer message so far: its newest attempt, with the earlier ones summarised."""
+    call = get_object_or_404(Call, pk=pk).latest_attempt()
+    earlier = Call.objects.filter(message_id=call.message_id, attempt__lt=call.attempt).order_by("attempt")
+    return render(request, "conversations/_call.html", {"call": call, "earlier": earlier})
 
 
 @login_required

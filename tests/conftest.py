@@ -6,8 +6,6 @@ Nothing here mocks the provider: tests talk HTTP to the sandbox, as production t
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -15,12 +13,9 @@ import pytest
 from django.conf import settings
 
 from connectors.sandbox import SandboxServer
-from conversations.management.commands.runbroker import redis_server_argv
 
 from .factories import ConnectionFactory, TemplateFactory
-from .helpers import wait_until
-
-ROOT = Path(__file__).resolve().parent.parent
+from .processes import start_redis
 
 
 @pytest.fixture(scope="session")
@@ -49,10 +44,7 @@ def broker_url():
     if not url.startswith("redis+socket://"):
         yield url
         return
-    socket_path = Path(urlsplit(url).path)
-    socket_path.unlink(missing_ok=True)
-    process = subprocess.Popen(redis_server_argv(socket_path), stdout=subprocess.DEVNULL)
-    wait_until(socket_path.exists, 10, "the private Redis to listen")
+    process = start_redis(Path(urlsplit(url).path))
     yield url
     process.terminate()
     process.wait(10)
@@ -82,42 +74,14 @@ def subprocess_env(django_db_setup, broker_url):
 
 
 @pytest.fixture(scope="session")
-def celery_worker(subprocess_env, tmp_path_factory):
+def celery_worker(subprocess_env, broker_url, tmp_path_factory):
     """A real `celery -A config worker` process. Stops before the test database is dropped."""
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            "2",
-            "--purge",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "--hostname",
-            "test@%h",
-        ],
-        cwd=ROOT,
-        env=subprocess_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    wait_until(lambda: " ready." in log_path.read_text() or process.poll() is not None, 30, "the worker to start")
-    if process.poll() is not None:
-        pytest.fail(f"The Celery worker did not start:\n{log_path.read_text()}")
-    process.log_path = log_path
+    import redis
+
+    from .processes import start_worker, stop
+
+    if broker_url.startswith("redis://"):
+        redis.Redis.from_url(broker_url).flushdb()  # nothing left over from an earlier run
+    process = start_worker(subprocess_env, tmp_path_factory.mktemp("worker") / "worker.log", name="test")
     yield process
-    process.terminate()
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    stop(process)

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection as db
 from django.urls import reverse
 
-from conversations import services
+from conversations import delivery, services
 from conversations.models import Call
 from conversations.tasks import execute_call
 
@@ -31,7 +31,7 @@ def send(connection, template, model=None):
     call = services.call_send(
         connection=connection, template=template, customer_message="Hi", variables={"business_name": "Acme"}
     )
-    return services.call_execute(call_id=call.pk)
+    return delivery.call_execute(call_id=call.pk)
 
 
 def every_stored_text() -> str:
@@ -86,6 +86,7 @@ def test_saving_the_admin_form_keeps_the_key_when_left_empty(keyed, admin_client
         "api_key": "",
         "model": "mistral-large-latest",
         "timeout_seconds": "30",
+        "max_attempts": "3",
     }
     response = admin_client.post(url, data)
 

@@ -135,3 +135,17 @@ LOGGING = {
 
 # Longest customer message accepted, in bytes of UTF-8.
 MAX_CUSTOMER_MESSAGE_BYTES = env.int("MAX_CUSTOMER_MESSAGE_BYTES", default=32 * 1024)
+
+# --- Delivery --------------------------------------------------------------------------------
+# Retries of transient failures (429, 5xx, timeouts, network): Celery's exponential backoff with
+# full jitter, starting from this many seconds and capped; a longer Retry-After wins.
+CALL_RETRY_BACKOFF_SECONDS = env.float("CALL_RETRY_BACKOFF_SECONDS", default=1.0)
+CALL_RETRY_BACKOFF_MAX_SECONDS = env.float("CALL_RETRY_BACKOFF_MAX_SECONDS", default=60.0)
+# The sweeper queues again a call still queued this long after it was due (its broker message was lost),
+# and a call running longer than its connection's timeout plus this grace (its worker died).
+CALL_SWEEP_INTERVAL_SECONDS = env.float("CALL_SWEEP_INTERVAL_SECONDS", default=30.0)
+CALL_QUEUED_STALE_SECONDS = env.float("CALL_QUEUED_STALE_SECONDS", default=120.0)
+CALL_RUNNING_GRACE_SECONDS = env.float("CALL_RUNNING_GRACE_SECONDS", default=60.0)
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stuck-calls": {"task": "conversations.sweep_calls", "schedule": CALL_SWEEP_INTERVAL_SECONDS},
+}

@@ -24,3 +24,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # A private Redis on a unix socket, started by the test suite itself (tests/conftest.py), unless the
 # environment names a real one.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=f"redis+socket://{BASE_DIR / '.run' / 'test-redis.sock'}")
+
+# Retries in tests wait tenths of a second, not seconds (a provider's Retry-After still wins).
+CALL_RETRY_BACKOFF_SECONDS = env.float("CALL_RETRY_BACKOFF_SECONDS", default=0.05)
+CALL_RETRY_BACKOFF_MAX_SECONDS = env.float("CALL_RETRY_BACKOFF_MAX_SECONDS", default=0.5)

@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from connectors.errors import ErrorKind, explain
-from conversations import services
+from conversations import delivery, services
 from conversations.models import Call
 
 pytestmark = pytest.mark.django_db
@@ -16,7 +16,7 @@ def send(connection, template, message="Do you deliver on Sundays?"):
     call = services.call_send(
         connection=connection, template=template, customer_message=message, variables={"business_name": "Acme"}
     )
-    return services.call_execute(call_id=call.pk)
+    return delivery.call_execute(call_id=call.pk)
 
 
 def test_it_records_the_reply(connection, template):
@@ -42,14 +42,14 @@ def test_it_records_the_reply(connection, template):
 def test_a_second_delivery_of_the_same_call_does_nothing(connection, template):
     call = send(connection, template)
 
-    assert services.call_execute(call_id=call.pk) is None
+    assert delivery.call_execute(call_id=call.pk) is None
     assert call.conversation.messages.filter(role="assistant").count() == 1
 
 
 def test_a_continued_conversation_sends_the_history(connection, template):
     first = send(connection, template, "Hi")
     second = services.conversation_reply(conversation=first.conversation, customer_message="And on Monday?")
-    services.call_execute(call_id=second.pk)
+    delivery.call_execute(call_id=second.pk)
 
     second.refresh_from_db()
     assert [m["role"] for m in second.request["messages"]] == ["system", "user", "assistant", "user"]

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from connectors.models import ProviderConnection
 from conversations.models import Call, PromptTemplate
-from tests.conftest import ROOT
+from tests.processes import ROOT
 
 pytestmark = pytest.mark.django_db
 

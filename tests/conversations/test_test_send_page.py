@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from conversations import services
+from conversations import delivery, services
 from conversations.models import Call
 
 pytestmark = pytest.mark.django_db
@@ -78,7 +78,7 @@ def test_the_status_shows_the_reply_with_latency_and_tokens(staff_client, connec
     call = services.call_send(
         connection=connection, template=template, customer_message="Hi", variables={"business_name": "Acme"}
     )
-    services.call_execute(call_id=call.pk)
+    delivery.call_execute(call_id=call.pk)
     call.refresh_from_db()
 
     fragment = staff_client.get(reverse("conversations:call_status", args=[call.pk])).content.decode()
@@ -96,7 +96,7 @@ def test_the_status_shows_the_error_cause_and_fix(staff_client, connection, temp
     call = services.call_send(
         connection=connection, template=template, customer_message="Hi", variables={"business_name": "Acme"}
     )
-    services.call_execute(call_id=call.pk)
+    delivery.call_execute(call_id=call.pk)
 
     fragment = staff_client.get(reverse("conversations:call_status", args=[call.pk])).content.decode()
 
@@ -112,7 +112,7 @@ def test_model_output_with_html_is_shown_as_text(staff_client, connection, templ
         customer_message="<script>alert(1)</script>",
         variables={"business_name": "Acme"},
     )
-    services.call_execute(call_id=call.pk)
+    delivery.call_execute(call_id=call.pk)
 
     fragment = staff_client.get(reverse("conversations:call_status", args=[call.pk])).content.decode()
 
@@ -124,7 +124,7 @@ def test_continuing_a_conversation_queues_the_next_turn(staff_client, connection
     call = services.call_send(
         connection=connection, template=template, customer_message="Hi", variables={"business_name": "Acme"}
     )
-    services.call_execute(call_id=call.pk)
+    delivery.call_execute(call_id=call.pk)
 
     response = staff_client.post(
         reverse("conversations:reply", args=[call.conversation_id]), {"customer_message": "And tomorrow?"}

@@ -9,8 +9,8 @@ import pytest
 from django.core.management import call_command
 
 from conversations.models import Call
-from tests.conftest import ROOT
 from tests.helpers import wait_for_calls
+from tests.processes import ROOT
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

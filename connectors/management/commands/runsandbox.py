@@ -15,10 +15,17 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=settings.SANDBOX_PORT, help="Port on 127.0.0.1 (default 8765).")
         parser.add_argument("--delay", type=float, default=0.0, help="Seconds to wait before every reply.")
+        parser.add_argument(
+            "--flaky",
+            type=int,
+            default=0,
+            metavar="N",
+            help="Fail each distinct request's first N tries, with 500 and 429 (Retry-After: 1) in turn.",
+        )
         parser.add_argument("--quiet", action="store_true", help="Do not log each request.")
 
-    def handle(self, *args, port: int, delay: float, quiet: bool, **options):
-        server = SandboxServer(port, delay=delay, verbose=not quiet)
+    def handle(self, *args, port: int, delay: float, flaky: int, quiet: bool, **options):
+        server = SandboxServer(port, delay=delay, flaky=flaky, verbose=not quiet)
         self.stdout.write(f"Sandbox provider listening on {server.base_url} (delay {delay:g} s). Ctrl-C stops it.")
         try:
             server.serve_forever()

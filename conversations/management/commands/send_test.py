@@ -26,6 +26,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--wait", type=float, default=0, metavar="SECONDS", help="Wait up to this long for the call to finish."
         )
+        parser.add_argument(
+            "--repeat", type=int, default=1, metavar="N", help="Queue N sends, each in its own conversation."
+        )
 
     def handle(self, *args, **options):
         connection = _get(ProviderConnection, options["connection"], "connection", "add_connection")
@@ -36,40 +39,57 @@ class Command(BaseCommand):
             if not sep or not key:
                 raise CommandError(f"--var {pair!r} is not KEY=VALUE, for example --var business_name=Acme.")
             variables[key] = value
-        try:
-            call = services.call_send(
-                connection=connection,
-                template=template,
-                customer_message=options["message"],
-                variables=variables,
-                contact=options["contact"],
-            )
-        except (services.TemplateVariableError, services.SendRefused) as error:
-            raise CommandError(str(error)) from None
-        self.stdout.write(f"Queued call {call.pk} in conversation {call.conversation_id}.")
+        repeat = options["repeat"]
+        if repeat < 1:
+            raise CommandError("--repeat must be 1 or more.")
+        calls = []
+        for n in range(repeat):
+            try:
+                call = services.call_send(
+                    connection=connection,
+                    template=template,
+                    customer_message=options["message"],
+                    variables=variables,
+                    contact=options["contact"] if repeat == 1 else f"{options['contact']}-{n + 1}",
+                )
+            except (services.TemplateVariableError, services.SendRefused) as error:
+                raise CommandError(str(error)) from None
+            calls.append(call)
+        if repeat == 1:
+            self.stdout.write(f"Queued call {call.pk} in conversation {call.conversation_id}.")
+        else:
+            self.stdout.write(f"Queued {repeat} calls, {calls[0].pk} to {calls[-1].pk}.")
         if options["wait"] > 0:
-            self._wait(call, options["wait"])
+            self._wait(calls, options["wait"])
 
-    def _wait(self, call: Call, seconds: float) -> None:
+    def _wait(self, calls: list[Call], seconds: float) -> None:
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            call.refresh_from_db()
-            if call.finished:
+        while True:
+            calls = [call.latest_attempt() for call in calls]  # follows retries
+            if all(call.finished for call in calls) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
+        failures = [self._report(call, seconds) for call in calls]
+        failures = [text for text in failures if text]
+        if failures:
+            raise CommandError("\n".join(failures))
+
+    def _report(self, call: Call, seconds: float) -> str:
+        """Print a reply; return the text of a failure."""
         if call.status == Call.Status.SUCCEEDED:
             self.stdout.write(call.reply_text)
             self.stdout.write(
                 f"({call.latency_ms} ms, {call.prompt_tokens}+{call.completion_tokens} tokens, {call.finish_reason})"
             )
-            return
+            return ""
         if call.status == Call.Status.FAILED:
             status = f" (HTTP {call.http_status})" if call.http_status else ""
-            raise CommandError(
-                f"{call.get_error_kind_display()}{status}: {call.error_message}\n"
+            attempts = f" after {call.attempt} attempts" if call.attempt > 1 else ""
+            return (
+                f"{call.get_error_kind_display()}{status}{attempts}: {call.error_message}\n"
                 f"Likely cause: {call.help.cause}\nFix: {call.help.fix}"
             )
-        raise CommandError(
+        return (
             f"Call {call.pk} is still {call.status} after {seconds:g} s. Is a worker running "
             "(`celery -A config worker`) and is CELERY_BROKER_URL the same for it and for this command?"
         )

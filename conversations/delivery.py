@@ -1,0 +1,215 @@
+"""The worker's side of a call: claim it, send it, record what happened, retry what a retry can fix.
+
+Guarantees, and how they are kept:
+- A call row is finished at most once. The worker claims a queued row with a conditional UPDATE and
+  remembers the `started_at` it wrote; it records the outcome only while the row is still running with
+  that same `started_at` (a fencing token). A duplicate delivery finds nothing queued; a worker that
+  comes back after the sweeper handed its call to another finds its token gone and records nothing.
+- Nothing the database accepted is lost. A broker message can vanish (Redis restarted without
+  persistence, a worker killed -9 holding prefetched messages); `calls_sweep`, run by Celery beat,
+  queues again every call stuck in queued or running well past its time.
+- Only errors a retry can fix are retried (429, 5xx, timeouts, network), each retry a new row with
+  the next attempt number, after an exponential backoff with full jitter or the provider's
+  Retry-After, whichever is longer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from connectors import chat_completions
+from connectors.errors import ProviderError
+from connectors.models import ProviderConnection
+from connectors.safety import check_reachable
+
+from .models import Call, Conversation, Message
+
+logger = logging.getLogger(__name__)
+
+
+def call_messages(call: Call) -> list[dict[str, str]]:
+    """The chat history up to the customer message this call answers, as the provider expects it."""
+    history = call.conversation.messages.filter(id__lte=call.message_id).order_by("created_at", "id")
+    system = call.conversation.system_prompt
+    messages = [{"role": "system", "content": system}] if system else []
+    messages += [{"role": m.role, "content": m.content} for m in history]
+    return messages
+
+
+@sensitive_variables("api_key")
+def call_execute(*, call_id: int) -> Call | None:
+    """Make the provider request for a queued call and record the outcome.
+
+    Returns None when the call is not queued (another delivery got there first, or it is not due yet).
+    """
+    token = timezone.now()
+    claimed = Call.objects.filter(pk=call_id, status=Call.Status.QUEUED).update(
+        status=Call.Status.RUNNING, started_at=token
+    )
+    if not claimed:
+        logger.info("call %s is not queued any more; skipping a duplicate delivery", call_id)
+        return None
+    call = Call.objects.select_related("connection", "conversation").get(pk=call_id)
+    connection = call.connection
+    call.model = connection.model
+    call.request = chat_completions.build_body(
+        model=connection.model,
+        messages=call_messages(call),
+        max_tokens=connection.max_tokens,
+        temperature=connection.temperature,
+    )
+    started = time.monotonic()
+    try:
+        api_key = _usable_key(connection)
+        reply = chat_completions.chat(
+            base_url=connection.base_url, api_key=api_key, body=call.request, timeout=connection.timeout_seconds
+        )
+    except ProviderError as error:
+        call.latency_ms = _elapsed_ms(started)
+        _apply_failure(call, error)
+        recorded = _finish(call, error=error)
+    else:
+        call.latency_ms = _elapsed_ms(started)
+        _apply_success(call, reply)
+        recorded = _finish(call, reply=reply)
+    if recorded:
+        logger.info(
+            "call %s attempt %s %s in %s ms%s",
+            call.pk,
+            call.attempt,
+            call.status,
+            call.latency_ms,
+            f" ({call.error_kind}: {call.error_message})" if call.error_kind else "",
+        )
+    return call
+
+
+@sensitive_variables("api_key")
+def _usable_key(connection: ProviderConnection) -> str:
+    """The decrypted key, once the connection is known to be complete and its URL safe to call."""
+    from connectors.crypto import SecretUnreadable
+    from connectors.errors import ErrorKind
+
+    if not connection.model:
+        raise ProviderError(
+            ErrorKind.MISSING_MODEL, f"Connection {connection.name!r} has no model, so nothing was sent."
+        )
+    check_reachable(connection.base_url)
+    try:
+        api_key = connection.api_key
+    except SecretUnreadable as error:
+        raise ProviderError(ErrorKind.CONFIG, str(error)) from None
+    if not api_key:
+        raise ProviderError(ErrorKind.CONFIG, f"Connection {connection.name!r} has no API key, so nothing was sent.")
+    return api_key
+
+
+def _elapsed_ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
+def _apply_success(call: Call, reply: chat_completions.ChatReply) -> None:
+    call.status = Call.Status.SUCCEEDED
+    call.http_status = reply.status
+    call.response_body = reply.body
+    call.reply_text = reply.content
+    call.finish_reason = reply.finish_reason
+    call.provider_request_id = reply.response_id
+    call.prompt_tokens = reply.prompt_tokens
+    call.completion_tokens = reply.completion_tokens
+    call.finished_at = timezone.now()
+
+
+def _apply_failure(call: Call, error: ProviderError) -> None:
+    call.status = Call.Status.FAILED
+    call.http_status = error.status
+    call.response_body = error.body
+    call.error_kind = error.kind
+    call.error_message = error.message
+    call.finished_at = timezone.now()
+
+
+def _finish(call: Call, *, reply: chat_completions.ChatReply | None = None, error: ProviderError | None = None) -> bool:
+    """Store the outcome if this worker still holds the call; schedule the next attempt if one can help."""
+    with transaction.atomic():
+        held = (
+            Call.objects.select_for_update()
+            .filter(pk=call.pk, status=Call.Status.RUNNING, started_at=call.started_at)
+            .exists()
+        )
+        if not held:
+            logger.warning("call %s was handed to another worker meanwhile; dropping this outcome", call.pk)
+            return False
+        if reply is not None:
+            call.reply = Message.objects.create(
+                conversation_id=call.conversation_id, role=Message.Role.ASSISTANT, content=reply.content
+            )
+        call.save()
+        Conversation.objects.filter(pk=call.conversation_id).update(updated_at=call.finished_at)
+        if error is not None and not error.permanent and call.attempt < call.connection.max_attempts:
+            _schedule_retry(call, error)
+    return True
+
+
+def retry_delay(attempt: int, retry_after: float | None) -> float:
+    """Seconds before the next attempt: exponential backoff with full jitter, or Retry-After if longer.
+
+    The same rule as Celery's retry_backoff/retry_jitter, in fractions of a second (Celery's helper works
+    in whole seconds). Full jitter spreads the retries of many calls that failed together.
+    """
+    ceiling = min(settings.CALL_RETRY_BACKOFF_MAX_SECONDS, settings.CALL_RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
+    return max(random.uniform(0, ceiling), retry_after or 0.0)  # noqa: S311 - jitter, not cryptography
+
+
+def _schedule_retry(call: Call, error: ProviderError) -> Call:
+    from .tasks import execute_call
+
+    delay = retry_delay(call.attempt, error.retry_after)
+    retry = Call.objects.create(
+        conversation_id=call.conversation_id,
+        message_id=call.message_id,
+        connection_id=call.connection_id,
+        model=call.model,
+        attempt=call.attempt + 1,
+        run_after=timezone.now() + timedelta(seconds=delay),
+    )
+    transaction.on_commit(lambda: execute_call.apply_async((retry.pk,), countdown=delay))
+    logger.info("call %s: %s; attempt %s in %.1f s as call %s", call.pk, error.kind, retry.attempt, delay, retry.pk)
+    return retry
+
+
+def calls_sweep() -> list[int]:
+    """Queue again the calls whose broker message was lost or whose worker died. Returns their ids."""
+    from .tasks import execute_call
+
+    now = timezone.now()
+    swept: list[int] = []
+    grace = timedelta(seconds=settings.CALL_RUNNING_GRACE_SECONDS)
+    stuck_running = Call.objects.filter(status=Call.Status.RUNNING, started_at__lt=now - grace)
+    for call_id, started_at, timeout in stuck_running.values_list("pk", "started_at", "connection__timeout_seconds"):
+        # A running call is only stuck once its own timeout has passed too: the HTTP call has ended by then.
+        if started_at + timedelta(seconds=timeout) + grace > now:
+            continue
+        if Call.objects.filter(pk=call_id, status=Call.Status.RUNNING, started_at=started_at).update(
+            status=Call.Status.QUEUED, started_at=None, run_after=now
+        ):
+            swept.append(call_id)
+    stale = now - timedelta(seconds=settings.CALL_QUEUED_STALE_SECONDS)
+    stuck_queued = list(
+        Call.objects.filter(status=Call.Status.QUEUED, run_after__lt=stale).values_list("pk", flat=True)[:5000]
+    )
+    Call.objects.filter(pk__in=stuck_queued, status=Call.Status.QUEUED).update(run_after=now)
+    swept += stuck_queued
+    for call_id in swept:
+        execute_call.delay(call_id)
+    if swept:
+        logger.warning("sweeper queued %s stuck calls again: %s", len(swept), swept[:20])
+    return swept

@@ -1,0 +1,153 @@
+"""Retries, the at-most-once guard and the sweeper, in-process against the sandbox."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from connectors.errors import ErrorKind
+from conversations import delivery, services
+from conversations.models import Call, Message
+from conversations.tasks import execute_call
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    """Stand in for the broker: record what would be queued, with its countdown."""
+    sent = []
+    monkeypatch.setattr(execute_call, "delay", lambda call_id: sent.append((call_id, 0)))
+    monkeypatch.setattr(execute_call, "apply_async", lambda args, countdown: sent.append((args[0], countdown)))
+    return sent
+
+
+def send(connection, template, model="mistral-small-latest"):
+    connection.model = model
+    connection.save()
+    return services.call_send(
+        connection=connection, template=template, customer_message="Hi", variables={"business_name": "Acme"}
+    )
+
+
+def test_a_server_error_is_retried_as_a_new_attempt(connection, template, queued, django_capture_on_commit_callbacks):
+    call = send(connection, template, "sandbox-server-error")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery.call_execute(call_id=call.pk)
+
+    retry = Call.objects.get(attempt=2)
+    assert (retry.message_id, retry.status) == (call.message_id, Call.Status.QUEUED)
+    assert retry.run_after > timezone.now() - timedelta(seconds=1)
+    assert queued == [(retry.pk, pytest.approx((retry.run_after - retry.queued_at).total_seconds(), abs=0.1))]
+    assert call.latest_attempt() == retry
+
+
+def test_retries_stop_at_the_connections_maximum(connection, template, queued, django_capture_on_commit_callbacks):
+    connection.max_attempts = 2
+    call = send(connection, template, "sandbox-overloaded")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery.call_execute(call_id=call.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery.call_execute(call_id=call.latest_attempt().pk)
+
+    attempts = list(Call.objects.order_by("attempt").values_list("attempt", "status", "error_kind"))
+    assert attempts == [(1, "failed", "provider_error"), (2, "failed", "provider_error")]
+
+
+def test_retry_after_is_honoured(connection, template, queued, django_capture_on_commit_callbacks):
+    call = send(connection, template, "sandbox-rate-limit")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery.call_execute(call_id=call.pk)
+
+    assert queued[0][1] >= 1.0  # the sandbox says Retry-After: 1
+
+
+@pytest.mark.parametrize(
+    ("model", "api_key"),
+    [
+        ("mistral-small-latest", "wrong-key"),
+        ("sandbox-forbidden", None),
+        ("no-such-model", None),
+        ("sandbox-empty-choices", None),
+    ],
+)
+def test_errors_a_retry_cannot_fix_are_not_retried(connection, template, queued, model, api_key):
+    if api_key:
+        connection.set_api_key(api_key)
+    call = send(connection, template, model)
+
+    delivery.call_execute(call_id=call.pk)
+
+    assert Call.objects.count() == 1 and queued == []
+
+
+def test_the_backoff_grows_and_is_capped(settings):
+    settings.CALL_RETRY_BACKOFF_SECONDS = 1.0
+    settings.CALL_RETRY_BACKOFF_MAX_SECONDS = 4.0
+    delays = [delivery.retry_delay(attempt, None) for attempt in (1, 2, 3, 4, 5) for _ in range(50)]
+    assert all(0 <= d <= 4.0 for d in delays)
+    assert max(delivery.retry_delay(1, None) for _ in range(50)) <= 1.0
+    assert delivery.retry_delay(1, 30.0) == 30.0
+
+
+def test_an_outcome_from_a_worker_that_lost_its_call_is_dropped(connection, template, monkeypatch):
+    call = send(connection, template)
+    real_chat = delivery.chat_completions.chat
+
+    def chat_while_the_sweeper_takes_over(**kwargs):
+        # Meanwhile the sweeper decided this worker was dead and handed the call to another.
+        Call.objects.filter(pk=call.pk).update(status=Call.Status.QUEUED, started_at=None)
+        return real_chat(**kwargs)
+
+    monkeypatch.setattr(delivery.chat_completions, "chat", chat_while_the_sweeper_takes_over)
+    delivery.call_execute(call_id=call.pk)
+
+    call.refresh_from_db()
+    assert call.status == Call.Status.QUEUED
+    assert not Message.objects.filter(role=Message.Role.ASSISTANT).exists()
+
+
+def test_the_sweeper_requeues_calls_stuck_queued_or_running(connection, template, queued, settings):
+    settings.CALL_QUEUED_STALE_SECONDS = 60
+    settings.CALL_RUNNING_GRACE_SECONDS = 10
+    long_ago = timezone.now() - timedelta(minutes=10)
+    lost = send(connection, template)
+    Call.objects.filter(pk=lost.pk).update(run_after=long_ago)
+    fresh = send(connection, template)
+    dead_worker = send(connection, template)
+    Call.objects.filter(pk=dead_worker.pk).update(status=Call.Status.RUNNING, started_at=long_ago)
+    still_running = send(connection, template)
+    Call.objects.filter(pk=still_running.pk).update(status=Call.Status.RUNNING, started_at=timezone.now())
+
+    swept = delivery.calls_sweep()
+
+    assert sorted(swept) == sorted([lost.pk, dead_worker.pk])
+    assert sorted(call_id for call_id, _ in queued) == sorted([lost.pk, dead_worker.pk])
+    assert Call.objects.get(pk=dead_worker.pk).status == Call.Status.QUEUED
+    assert Call.objects.get(pk=fresh.pk).status == Call.Status.QUEUED
+    assert delivery.calls_sweep() == []  # swept calls are due again from now, not swept twice
+
+
+def test_a_retry_scheduled_for_later_is_not_swept_early(connection, template, queued, settings):
+    settings.CALL_QUEUED_STALE_SECONDS = 60
+    call = send(connection, template)
+    Call.objects.filter(pk=call.pk).update(run_after=timezone.now() + timedelta(seconds=30))
+    assert delivery.calls_sweep() == []
+
+
+def test_the_result_panel_shows_earlier_attempts(admin_client, connection, template, queued):
+    call = send(connection, template, "sandbox-server-error")
+    delivery.call_execute(call_id=call.pk)
+    retry = call.latest_attempt()
+
+    fragment = admin_client.get(reverse("conversations:call_status", args=[call.pk])).content.decode()
+
+    assert f'id="call-{retry.pk}"' in fragment and "attempt 2 of 3" in fragment
+    assert "Attempt 1: Provider error (HTTP 500)" in fragment
+    assert ErrorKind.PROVIDER_ERROR.label in fragment

@@ -1,0 +1,200 @@
+"""Fault tests with real processes: a message accepted is a message answered, exactly once.
+
+Each test runs its own Redis (so it can restart it) and its own worker and beat, with the sweeper tuned to
+act within seconds instead of minutes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import redis
+
+from connectors.sandbox import SandboxServer
+from conversations import services
+from conversations.models import Call, Message
+from tests.factories import ConnectionFactory, TemplateFactory
+from tests.helpers import wait_until
+from tests.processes import ROOT, kill_hard, start_beat, start_redis, start_worker, stop
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+FAST_SWEEPER = {
+    "CALL_SWEEP_INTERVAL_SECONDS": "1",
+    "CALL_QUEUED_STALE_SECONDS": "3",
+    "CALL_RUNNING_GRACE_SECONDS": "1",
+}
+
+
+@pytest.fixture
+def own_stack(subprocess_env, tmp_path):
+    """A private Redis plus the environment for workers and beat on it; stops whatever a test started."""
+    socket_path = tmp_path / "redis.sock"
+    started = {"redis": start_redis(socket_path), "others": []}
+    env = {**subprocess_env, **FAST_SWEEPER, "CELERY_BROKER_URL": f"redis+socket://{socket_path}"}
+
+    class Stack:
+        def __init__(self):
+            self.env, self.socket_path, self.tmp = env, socket_path, tmp_path
+
+        def worker(self, name):
+            process = start_worker(env, tmp_path / f"{name}.log", name=name)
+            started["others"].append(process)
+            return process
+
+        def beat(self):
+            process = start_beat(env, tmp_path)
+            started["others"].append(process)
+            return process
+
+        def restart_redis(self):
+            kill_hard_plain(started["redis"])
+            started["redis"] = start_redis(socket_path)
+
+        def queued_messages(self):
+            return redis.Redis(unix_socket_path=str(socket_path)).llen("celery")
+
+    yield Stack()
+    for process in started["others"]:
+        stop(process)
+    stop(started["redis"])
+
+
+def kill_hard_plain(process):
+    process.kill()
+    process.wait(10)
+
+
+@pytest.fixture
+def slow_sandbox():
+    server = SandboxServer(0, delay=0.2)
+    server.start_in_thread()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def queue_sends(env, count):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "send_test",
+            "--connection",
+            "Sandbox",
+            "--template",
+            "Support",
+            "--var",
+            "business_name=Acme",
+            "--message",
+            "Where is my parcel?",
+            "--repeat",
+            str(count),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def answered_exactly_once(expected: int) -> dict[str, int]:
+    """The figures the README reports: accepted, answered, lost and duplicated customer messages."""
+    accepted = Message.objects.filter(role=Message.Role.USER).count()
+    succeeded_per_message = Call.objects.filter(status=Call.Status.SUCCEEDED).values_list("message_id", flat=True)
+    replies = Message.objects.filter(role=Message.Role.ASSISTANT).count()
+    answered = len(set(succeeded_per_message))
+    figures = {
+        "accepted": accepted,
+        "answered": answered,
+        "lost": accepted - answered,
+        "duplicated": (len(succeeded_per_message) - answered) + (replies - answered),
+    }
+    print(f"figures: {figures}")
+    assert accepted == expected
+    return figures
+
+
+def all_answered(expected):
+    return lambda: Call.objects.filter(status=Call.Status.SUCCEEDED).count() >= expected
+
+
+def test_a_worker_killed_mid_batch_loses_and_repeats_nothing(own_stack, slow_sandbox):
+    ConnectionFactory(name="Sandbox", base_url=slow_sandbox.base_url, timeout_seconds=2)
+    TemplateFactory(name="Support")
+    first = own_stack.worker("first")
+    queue_sends(own_stack.env, 50)
+
+    wait_until(lambda: Call.objects.filter(status=Call.Status.SUCCEEDED).count() >= 8, 60, "some calls to finish")
+    kill_hard(first)  # kill -9, children included: its running and prefetched calls are orphaned
+    interrupted = Call.objects.exclude(status=Call.Status.SUCCEEDED).count()
+    own_stack.worker("second")
+    own_stack.beat()
+
+    wait_until(all_answered(50), 90, "every call to be answered")
+    figures = answered_exactly_once(50)
+    assert figures == {"accepted": 50, "answered": 50, "lost": 0, "duplicated": 0}
+    assert interrupted > 0
+
+
+def test_a_redis_restart_with_sends_queued_loses_nothing(own_stack, sandbox):
+    ConnectionFactory(name="Sandbox", base_url=sandbox.base_url)
+    TemplateFactory(name="Support")
+    queue_sends(own_stack.env, 100)
+    assert own_stack.queued_messages() == 100
+
+    own_stack.restart_redis()  # no persistence: the 100 broker messages are gone
+    assert own_stack.queued_messages() == 0
+    own_stack.worker("after-restart")
+    own_stack.beat()
+
+    wait_until(all_answered(100), 90, "the sweeper to bring every call home")
+    assert answered_exactly_once(100) == {"accepted": 100, "answered": 100, "lost": 0, "duplicated": 0}
+
+
+def test_a_flaky_provider_is_retried_until_every_send_succeeds(celery_worker):
+    flaky = SandboxServer(0, flaky=2)  # each request fails twice (500, then 429 with Retry-After: 1)
+    flaky.start_in_thread()
+    try:
+        connection = ConnectionFactory(name="Sandbox", base_url=flaky.base_url, max_attempts=3)
+        template = TemplateFactory(name="Support")
+        for n in range(20):
+            services.call_send(
+                connection=connection,
+                template=template,
+                customer_message=f"Question {n}",
+                variables={"business_name": "Acme"},
+            )
+
+        wait_until(all_answered(20), 60, "every call to succeed on a retry")
+    finally:
+        flaky.shutdown()
+        flaky.server_close()
+
+    assert answered_exactly_once(20)["duplicated"] == 0
+    outcomes = sorted(Call.objects.order_by().values_list("attempt", "status", "http_status").distinct())
+    assert outcomes == [(1, "failed", 500), (2, "failed", 429), (3, "succeeded", 200)]
+
+
+def test_a_hanging_provider_ends_as_a_timeout(celery_worker, sandbox):
+    connection = ConnectionFactory(
+        name="Sandbox", base_url=sandbox.base_url, model="sandbox-slow-30", timeout_seconds=1, max_attempts=1
+    )
+    call = services.call_send(
+        connection=connection,
+        template=TemplateFactory(name="Support"),
+        customer_message="Hello?",
+        variables={"business_name": "Acme"},
+    )
+
+    wait_until(lambda: Call.objects.get(pk=call.pk).finished, 20, "the call to time out")
+
+    call.refresh_from_db()
+    assert (call.status, call.error_kind) == (Call.Status.FAILED, "timeout")
+    assert call.error_message.endswith("within 1 s.")
+    assert call.latency_ms >= 1000
