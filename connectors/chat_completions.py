@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from django.views.decorators.debug import sensitive_variables
 
 from . import http
 from .errors import ErrorKind, ProviderError
@@ -50,15 +51,17 @@ def build_body(
     return body
 
 
+@sensitive_variables("api_key")
 def chat(*, base_url: str, api_key: str, body: dict[str, Any], timeout: float) -> ChatReply:
     """Send one chat completion and return the reply, or raise ProviderError."""
     status, text, headers = _request("POST", f"{base_url.rstrip('/')}/chat/completions", api_key, body, timeout)
     text = _scrub(text, api_key)
     if status >= 300:
         raise classify(status, text, headers)
-    return parse_reply(status, text)
+    return parse_reply(status, text, headers.get("Content-Type", ""))
 
 
+@sensitive_variables("api_key")
 def list_models(*, base_url: str, api_key: str, timeout: float) -> list[str]:
     """The model ids the provider offers this key (`GET {base_url}/models`)."""
     status, text, headers = _request("GET", f"{base_url.rstrip('/')}/models", api_key, None, timeout)
@@ -74,6 +77,9 @@ def list_models(*, base_url: str, api_key: str, timeout: float) -> list[str]:
         ) from None
 
 
+# Every frame below this one (requests, urllib3) holds the Authorization header: hide all their
+# variables from Django's error reports.
+@sensitive_variables()
 def _request(
     method: str, url: str, api_key: str, body: dict[str, Any] | None, timeout: float
 ) -> tuple[int, str, dict[str, str]]:
@@ -95,7 +101,16 @@ def _request(
         raise ProviderError(ErrorKind.NETWORK, f"Could not reach {host}: {_reason(exc)}.") from None
     except http.ResponseTooLarge as exc:
         raise ProviderError(ErrorKind.BAD_RESPONSE, str(exc), status=response.status_code) from None
-    return response.status_code, raw.decode("utf-8", errors="replace"), dict(response.headers)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProviderError(
+            ErrorKind.BAD_RESPONSE,
+            "The answer is not UTF-8 text, so it cannot be JSON. Check that the base URL points at the API.",
+            status=response.status_code,
+            body=raw[:2000].decode("utf-8", errors="replace"),
+        ) from None
+    return response.status_code, text, dict(response.headers)
 
 
 def _reason(exc: requests.ConnectionError) -> str:
@@ -113,12 +128,16 @@ def _scrub(text: str, api_key: str) -> str:
     return text.replace(api_key, "[redacted]") if api_key and len(api_key) >= 4 else text
 
 
-def parse_reply(status: int, text: str) -> ChatReply:
+def parse_reply(status: int, text: str, content_type: str = "application/json") -> ChatReply:
     try:
         data = json.loads(text)
     except ValueError:
+        kind_of_body = "" if "json" in content_type.lower() else f" (Content-Type {content_type or 'missing'})"
         raise ProviderError(
-            ErrorKind.BAD_RESPONSE, f"The answer is not JSON: {_snippet(text)}", status=status, body=text
+            ErrorKind.BAD_RESPONSE,
+            f"The answer is not JSON{kind_of_body}: {_snippet(text)}",
+            status=status,
+            body=text[:STORED_BODY_CHARS],
         ) from None
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):

@@ -29,6 +29,17 @@ def encrypt(plaintext: str) -> str:
     return _current().encrypt(plaintext.encode()).decode()
 
 
+def rotate(token: str) -> str:
+    """The same secret encrypted again with the first (newest) key."""
+    try:
+        return _current().rotate(token.encode()).decode()
+    except InvalidToken:
+        raise SecretUnreadable(
+            "A stored API key cannot be decrypted with any key in FIELD_ENCRYPTION_KEY; keep the old key in the "
+            "list until rotation has run."
+        ) from None
+
+
 def decrypt(token: str) -> str:
     try:
         return _current().decrypt(token.encode()).decode()

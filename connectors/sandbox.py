@@ -23,6 +23,9 @@ by the request itself:
 | model `sandbox-empty-choices`             | 200 with `"choices": []`                                |
 | model `sandbox-empty-reply`               | 200 whose message content is empty                      |
 | model `sandbox-echo-key`                  | 401 whose message repeats the key, as some gateways do  |
+| model `sandbox-giant`                     | 200 with a 3 MB body                                    |
+| model `sandbox-html`                      | 200 with an HTML page (a login portal, a wrong base URL) |
+| model `sandbox-not-utf8`                  | 200 whose body is Latin-1, not UTF-8                    |
 
 `python manage.py runsandbox --port 8765 [--delay SECONDS] [--flaky N]` runs it; `--delay` slows every
 reply, and `--flaky N` makes every distinct request fail its first N tries, with 500 and 429 in turn.
@@ -61,6 +64,9 @@ TRIGGERS = [
     "sandbox-empty-choices",
     "sandbox-empty-reply",
     "sandbox-echo-key",
+    "sandbox-giant",
+    "sandbox-html",
+    "sandbox-not-utf8",
 ]
 REQUEST_FIELDS = {
     "model",
@@ -103,8 +109,10 @@ def _tokens(text: str) -> int:
 class Answer(Exception):
     """Raised inside the handler to send a status, a JSON (or raw) body and headers."""
 
-    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None, raw: bool = False):
-        self.status, self.body, self.headers, self.raw = status, body, headers or {}, raw
+    def __init__(
+        self, status: int, body: Any, headers: dict[str, str] | None = None, raw: bool = False, encoding: str = "utf-8"
+    ):
+        self.status, self.body, self.headers, self.raw, self.encoding = status, body, headers or {}, raw, encoding
 
 
 class SandboxHandler(BaseHTTPRequestHandler):
@@ -136,7 +144,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     def _send(self, answer: Answer) -> None:
         if answer.raw:
-            payload, content_type = answer.body.encode(), answer.headers.pop("Content-Type", "text/html")
+            payload = answer.body.encode(answer.encoding)
+            content_type = answer.headers.pop("Content-Type", "text/html")
         else:
             payload, content_type = json.dumps(answer.body).encode(), "application/json"
         self.send_response(answer.status)
@@ -276,6 +285,23 @@ class SandboxHandler(BaseHTTPRequestHandler):
         elif model == "sandbox-invalid-json":
             raise Answer(
                 200, '{"id": "cmpl-broken", "choices": [', raw=True, headers={"Content-Type": "application/json"}
+            )
+        elif model == "sandbox-giant":
+            raise Answer(
+                200,
+                json.dumps({"choices": [], "padding": "x" * (3 * 1024 * 1024)}),
+                raw=True,
+                headers={"Content-Type": "application/json"},
+            )
+        elif model == "sandbox-html":
+            raise Answer(200, "<html><head><title>Sign in</title></head><body>Portal</body></html>", raw=True)
+        elif model == "sandbox-not-utf8":
+            raise Answer(
+                200,
+                '{"choices": [{"message": {"content": "caf\xe9"}}]}',
+                raw=True,
+                headers={"Content-Type": "application/json; charset=latin-1"},
+                encoding="latin-1",
             )
         elif model == "sandbox-echo-key":
             raise Answer(

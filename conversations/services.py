@@ -54,7 +54,15 @@ def conversation_reply(*, conversation: Conversation, customer_message: str) -> 
 def _check_message(customer_message: str) -> None:
     if not customer_message.strip():
         raise SendRefused("The customer message is empty. Type the message the customer would send.")
-    size = len(customer_message.encode())
+    try:
+        size = len(customer_message.encode())
+    except UnicodeEncodeError as error:
+        raise SendRefused(
+            f"The customer message has bytes that are not UTF-8 text (at character {error.start + 1}). "
+            "Send the message as UTF-8."
+        ) from None
+    if "\x00" in customer_message:
+        raise SendRefused("The customer message contains a NUL character. Remove it and send again.")
     limit = settings.MAX_CUSTOMER_MESSAGE_BYTES
     if size > limit:
         raise SendRefused(

@@ -28,3 +28,8 @@ CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=f"redis+socket://{BASE_DIR 
 # Retries in tests wait tenths of a second, not seconds (a provider's Retry-After still wins).
 CALL_RETRY_BACKOFF_SECONDS = env.float("CALL_RETRY_BACKOFF_SECONDS", default=0.05)
 CALL_RETRY_BACKOFF_MAX_SECONDS = env.float("CALL_RETRY_BACKOFF_MAX_SECONDS", default=0.5)
+
+# The test client and the live server speak plain http; production settings are checked by a test of
+# `manage.py check --deploy` instead.
+SECURE_SSL_REDIRECT = False
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = False

@@ -220,3 +220,19 @@ def test_reasoning_models_content_chunks_are_joined():
         ]
     }
     assert chat_completions.parse_reply(200, json.dumps(body)).content == "Hi"
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("sandbox-giant", "The answer is larger than 2048 KB and was not read."),
+        ("sandbox-html", "The answer is not JSON (Content-Type text/html): an HTML page titled 'Sign in'"),
+        ("sandbox-not-utf8", "The answer is not UTF-8 text"),
+    ],
+)
+def test_unusable_answers_are_bad_responses_that_say_why(sandbox, model, message):
+    with pytest.raises(ProviderError) as caught:
+        chat(sandbox, model=model)
+    assert caught.value.kind == ErrorKind.BAD_RESPONSE
+    assert message in caught.value.message
+    assert len(caught.value.body) <= chat_completions.STORED_BODY_CHARS

@@ -61,3 +61,12 @@ def test_every_command_has_help(command):
         [sys.executable, "manage.py", command, "--help"], cwd=ROOT, env=env, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_send_test_refuses_text_that_is_not_utf8(connection, template):
+    # A shell passes undecodable bytes through as surrogates; they must not reach the database.
+    with pytest.raises(CommandError, match=r"not UTF-8 text \(at character 4\)"):
+        call_command(
+            "send_test", connection="Sandbox", template="Support", var=["business_name=A"], message="caf\udce9"
+        )
+    assert not Call.objects.exists()

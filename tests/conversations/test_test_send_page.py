@@ -133,3 +133,17 @@ def test_continuing_a_conversation_queues_the_next_turn(staff_client, connection
     assert response.status_code == 302
     page = staff_client.get(response["Location"]).content.decode()
     assert "And tomorrow?" in page and page.count('class="call status-') == 2
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ("a\x00b", "Null characters are not allowed."),
+        ("   ", "The customer message is empty. Type the message the customer would send."),
+    ],
+)
+def test_unusable_customer_text_is_refused_clearly(staff_client, connection, template, message, error):
+    response = post_send(staff_client, connection, template, var_business_name="Acme", customer_message=message)
+
+    assert error in response.content.decode()
+    assert not Call.objects.exists()
