@@ -118,6 +118,9 @@ class Answer(Exception):
 class SandboxHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so clients' connection pools work as they do in production
     server_version = "SwitchboardSandbox/1.0"
+    # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's algorithm and the client's
+    # delayed ACK hold every reply back ~40 ms.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import connection as db
 from django.db import transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
@@ -66,6 +67,7 @@ def call_execute(*, call_id: int) -> Call | None:
         max_tokens=connection.max_tokens,
         temperature=connection.temperature,
     )
+    _release_database_connection()
     started = time.monotonic()
     try:
         api_key = _usable_key(connection)
@@ -90,6 +92,16 @@ def call_execute(*, call_id: int) -> Call | None:
             f" ({call.error_kind}: {call.error_message})" if call.error_kind else "",
         )
     return call
+
+
+def _release_database_connection() -> None:
+    """With a connection pool, hand the connection back while waiting on the provider.
+
+    A threaded worker keeps hundreds of calls in flight; they need a database connection for a few
+    milliseconds before and after the call, not for the seconds the provider takes.
+    """
+    if db.settings_dict.get("OPTIONS", {}).get("pool") and not db.in_atomic_block:
+        db.close()
 
 
 @sensitive_variables("api_key")
@@ -137,25 +149,50 @@ def _apply_failure(call: Call, error: ProviderError) -> None:
     call.finished_at = timezone.now()
 
 
+# What a finished attempt writes; everything else on the row was set when it was queued or claimed.
+OUTCOME_FIELDS = [
+    "status",
+    "model",
+    "request",
+    "http_status",
+    "response_body",
+    "reply",
+    "reply_text",
+    "finish_reason",
+    "provider_request_id",
+    "error_kind",
+    "error_message",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "finished_at",
+]
+
+
+class _ClaimLost(Exception):
+    """The sweeper gave this call to another worker while we waited on the provider."""
+
+
 def _finish(call: Call, *, reply: chat_completions.ChatReply | None = None, error: ProviderError | None = None) -> bool:
     """Store the outcome if this worker still holds the call; schedule the next attempt if one can help."""
-    with transaction.atomic():
-        held = (
-            Call.objects.select_for_update()
-            .filter(pk=call.pk, status=Call.Status.RUNNING, started_at=call.started_at)
-            .exists()
-        )
-        if not held:
-            logger.warning("call %s was handed to another worker meanwhile; dropping this outcome", call.pk)
-            return False
-        if reply is not None:
-            call.reply = Message.objects.create(
-                conversation_id=call.conversation_id, role=Message.Role.ASSISTANT, content=reply.content
+    try:
+        with transaction.atomic():
+            if reply is not None:
+                call.reply = Message.objects.create(
+                    conversation_id=call.conversation_id, role=Message.Role.ASSISTANT, content=reply.content
+                )
+            # Conditional on our claim (status and started_at): the UPDATE takes the row lock and re-checks.
+            held = Call.objects.filter(pk=call.pk, status=Call.Status.RUNNING, started_at=call.started_at).update(
+                **{field: getattr(call, field) for field in OUTCOME_FIELDS}
             )
-        call.save()
-        Conversation.objects.filter(pk=call.conversation_id).update(updated_at=call.finished_at)
-        if error is not None and not error.permanent and call.attempt < call.connection.max_attempts:
-            _schedule_retry(call, error)
+            if not held:
+                raise _ClaimLost  # and the reply message above is rolled back with it
+            Conversation.objects.filter(pk=call.conversation_id).update(updated_at=call.finished_at)
+            if error is not None and not error.permanent and call.attempt < call.connection.max_attempts:
+                _schedule_retry(call, error)
+    except _ClaimLost:
+        logger.warning("call %s was handed to another worker meanwhile; dropping this outcome", call.pk)
+        return False
     return True
 
 

@@ -23,7 +23,9 @@ def start_redis(socket_path: Path) -> subprocess.Popen:
     return process
 
 
-def start_worker(env: dict[str, str], log_path: Path, name: str = "worker", concurrency: int = 2) -> subprocess.Popen:
+def start_worker(
+    env: dict[str, str], log_path: Path, name: str = "worker", pool: str = "threads", concurrency: int = 8
+) -> subprocess.Popen:
     """`celery -A config worker` in its own process group, so a test can kill -9 it with its children."""
     log = log_path.open("a")
     process = subprocess.Popen(
@@ -36,6 +38,8 @@ def start_worker(env: dict[str, str], log_path: Path, name: str = "worker", conc
             "worker",
             "--loglevel",
             "INFO",
+            "--pool",
+            pool,
             "--concurrency",
             str(concurrency),
             "--without-gossip",

@@ -39,8 +39,8 @@ def own_stack(subprocess_env, tmp_path):
         def __init__(self):
             self.env, self.socket_path, self.tmp = env, socket_path, tmp_path
 
-        def worker(self, name):
-            process = start_worker(env, tmp_path / f"{name}.log", name=name)
+        def worker(self, name, pool="threads"):
+            process = start_worker(env, tmp_path / f"{name}.log", name=name, pool=pool)
             started["others"].append(process)
             return process
 
@@ -127,7 +127,7 @@ def all_answered(expected):
 def test_a_worker_killed_mid_batch_loses_and_repeats_nothing(own_stack, slow_sandbox):
     ConnectionFactory(name="Sandbox", base_url=slow_sandbox.base_url, timeout_seconds=2)
     TemplateFactory(name="Support")
-    first = own_stack.worker("first")
+    first = own_stack.worker("first", pool="prefork")  # a pool of child processes, killed with its parent
     queue_sends(own_stack.env, 50)
 
     wait_until(lambda: Call.objects.filter(status=Call.Status.SUCCEEDED).count() >= 8, 60, "some calls to finish")

@@ -1,0 +1,149 @@
+"""Processes and data for the benchmarks: the database, the sandbox, workers; and small statistics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / ".run" / "bench"
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/switchboard_bench"
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/14"
+
+
+def environment() -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.bench",
+        "DATABASE_URL": os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+        "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", DEFAULT_BROKER_URL),
+        "PYTHONUNBUFFERED": "1",
+    }
+    os.environ.update({k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "CELERY_BROKER_URL")})
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, seconds: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {seconds} s waiting for {what}")
+
+
+@contextmanager
+def process(argv: list[str], env: dict[str, str], log_name: str, ready=None, ready_seconds: float = 30):
+    RUN.mkdir(parents=True, exist_ok=True)
+    log_path = RUN / f"{log_name}.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc.log_path = log_path
+        try:
+            if ready:
+                wait_until(
+                    lambda: ready(log_path.read_text(errors="replace")) or proc.poll() is not None,
+                    ready_seconds,
+                    log_name,
+                )
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{log_name} exited:\n{log_path.read_text()[-3000:]}")
+            yield proc
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
+
+
+@contextmanager
+def sandbox(env, delay: float = 0.0, record: Path | None = None):
+    port = free_port()
+    argv = [sys.executable, "manage.py", "runsandbox", "--port", str(port), "--delay", str(delay), "--quiet"]
+    if record:
+        argv += ["--record", str(record)]
+    with process(argv, env, f"sandbox-{port}", ready=lambda text: "listening" in text):
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+@contextmanager
+def worker(env, name: str = "bench", pool: str | None = None, concurrency: int | None = None):
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "--loglevel",
+        "WARNING",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--hostname",
+        f"{name}@%h",
+    ]
+    if pool:
+        argv += ["--pool", pool]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    # WARNING level hides the "ready" line, so wait for the worker to answer a ping instead.
+    with process(argv, env, f"worker-{name}") as proc:
+        from config.celery import app
+
+        wait_until(
+            lambda: bool(app.control.ping(destination=[f"{name}@{socket.gethostname()}"], timeout=0.5)),
+            60,
+            f"worker {name} to answer",
+        )
+        yield proc
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    low, high = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of a process and its children, in KB (from /proc)."""
+    total = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        kids = [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+    return kids + [g for k in kids for g in _children(k)]
