@@ -7,5 +7,6 @@ admin.site.site_title = "Switchboard"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("connections/", include("connectors.urls")),
     path("", include("conversations.urls")),
 ]

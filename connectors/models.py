@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
+
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+from simple_history.models import HistoricalRecords
 
 from . import crypto
 from .safety import url_problem
@@ -46,8 +49,25 @@ class ProviderConnection(models.Model):
         help_text="Tries per message when the provider is busy, rate-limited, slow or unreachable. "
         "Errors a retry cannot fix (bad key, bad model, bad request) are never retried.",
     )
+    # The last "Check connection": what the provider offers this key, and whether a one-token chat worked.
+    available_models = models.JSONField(default=list, blank=True, editable=False)
+    checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    check_ok = models.BooleanField(null=True, editable=False)
+    check_message = models.TextField(blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Who changed what and when. The ciphertext is left out: a replaced key shows as a new api_key_changed_at.
+    history = HistoricalRecords(
+        excluded_fields=[
+            "api_key_encrypted",
+            "api_key_last4",
+            "updated_at",
+            "available_models",
+            "checked_at",
+            "check_ok",
+            "check_message",
+        ]
+    )
 
     class Meta:
         ordering = ["name"]
@@ -81,3 +101,28 @@ class ProviderConnection(models.Model):
         if not self.api_key_encrypted:
             return "not set"
         return f"…{self.api_key_last4}" if self.api_key_last4 else "set"
+
+
+class ModelPrice(models.Model):
+    """What a model costs, in US dollars per million tokens; each finished call stores its cost from this."""
+
+    model = models.CharField(
+        max_length=200, unique=True, help_text="The model name exactly as sent, e.g. mistral-small-latest."
+    )
+    input_per_million = models.DecimalField(max_digits=10, decimal_places=4, help_text="USD per 1M prompt tokens.")
+    output_per_million = models.DecimalField(max_digits=10, decimal_places=4, help_text="USD per 1M completion tokens.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model"]
+
+    def __str__(self) -> str:
+        return f"{self.model}: ${self.input_per_million}/${self.output_per_million} per 1M tokens"
+
+    def cost(self, prompt_tokens: int | None, completion_tokens: int | None) -> Decimal:
+        """USD, rounded to the micro-dollar the log stores."""
+        total = (
+            Decimal(prompt_tokens or 0) * self.input_per_million
+            + Decimal(completion_tokens or 0) * self.output_per_million
+        )
+        return (total / Decimal(1_000_000)).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)

@@ -31,7 +31,9 @@ from connectors.errors import ProviderError
 from connectors.models import ProviderConnection
 from connectors.safety import check_reachable
 
+from . import prices
 from .models import Call, Conversation, Message
+from .services import request_settings
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +62,13 @@ def call_execute(*, call_id: int) -> Call | None:
         return None
     call = Call.objects.select_related("connection", "conversation").get(pk=call_id)
     connection = call.connection
-    call.model = connection.model
-    call.request = chat_completions.build_body(
-        model=connection.model,
-        messages=call_messages(call),
-        max_tokens=connection.max_tokens,
-        temperature=connection.temperature,
-    )
+    wanted = request_settings(connection, call.conversation.overrides)
+    call.model = wanted["model"]
+    call.request = chat_completions.build_body(messages=call_messages(call), **wanted)
     _release_database_connection()
     started = time.monotonic()
     try:
-        api_key = _usable_key(connection)
+        api_key = _usable_key(connection, call.model)
         reply = chat_completions.chat(
             base_url=connection.base_url, api_key=api_key, body=call.request, timeout=connection.timeout_seconds
         )
@@ -105,12 +103,12 @@ def _release_database_connection() -> None:
 
 
 @sensitive_variables("api_key")
-def _usable_key(connection: ProviderConnection) -> str:
+def _usable_key(connection: ProviderConnection, model: str) -> str:
     """The decrypted key, once the connection is known to be complete and its URL safe to call."""
     from connectors.crypto import SecretUnreadable
     from connectors.errors import ErrorKind
 
-    if not connection.model:
+    if not model:
         raise ProviderError(
             ErrorKind.MISSING_MODEL, f"Connection {connection.name!r} has no model, so nothing was sent."
         )
@@ -137,6 +135,7 @@ def _apply_success(call: Call, reply: chat_completions.ChatReply) -> None:
     call.provider_request_id = reply.response_id
     call.prompt_tokens = reply.prompt_tokens
     call.completion_tokens = reply.completion_tokens
+    call.cost_usd = prices.cost(call.model, reply.prompt_tokens, reply.completion_tokens)
     call.finished_at = timezone.now()
 
 
@@ -165,6 +164,7 @@ OUTCOME_FIELDS = [
     "latency_ms",
     "prompt_tokens",
     "completion_tokens",
+    "cost_usd",
     "finished_at",
 ]
 

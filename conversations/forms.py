@@ -18,6 +18,13 @@ class TestSendForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "What the customer writes on WhatsApp"}),
         strip=False,
     )
+    model = forms.CharField(
+        required=False,
+        label="Model override",
+        widget=forms.TextInput(attrs={"list": "known-models", "placeholder": "the connection's model"}),
+    )
+    temperature = forms.FloatField(required=False, min_value=0, max_value=2, label="Temperature override")
+    max_tokens = forms.IntegerField(required=False, min_value=1, max_value=1_000_000, label="max_tokens override")
 
     def __init__(self, *args, template: PromptTemplate | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -27,6 +34,9 @@ class TestSendForm(forms.Form):
 
     def variable_fields(self) -> list[forms.BoundField]:
         return [self[name] for name in self.fields if name.startswith(VARIABLE_PREFIX)]
+
+    def overrides(self) -> dict[str, object]:
+        return {k: self.cleaned_data.get(k) for k in ("model", "temperature", "max_tokens")}
 
     def variables(self) -> dict[str, str]:
         return {

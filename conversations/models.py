@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.utils import timezone
+from simple_history.models import HistoricalRecords
 
 from connectors.errors import ErrorKind, Help, explain
 from connectors.models import ProviderConnection
@@ -20,6 +21,7 @@ class PromptTemplate(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords(excluded_fields=["updated_at"])
 
     class Meta:
         ordering = ["name"]
@@ -51,6 +53,9 @@ class Conversation(models.Model):
     template = models.ForeignKey(PromptTemplate, on_delete=models.PROTECT, related_name="conversations")
     variables = models.JSONField(default=dict, blank=True)
     system_prompt = models.TextField(blank=True, help_text="The rendered system prompt, sent before every turn.")
+    overrides = models.JSONField(
+        default=dict, blank=True, help_text="model, temperature or max_tokens set for this conversation only."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -76,7 +81,8 @@ class Message(models.Model):
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     role = models.CharField(max_length=20, choices=Role.choices)
-    content = models.TextField()
+    content = models.TextField(help_text="As sent to the provider (the template's user message, rendered).")
+    customer_message = models.TextField(blank=True, help_text="What the customer wrote, before the template.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -120,6 +126,7 @@ class Call(models.Model):
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
 
     queued_at = models.DateTimeField(auto_now_add=True)
     # When the call may run: now for a first attempt, after the backoff for a retry. The sweeper
@@ -130,6 +137,7 @@ class Call(models.Model):
 
     class Meta:
         ordering = ["-queued_at", "-id"]
+        permissions = [("send_test", "Can send test messages from the console")]
         constraints = [
             models.UniqueConstraint(fields=["message", "attempt"], name="call_one_row_per_attempt"),
         ]

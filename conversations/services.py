@@ -20,6 +20,24 @@ from .rendering import TemplateVariableError
 logger = logging.getLogger(__name__)
 
 
+# What a conversation may set instead of its connection.
+OVERRIDABLE = ("model", "temperature", "max_tokens")
+
+
+def request_settings(connection: ProviderConnection, overrides: dict[str, object]) -> dict[str, object]:
+    """model, max_tokens and temperature for a request: the conversation's overrides, else the connection's."""
+    return {
+        "model": overrides.get("model") or connection.model,
+        "max_tokens": overrides.get("max_tokens", connection.max_tokens),
+        "temperature": overrides.get("temperature", connection.temperature),
+    }
+
+
+def clean_overrides(overrides: dict[str, object] | None) -> dict[str, object]:
+    """Only the settings a conversation may override, and only those actually set."""
+    return {k: v for k, v in (overrides or {}).items() if k in OVERRIDABLE and v not in (None, "")}
+
+
 class SendRefused(ValueError):
     """The send was refused before anything was recorded; the message says what to change."""
 
@@ -31,16 +49,26 @@ def call_send(
     customer_message: str,
     variables: dict[str, str] | None = None,
     contact: str = "test console",
+    overrides: dict[str, object] | None = None,
 ) -> Call:
-    """Start a new conversation with the customer's message and queue the call that answers it."""
+    """Start a new conversation with the customer's message and queue the call that answers it.
+
+    `overrides` may set model, temperature and max_tokens for this conversation instead of the connection's.
+    """
     _check_message(customer_message)
     variables = dict(variables or {})
+    overrides = clean_overrides(overrides)
     system_prompt, user_text = template.render(variables=variables, customer_message=customer_message)
     with transaction.atomic():
         conversation = Conversation.objects.create(
-            contact=contact, connection=connection, template=template, variables=variables, system_prompt=system_prompt
+            contact=contact,
+            connection=connection,
+            template=template,
+            variables=variables,
+            system_prompt=system_prompt,
+            overrides=overrides,
         )
-        return _queue(conversation, user_text)
+        return _queue(conversation, user_text, customer_message)
 
 
 def conversation_reply(*, conversation: Conversation, customer_message: str) -> Call:
@@ -48,7 +76,7 @@ def conversation_reply(*, conversation: Conversation, customer_message: str) -> 
     _check_message(customer_message)
     _, user_text = conversation.template.render(variables=conversation.variables, customer_message=customer_message)
     with transaction.atomic():
-        return _queue(conversation, user_text)
+        return _queue(conversation, user_text, customer_message)
 
 
 def _check_message(customer_message: str) -> None:
@@ -71,15 +99,17 @@ def _check_message(customer_message: str) -> None:
         )
 
 
-def _queue(conversation: Conversation, user_text: str) -> Call:
+def _queue(conversation: Conversation, user_text: str, customer_message: str) -> Call:
     from .tasks import execute_call  # the task module imports this one
 
-    message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=user_text)
+    message = Message.objects.create(
+        conversation=conversation, role=Message.Role.USER, content=user_text, customer_message=customer_message
+    )
     call = Call.objects.create(
         conversation=conversation,
         message=message,
         connection=conversation.connection,
-        model=conversation.connection.model,
+        model=conversation.overrides.get("model") or conversation.connection.model,
     )
     conversation.save(update_fields=["updated_at"])
     transaction.on_commit(lambda: execute_call.delay(call.pk))

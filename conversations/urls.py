@@ -1,13 +1,22 @@
 from django.urls import path
 
-from . import views
+from .views import console, logs, overview, prompt_templates
 
 app_name = "conversations"
 
 urlpatterns = [
-    path("", views.test_send, name="test_send"),
-    path("send/fields/", views.variable_fields, name="variable_fields"),
-    path("calls/<int:pk>/status/", views.call_status, name="call_status"),
-    path("conversations/<int:pk>/", views.conversation_detail, name="detail"),
-    path("conversations/<int:pk>/reply/", views.conversation_reply, name="reply"),
+    path("", console.test_send, name="test_send"),
+    path("send/fields/", console.variable_fields, name="variable_fields"),
+    path("send/preview/", console.preview, name="preview"),
+    path("calls/", logs.call_list, name="calls"),
+    path("calls/export.csv", logs.export_csv, name="export_csv"),
+    path("calls/export.jsonl", logs.export_jsonl, name="export_jsonl"),
+    path("calls/<int:pk>/status/", console.call_status, name="call_status"),
+    path("conversations/", logs.conversation_list, name="list"),
+    path("conversations/<int:pk>/", logs.conversation_detail, name="detail"),
+    path("conversations/<int:pk>/reply/", console.conversation_reply, name="reply"),
+    path("overview/", overview.overview, name="overview"),
+    path("templates/", prompt_templates.template_list, name="templates"),
+    path("templates/new/", prompt_templates.template_edit, name="template_new"),
+    path("templates/<int:pk>/", prompt_templates.template_edit, name="template_edit"),
 ]

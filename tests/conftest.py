@@ -37,6 +37,41 @@ def template(db):
     return TemplateFactory(name="Support")
 
 
+def user_in(django_user_model, username: str, group: str):
+    """A user with one of the two roles the roles migration creates."""
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    from conversations.roles import ensure_roles
+
+    ensure_roles(apps)  # transactional tests empty every table, the migration's groups included
+    user = django_user_model.objects.create_user(username, password=f"{username}-password-1")
+    user.groups.add(Group.objects.get(name=group))
+    return user
+
+
+@pytest.fixture
+def support_user(db, django_user_model):
+    return user_in(django_user_model, "agent", "Support staff")
+
+
+@pytest.fixture
+def team_admin(db, django_user_model):
+    return user_in(django_user_model, "lead", "Admins")
+
+
+@pytest.fixture
+def staff_client(client, support_user):
+    client.force_login(support_user)
+    return client
+
+
+@pytest.fixture
+def lead_client(client, team_admin):
+    client.force_login(team_admin)
+    return client
+
+
 @pytest.fixture(scope="session")
 def broker_url():
     """The test broker: CELERY_BROKER_URL from the environment, or a private Redis started here."""

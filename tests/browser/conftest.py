@@ -44,18 +44,18 @@ def browser_type_launch_args(browser_type_launch_args):
     }
 
 
-@pytest.fixture
-def staff_user(django_user_model):
-    return django_user_model.objects.create_user("agent", password="agent-password-1")
-
-
-@pytest.fixture
-def logged_in_page(page, live_server, staff_user):
+def log_in(page, live_server, user) -> None:
     page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("#id_username", "agent")
-    page.fill("#id_password", "agent-password-1")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", f"{user.username}-password-1")
     page.click("button[type=submit]")
     page.wait_for_url(f"{live_server.url}/")
+
+
+@pytest.fixture
+def logged_in_page(page, live_server, support_user):
+    """A browser logged in as support staff."""
+    log_in(page, live_server, support_user)
     return page
 
 

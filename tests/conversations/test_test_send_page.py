@@ -11,13 +11,6 @@ from conversations.models import Call
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def staff_client(client, django_user_model):
-    user = django_user_model.objects.create_user("agent", password="pw-agent-123")
-    client.force_login(user)
-    return client
-
-
 def post_send(client, connection, template, **fields):
     data = {"connection": connection.pk, "template": template.pk, "customer_message": "Hi there", **fields}
     return client.post(reverse("conversations:test_send"), data)
@@ -132,7 +125,9 @@ def test_continuing_a_conversation_queues_the_next_turn(staff_client, connection
 
     assert response.status_code == 302
     page = staff_client.get(response["Location"]).content.decode()
-    assert "And tomorrow?" in page and page.count('class="call status-') == 2
+    assert "And tomorrow?" in page and page.count('class="bubble user"') == 2
+    assert page.count('class="bubble assistant"') == 1  # the first reply; the second is still queued
+    assert page.count('<details class="attempt">') == 2
 
 
 @pytest.mark.parametrize(

@@ -2,13 +2,16 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from connectors.models import ProviderConnection
 from conversations.models import PromptTemplate
+from conversations.roles import SUPPORT_STAFF
 
 DEMO_USER = "admin"
+DEMO_AGENT = "agent"  # a Support staff login, to see the dashboard as the support team does
 DEMO_PASSWORD = "switchboard-demo"
 DEMO_SYSTEM = (
     "You are a helpful support assistant for {{business_name}} on WhatsApp. Answer briefly and kindly. "
@@ -25,6 +28,9 @@ class Command(BaseCommand):
         User = get_user_model()
         if not User.objects.filter(username=DEMO_USER).exists():
             User.objects.create_superuser(DEMO_USER, "admin@example.com", DEMO_PASSWORD)
+        if not User.objects.filter(username=DEMO_AGENT).exists():
+            agent = User.objects.create_user(DEMO_AGENT, "agent@example.com", DEMO_PASSWORD)
+            agent.groups.add(Group.objects.get(name=SUPPORT_STAFF))
         if not ProviderConnection.objects.filter(name="Sandbox").exists():
             call_command(
                 "add_connection",
@@ -37,6 +43,6 @@ class Command(BaseCommand):
         if not PromptTemplate.objects.filter(name="Support bot").exists():
             call_command("add_template", "Support bot", system=DEMO_SYSTEM, stdout=self.stdout)
         self.stdout.write(
-            f"Dashboard: http://127.0.0.1:8000/  login: {DEMO_USER} / {DEMO_PASSWORD} "
-            "(local demo only; change it with `python manage.py changepassword admin`)."
+            f"Dashboard: http://127.0.0.1:8000/  logins: {DEMO_USER} (Admin) and {DEMO_AGENT} (Support staff), "
+            f"password {DEMO_PASSWORD} (local demo only; change with `python manage.py changepassword NAME`)."
         )

@@ -1,0 +1,78 @@
+"""Connections in the dashboard: everyone with access sees them and can check them; only Admins edit."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from .forms import ProviderConnectionForm
+from .models import ProviderConnection
+from .services import connection_check
+
+
+@login_required
+@permission_required("connectors.view_providerconnection", raise_exception=True)
+def connection_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "connectors/connection_list.html", {"connections": ProviderConnection.objects.all()})
+
+
+@login_required
+@permission_required("connectors.change_providerconnection", raise_exception=True)
+def connection_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    """Create or edit a connection; its page also shows who changed what, and when."""
+    connection = get_object_or_404(ProviderConnection, pk=pk) if pk else None
+    if connection is None and not request.user.has_perm("connectors.add_providerconnection"):
+        return render(request, "403.html", status=403)
+    form = ProviderConnectionForm(request.POST or None, instance=connection)
+    if request.method == "POST" and form.is_valid():
+        saved = form.save()
+        messages.success(request, f"Saved connection {saved.name}.")
+        return redirect("connectors:edit", pk=saved.pk)
+    context = {
+        "heading": f"Connection {connection.name}" if connection else "New connection",
+        "form": form,
+        "changes": history_of(connection) if connection else [],
+        "models": connection.available_models if connection else [],
+    }
+    return render(request, "_edit_page.html", context)
+
+
+@login_required
+@permission_required("conversations.send_test", raise_exception=True)
+@require_POST
+def connection_check_view(request: HttpRequest, pk: int) -> HttpResponse:
+    connection = get_object_or_404(ProviderConnection, pk=pk)
+    result = connection_check(connection=connection)
+    return render(request, "connectors/_check.html", {"connection": connection, "result": result})
+
+
+# Fields whose changes mean nothing to staff.
+_UNTRACKED = {"id", "created_at"}
+
+
+def history_of(instance) -> list[dict[str, object]]:
+    """Each recorded change, newest first: who, when, and field: old → new (never a secret)."""
+    records = list(instance.history.select_related("history_user").order_by("-history_date")[:50])
+    changes = []
+    for newer, older in zip(records, records[1:] + [None], strict=True):
+        what = ["created"] if older is None else _differences(older, newer)
+        changes.append({"when": newer.history_date, "who": newer.history_user, "what": what or ["saved, no change"]})
+    return changes
+
+
+def _differences(older, newer) -> list[str]:
+    what = []
+    for field in newer.tracked_fields:
+        if field.name in _UNTRACKED:
+            continue
+        before, after = getattr(older, field.attname), getattr(newer, field.attname)
+        if before == after:
+            continue
+        # The key itself is never in the history; its change shows as a new api_key_changed_at.
+        what.append(
+            "API key replaced" if field.name == "api_key_changed_at" else f"{field.name}: {before!r} → {after!r}"
+        )
+    return what

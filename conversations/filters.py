@@ -1,0 +1,74 @@
+"""Filters, search and ordering for the logs (django-filter), and pagination that never counts the table."""
+
+from __future__ import annotations
+
+import django_filters
+from django import forms
+from django.db.models import Q, QuerySet
+
+from connectors.errors import ErrorKind
+from connectors.models import ProviderConnection
+
+from .models import Call, Conversation, PromptTemplate
+
+PAGE_SIZE = 50
+DATE = forms.DateInput(attrs={"type": "date"})
+
+
+class CallFilter(django_filters.FilterSet):
+    connection = django_filters.ModelChoiceFilter(queryset=ProviderConnection.objects.all())
+    template = django_filters.ModelChoiceFilter(
+        field_name="conversation__template", queryset=PromptTemplate.objects.all()
+    )
+    status = django_filters.ChoiceFilter(choices=Call.Status.choices)
+    error_kind = django_filters.ChoiceFilter(choices=ErrorKind.choices, label="Error kind")
+    since = django_filters.DateFilter(field_name="queued_at", lookup_expr="date__gte", widget=DATE, label="From")
+    until = django_filters.DateFilter(field_name="queued_at", lookup_expr="date__lte", widget=DATE, label="To")
+    q = django_filters.CharFilter(method="search", label="Search")
+    order = django_filters.OrderingFilter(
+        fields=(("queued_at", "queued"), ("latency_ms", "latency"), ("completion_tokens", "tokens")),
+        field_labels={"queued_at": "Time", "latency_ms": "Latency", "completion_tokens": "Tokens"},
+        label="Sort",
+    )
+
+    class Meta:
+        model = Call
+        fields: list[str] = []
+
+    def search(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        """A contact (phone number or name, from its start) or words in the reply or the error."""
+        return queryset.filter(
+            Q(conversation__contact__istartswith=value)
+            | Q(reply_text__icontains=value)
+            | Q(error_message__icontains=value)
+        )
+
+
+class ConversationFilter(django_filters.FilterSet):
+    connection = django_filters.ModelChoiceFilter(queryset=ProviderConnection.objects.all())
+    template = django_filters.ModelChoiceFilter(queryset=PromptTemplate.objects.all())
+    since = django_filters.DateFilter(field_name="updated_at", lookup_expr="date__gte", widget=DATE, label="From")
+    until = django_filters.DateFilter(field_name="updated_at", lookup_expr="date__lte", widget=DATE, label="To")
+    q = django_filters.CharFilter(method="search", label="Search")
+    order = django_filters.OrderingFilter(
+        fields=(("updated_at", "updated"), ("created_at", "created"), ("contact", "contact")),
+        field_labels={"updated_at": "Last activity", "created_at": "Started", "contact": "Contact"},
+        label="Sort",
+    )
+
+    class Meta:
+        model = Conversation
+        fields: list[str] = []
+
+    def search(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        matching = Conversation.objects.filter(messages__content__icontains=value).values("pk")
+        return queryset.filter(Q(contact__istartswith=value) | Q(pk__in=matching))
+
+
+def page(queryset: QuerySet, number: str | None, size: int | None = None) -> tuple[list, int, bool]:
+    """One page of rows, the page number, and whether there is a next one: size + 1 rows read, no COUNT(*)."""
+    size = size or PAGE_SIZE
+    number_int = int(number) if number and number.isdigit() and int(number) > 0 else 1
+    offset = (number_int - 1) * size
+    rows = list(queryset[offset : offset + size + 1])
+    return rows[:size], number_int, len(rows) > size

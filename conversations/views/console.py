@@ -1,0 +1,145 @@
+"""The test console: compose a customer message, preview the exact request, send it, watch it finish."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib.auth.decorators import login_required, permission_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from connectors import chat_completions
+from connectors.models import ModelPrice
+
+from .. import services
+from ..forms import VARIABLE_PREFIX, ReplyForm, TestSendForm
+from ..models import Call, Conversation, PromptTemplate
+from ..rendering import TemplateVariableError
+
+SEND_PERMISSION = "conversations.send_test"
+
+
+def _chosen_template(request: HttpRequest) -> PromptTemplate | None:
+    template_id = request.POST.get("template") or request.GET.get("template")
+    templates = PromptTemplate.objects.all()
+    if template_id and str(template_id).isdigit():
+        return templates.filter(pk=template_id).first() or templates.first()
+    return templates.first()
+
+
+def _initial_from(call: Call) -> dict[str, object]:
+    """The inputs of an earlier send, for "Send again"."""
+    conversation = call.conversation
+    first = conversation.messages.filter(role="user").order_by("id").first()
+    initial = {
+        "connection": conversation.connection_id,
+        "template": conversation.template_id,
+        "customer_message": first.customer_message or first.content if first else "",
+        **conversation.overrides,
+    }
+    initial.update({VARIABLE_PREFIX + name: value for name, value in conversation.variables.items()})
+    return initial
+
+
+@login_required
+@permission_required(SEND_PERMISSION, raise_exception=True)
+def test_send(request: HttpRequest) -> HttpResponse:
+    """Send one customer message through a connection and template, and watch the call finish."""
+    if request.method == "POST":
+        template = _chosen_template(request)
+        form = TestSendForm(request.POST, template=template)
+        if form.is_valid():
+            try:
+                call = services.call_send(
+                    connection=form.cleaned_data["connection"],
+                    template=form.cleaned_data["template"],
+                    customer_message=form.cleaned_data["customer_message"],
+                    variables=form.variables(),
+                    overrides=form.overrides(),
+                )
+            except (services.TemplateVariableError, services.SendRefused) as error:
+                form.add_error(None, str(error))
+            else:
+                return redirect(f"{reverse('conversations:test_send')}?call={call.pk}&again={call.pk}")
+        call = None
+    else:
+        call = _call_from(request.GET.get("call", ""))
+        again = _call_from(request.GET.get("again", ""))
+        initial = _initial_from(again) if again else {}
+        template = PromptTemplate.objects.filter(pk=initial["template"]).first() if again else None
+        template = template or _chosen_template(request)
+        form = TestSendForm(template=template, initial={"template": template, **initial})
+    known_models = ModelPrice.objects.values_list("model", flat=True)
+    return render(request, "conversations/test_send.html", {"form": form, "call": call, "known_models": known_models})
+
+
+def _call_from(value: str) -> Call | None:
+    return Call.objects.filter(pk=value).select_related("connection").first() if value.isdigit() else None
+
+
+@login_required
+@permission_required(SEND_PERMISSION, raise_exception=True)
+def variable_fields(request: HttpRequest) -> HttpResponse:
+    """The template's variable inputs, swapped in when staff pick another template."""
+    form = TestSendForm(template=_chosen_template(request))
+    return render(request, "conversations/_variable_fields.html", {"form": form})
+
+
+@login_required
+@permission_required(SEND_PERMISSION, raise_exception=True)
+@require_POST
+def preview(request: HttpRequest) -> HttpResponse:
+    """The exact request the worker would send for the form as it is now, with the key masked."""
+    form = TestSendForm(request.POST, template=_chosen_template(request))
+    context: dict[str, object] = {}
+    form.is_valid()  # partial input is fine: show what can be shown
+    data = form.cleaned_data
+    connection, template = data.get("connection"), data.get("template")
+    if connection and template:
+        try:
+            system, user = template.render(
+                variables=form.variables(), customer_message=data.get("customer_message", "")
+            )
+        except TemplateVariableError as error:
+            context["problem"] = str(error)
+        else:
+            wanted = services.request_settings(connection, services.clean_overrides(form.overrides()))
+            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+            context.update(
+                url=f"{connection.base_url.rstrip('/')}/chat/completions",
+                key_hint=connection.key_hint,
+                body=json.dumps(chat_completions.build_body(messages=messages, **wanted), indent=2, ensure_ascii=False),
+            )
+    return render(request, "conversations/_preview.html", context)
+
+
+@login_required
+@permission_required("conversations.view_call", raise_exception=True)
+def call_status(request: HttpRequest, pk: int) -> HttpResponse:
+    """The outcome of a customer message so far: its newest attempt, with the earlier ones summarised."""
+    call = get_object_or_404(Call, pk=pk).latest_attempt()
+    earlier = Call.objects.filter(message_id=call.message_id, attempt__lt=call.attempt).order_by("attempt")
+    return render(request, "conversations/_call.html", {"call": call, "earlier": earlier, "console": True})
+
+
+@login_required
+@permission_required(SEND_PERMISSION, raise_exception=True)
+@require_POST
+def conversation_reply(request: HttpRequest, pk: int) -> HttpResponse:
+    """Continue a conversation: the next customer message, sent with the history like the chatbot would."""
+    from .logs import render_conversation
+
+    conversation = get_object_or_404(Conversation, pk=pk)
+    form = ReplyForm(request.POST)
+    if form.is_valid():
+        try:
+            services.conversation_reply(
+                conversation=conversation, customer_message=form.cleaned_data["customer_message"]
+            )
+        except (services.TemplateVariableError, services.SendRefused) as error:
+            form.add_error(None, str(error))
+        else:
+            return redirect("conversations:detail", pk=conversation.pk)
+    return render_conversation(request, conversation, form, status=400)

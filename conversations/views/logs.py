@@ -1,0 +1,151 @@
+"""The conversation and call logs: filtered lists, one conversation as a transcript, streamed exports."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+
+from django.contrib.auth.decorators import login_required, permission_required
+from django.db.models import F
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+
+from ..filters import CallFilter, ConversationFilter, page
+from ..forms import ReplyForm
+from ..models import Call, Conversation
+
+EXPORT_FIELDS = [
+    "id",
+    "queued_at",
+    "finished_at",
+    "contact",
+    "connection",
+    "template",
+    "model",
+    "attempt",
+    "status",
+    "http_status",
+    "error_kind",
+    "error_message",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "customer_message",
+    "reply_text",
+]
+
+
+def _querystring_without_page(request: HttpRequest) -> str:
+    params = request.GET.copy()
+    params.pop("page", None)
+    return params.urlencode()
+
+
+@login_required
+@permission_required("conversations.view_call", raise_exception=True)
+def call_list(request: HttpRequest) -> HttpResponse:
+    calls = Call.objects.select_related("connection", "conversation__template").order_by("-queued_at", "-id")
+    filterset = CallFilter(request.GET, queryset=calls)
+    rows, number, has_next = page(filterset.qs, request.GET.get("page"))
+    context = {
+        "filter": filterset,
+        "calls": rows,
+        "page": number,
+        "has_next": has_next,
+        "query": _querystring_without_page(request),
+    }
+    return render(request, "conversations/call_list.html", context)
+
+
+@login_required
+@permission_required("conversations.view_conversation", raise_exception=True)
+def conversation_list(request: HttpRequest) -> HttpResponse:
+    conversations = Conversation.objects.select_related("connection", "template").order_by("-updated_at", "-id")
+    filterset = ConversationFilter(request.GET, queryset=conversations)
+    rows, number, has_next = page(filterset.qs, request.GET.get("page"))
+    context = {
+        "filter": filterset,
+        "conversations": rows,
+        "page": number,
+        "has_next": has_next,
+        "query": _querystring_without_page(request),
+    }
+    return render(request, "conversations/conversation_list.html", context)
+
+
+@login_required
+@permission_required("conversations.view_conversation", raise_exception=True)
+def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    conversation = get_object_or_404(Conversation.objects.select_related("connection", "template"), pk=pk)
+    return render_conversation(request, conversation, ReplyForm())
+
+
+def render_conversation(
+    request: HttpRequest, conversation: Conversation, form: ReplyForm, status: int = 200
+) -> HttpResponse:
+    """The transcript: each customer message, then its reply (or its final error), with every attempt."""
+    calls = list(conversation.calls.select_related("connection").order_by("message_id", "attempt"))
+    by_message: dict[int, list[Call]] = {}
+    for call in calls:
+        by_message.setdefault(call.message_id, []).append(call)
+    turns = []
+    for message in conversation.messages.filter(role="user").order_by("created_at", "id"):
+        attempts = by_message.get(message.pk, [])
+        turns.append({"message": message, "attempts": attempts, "final": attempts[-1] if attempts else None})
+    context = {"conversation": conversation, "turns": turns, "form": form}
+    return render(request, "conversations/conversation_detail.html", context, status=status)
+
+
+def _export_rows(request: HttpRequest) -> Iterator[dict[str, object]]:
+    calls = Call.objects.order_by("-queued_at", "-id")
+    qs = CallFilter(request.GET, queryset=calls).qs.annotate(
+        contact=F("conversation__contact"),
+        connection_name=F("connection__name"),
+        template=F("conversation__template__name"),
+        customer_message=F("message__customer_message"),
+    )
+    fields = [f if f != "connection" else "connection_name" for f in EXPORT_FIELDS]
+    for row in qs.values(*fields).iterator(chunk_size=2000):
+        row["connection"] = row.pop("connection_name")
+        yield {field: row[field] for field in EXPORT_FIELDS}
+
+
+class _Echo:
+    """csv.writer writes into this and gets the line back, so rows stream instead of piling up."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _filename(extension: str) -> str:
+    return f"switchboard-calls-{timezone.now():%Y%m%d-%H%M%S}.{extension}"
+
+
+@login_required
+@permission_required("conversations.view_call", raise_exception=True)
+def export_csv(request: HttpRequest) -> StreamingHttpResponse:
+    writer = csv.writer(_Echo())
+
+    def lines() -> Iterator[str]:
+        yield writer.writerow(EXPORT_FIELDS)
+        for row in _export_rows(request):
+            yield writer.writerow(["" if row[f] is None else row[f] for f in EXPORT_FIELDS])
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{_filename("csv")}"'
+    return response
+
+
+@login_required
+@permission_required("conversations.view_call", raise_exception=True)
+def export_jsonl(request: HttpRequest) -> StreamingHttpResponse:
+    def lines() -> Iterator[str]:
+        for row in _export_rows(request):
+            yield json.dumps(row, default=str, ensure_ascii=False) + "\n"
+
+    response = StreamingHttpResponse(lines(), content_type="application/x-ndjson; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{_filename("jsonl")}"'
+    return response

@@ -1,0 +1,38 @@
+// Small behaviours that need a script; everything else is server-rendered (and htmx).
+// No inline scripts anywhere: the Content-Security-Policy allows only files from /static/.
+
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("[data-copy]");
+  if (!button) return;
+  const source = document.getElementById(button.dataset.copy);
+  if (!source) return;
+  navigator.clipboard.writeText(source.textContent).then(() => {
+    const label = button.textContent;
+    button.textContent = "Copied";
+    setTimeout(() => { button.textContent = label; }, 1500);
+  });
+});
+
+function drawCharts() {
+  const data = document.getElementById("chart-data");
+  if (!data || typeof Chart === "undefined") return;
+  const charts = JSON.parse(data.textContent);
+  const stacked = { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } };
+  const series = (s) => [
+    { label: "Succeeded", data: s.succeeded, backgroundColor: "#0f766e" },
+    { label: "Failed", data: s.failed, backgroundColor: "#b42318" },
+  ];
+  for (const name of ["hourly", "daily"]) {
+    const canvas = document.getElementById(`chart-${name}`);
+    if (canvas) new Chart(canvas, { type: "bar", data: { labels: charts[name].labels, datasets: series(charts[name]) },
+                                    options: { responsive: true, animation: false, scales: stacked } });
+  }
+  const errors = document.getElementById("chart-errors");
+  if (errors && charts.errors.labels.length) {
+    new Chart(errors, { type: "doughnut", data: { labels: charts.errors.labels,
+      datasets: [{ data: charts.errors.counts,
+                   backgroundColor: ["#b42318", "#f79009", "#7a5af8", "#2e90fa", "#667085", "#12b76a", "#ee46bc", "#444ce7", "#15b79e", "#fd853a"] }] },
+      options: { responsive: true, animation: false } });
+  }
+}
+document.addEventListener("DOMContentLoaded", drawCharts);
