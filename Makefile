@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format clean
+.PHONY: run test lint format clean bench
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,3 +43,8 @@ format: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .ruff_cache
+
+# Benchmarks against the local PostgreSQL and Redis (DATABASE_URL / CELERY_BROKER_URL override them).
+# QUICK=1 runs smaller counts in under two minutes; CI runs that.
+bench: $(VENV)/.installed
+	$(PY) -m bench $(if $(QUICK),--quick)

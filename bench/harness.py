@@ -147,3 +147,11 @@ def _children(pid: int) -> list[int]:
     except FileNotFoundError:
         return []
     return kids + [g for k in kids for g in _children(k)]
+
+
+def describe(url: str) -> str:
+    """A service URL without credentials, for the report."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}{parts.path}"

@@ -133,6 +133,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         self._handle(self._chat if self.path.rstrip("/") == "/v1/chat/completions" else None)
 
     def _handle(self, route: Any) -> None:
+        received = time.time()
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
@@ -140,6 +141,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 raise Answer(404, {"detail": "Not Found"})
             route(raw)
         except Answer as answer:
+            self.server.record(received, raw)  # type: ignore[attr-defined]
             try:
                 self._send(answer)
             except (BrokenPipeError, ConnectionResetError):
@@ -355,13 +357,31 @@ class SandboxServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024  # benchmarks open hundreds of connections at once
 
-    def __init__(self, port: int = 0, *, delay: float = 0.0, flaky: int = 0, verbose: bool = False):
+    def __init__(
+        self, port: int = 0, *, delay: float = 0.0, flaky: int = 0, verbose: bool = False, record: str | None = None
+    ):
         super().__init__(("127.0.0.1", port), SandboxHandler)
         self.delay = delay
         self.flaky = flaky
         self.verbose = verbose
         self.requests_seen: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._record = open(record, "a", buffering=1) if record else None  # noqa: SIM115 - lives as long as the server
+
+    def record(self, received: float, raw: bytes) -> None:
+        """With --record FILE: when each request arrived and was answered, and the last thing the customer said.
+
+        The benchmarks read this to split a call's time between the provider and Switchboard.
+        """
+        if self._record is None:
+            return
+        try:
+            said = next(m["content"] for m in reversed(json.loads(raw)["messages"]) if m.get("role") == "user")
+        except (ValueError, KeyError, TypeError, StopIteration):
+            said = ""
+        line = json.dumps({"received": received, "answered": time.time(), "said": said})
+        with self._lock:
+            self._record.write(line + "\n")
 
     def count_failure(self, raw: bytes) -> int | None:
         """With `flaky`, the number of this failure (1, 2, …) for a request body seen before; else None."""

@@ -146,6 +146,11 @@ class Call(models.Model):
             models.Index(fields=["status", "-queued_at"], name="call_status_recent_idx"),
             # The sweeper's scan for calls stuck in queued or running.
             models.Index(fields=["status", "run_after"], name="call_status_run_after_idx"),
+            # The call log's first page, and the overview's period (queued_at >= since).
+            models.Index(fields=["-queued_at", "-id"], name="call_recent_idx"),
+            # The call log filtered by connection, or by error kind, newest first.
+            models.Index(fields=["connection", "-queued_at"], name="call_connection_recent_idx"),
+            models.Index(fields=["error_kind", "-queued_at"], name="call_error_kind_recent_idx"),
         ]
 
     def __str__(self) -> str:

@@ -93,8 +93,11 @@ def test_staff_filter_the_call_log_and_export_it(logged_in_page, live_server, hi
 def test_a_conversation_reads_as_a_transcript(logged_in_page, live_server, history):
     page = logged_in_page
     page.click("nav >> text=Conversations")
-    page.fill("input[name=q]", "+33 6 00 00 00 01")
+    expect(page.locator("table.log tbody tr")).to_have_count(4)
+    screenshot(page, "conversations")
+    page.fill("input[name=contact]", "+33 6 00 00 00 01")
     page.click("button:has-text('Filter')")
+    expect(page.locator("table.log tbody tr")).to_have_count(1)
     page.locator("table.log tbody tr a").first.click()
 
     expect(page.locator(".bubble.user")).to_contain_text("<b>Bold</b> question")  # shown as text, not markup
@@ -102,6 +105,14 @@ def test_a_conversation_reads_as_a_transcript(logged_in_page, live_server, histo
     page.locator("details.attempt summary").first.click()
     expect(page.locator("details.attempt pre").first).to_contain_text('"role": "system"')
     screenshot(page, "conversation")
+
+
+def test_staff_read_the_templates(logged_in_page, live_server, history):
+    page = logged_in_page
+    page.click("nav >> text=Templates")
+    expect(page.locator("article.template")).to_contain_text("{{business_name}}")
+    expect(page.get_by_role("link", name="Add a template")).to_have_count(0)
+    screenshot(page, "templates")
 
 
 def test_the_overview_shows_volume_errors_and_cost(logged_in_page, live_server, history):

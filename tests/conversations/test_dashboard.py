@@ -101,7 +101,7 @@ def test_the_call_log_filters_and_never_counts_the_table(staff_client, connectio
 
     with CaptureQueriesContext(db) as queries:
         page = staff_client.get(
-            reverse("conversations:calls"), {"status": "failed", "q": "+44 20 7946"}
+            reverse("conversations:calls"), {"status": "failed", "contact": "+44 20 7946"}
         ).content.decode()
 
     assert page.count('<tr class="status-failed">') == 1 and "+44 20 7946 0001" in page
@@ -127,7 +127,7 @@ def test_exports_stream_the_filtered_rows(staff_client, connection, template):
     answered(connection, template, text="First", contact="alice")
     answered(connection, template, text="Second", contact="bob")
 
-    response = staff_client.get(reverse("conversations:export_jsonl"), {"q": "bob"})
+    response = staff_client.get(reverse("conversations:export_jsonl"), {"contact": "bob"})
 
     assert response.streaming and response["Content-Disposition"].startswith('attachment; filename="switchboard-calls-')
     rows = [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]

@@ -23,9 +23,12 @@ class Command(BaseCommand):
             help="Fail each distinct request's first N tries, with 500 and 429 (Retry-After: 1) in turn.",
         )
         parser.add_argument("--quiet", action="store_true", help="Do not log each request.")
+        parser.add_argument(
+            "--record", metavar="FILE", help="Append a JSON line per request: arrival, answer time, customer text."
+        )
 
-    def handle(self, *args, port: int, delay: float, flaky: int, quiet: bool, **options):
-        server = SandboxServer(port, delay=delay, flaky=flaky, verbose=not quiet)
+    def handle(self, *args, port: int, delay: float, flaky: int, quiet: bool, record: str | None, **options):
+        server = SandboxServer(port, delay=delay, flaky=flaky, verbose=not quiet, record=record)
         self.stdout.write(f"Sandbox provider listening on {server.base_url} (delay {delay:g} s). Ctrl-C stops it.")
         try:
             server.serve_forever()

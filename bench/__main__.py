@@ -1,0 +1,97 @@
+"""`python -m bench [--quick] [--only NAME ...]`: run the benchmarks, print JSON lines, rewrite docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import harness
+
+BENCHMARKS = ["pipeline", "added_latency", "in_flight", "memory", "logs_at_scale"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="Smaller counts: the whole suite in under two minutes.")
+    parser.add_argument("--only", nargs="*", choices=BENCHMARKS, help="Run only these benchmarks.")
+    parser.add_argument("--no-docs", action="store_true", help="Do not rewrite docs/benchmarks.md.")
+    args = parser.parse_args()
+
+    env = harness.environment()
+    import django
+
+    django.setup()
+    from . import data, suite
+
+    data.prepare_database()
+    results, started = [], time.monotonic()
+    for name in args.only or BENCHMARKS:
+        data.clear_logs()
+        for result in getattr(suite, name)(env, args.quick):
+            result["benchmark"] = name
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    elapsed = time.monotonic() - started
+    if not args.no_docs:
+        write_docs(results, args, elapsed)
+    return 0
+
+
+def write_docs(results, args, elapsed: float) -> None:
+    command = "make bench" + (" QUICK=1" if args.quick else "")
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
+    database = harness.describe(os.environ["DATABASE_URL"])
+    broker = harness.describe(os.environ["CELERY_BROKER_URL"])
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{command}` ({elapsed:.0f} s) on "
+        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+        f"database {database}, broker {broker}.",
+        f"Commit {_commit()}. Each ratio compares with a baseline measured in the same run.",
+        "",
+        "| benchmark | figure | value | unit | baseline | ratio | goal | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        met = {True: "yes", False: "**no**", None: "—"}[r["met"]]
+        lines.append(
+            f"| {r['benchmark']} | {r['name']} | {r['value']} | {r['unit']} | {_blank(r['baseline'])} | "
+            f"{_blank(r['ratio'])} | {r['goal']} | {met} |"
+        )
+    lines += [
+        "",
+        "What each one measures is in `bench/suite.py`; the README's Performance section explains the",
+        "choices they led to.",
+        "",
+    ]
+    (harness.ROOT / "docs").mkdir(exist_ok=True)
+    (harness.ROOT / "docs" / "benchmarks.md").write_text("\n".join(lines))
+
+
+def _blank(value) -> str:
+    return "" if value is None else str(value)
+
+
+def _commit() -> str:
+    try:
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=harness.ROOT, check=False
+            ).stdout.strip()
+            or "?"
+        )
+    except OSError:
+        return "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""The benchmarks. Each returns result rows: {"name", "value", "unit", "baseline", "ratio", "goal", "met"}.
+
+Every figure that has a baseline is measured against it in the same run, on the same machine, with the
+same sandbox, so the ratio means something on any machine; absolute numbers are printed for context.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from datetime import UTC, datetime
+
+import requests
+
+from . import data, harness
+
+WORKER_PROCESSES = 2  # one per core on the 2-core reference machine
+WORKER_THREADS = 8
+
+
+def row(name, value, unit, goal, met, baseline=None, ratio=None, **extra):
+    return {
+        "name": name,
+        "value": round(value, 2) if isinstance(value, float) else value,
+        "unit": unit,
+        "baseline": round(baseline, 2) if isinstance(baseline, float) else baseline,
+        "ratio": round(ratio, 3) if isinstance(ratio, float) else ratio,
+        "goal": goal,
+        "met": met,
+        **extra,
+    }
+
+
+def _publish(call_ids):
+    from conversations.tasks import execute_call
+
+    for call_id in call_ids:
+        execute_call.delay(call_id)
+
+
+def _wait_finished(call_ids, seconds):
+    harness.wait_until(lambda: data.finished(call_ids) == len(call_ids), seconds, "every call to finish", 0.2)
+
+
+def pipeline(env, quick: bool) -> list[dict]:
+    """Sends/s through queue → worker → sandbox → log, against a bare requests loop at the same concurrency."""
+    count = 400 if quick else 2000
+    concurrency = WORKER_PROCESSES * WORKER_THREADS
+    with harness.sandbox(env) as base_url:
+        body = {"model": "mistral-small-latest", "messages": [{"role": "user", "content": "Where is my order?"}]}
+
+        def loop(n):
+            session = requests.Session()
+            for _ in range(n):
+                session.post(f"{base_url}/chat/completions", json=body, headers={"Authorization": "Bearer k"}).json()
+
+        threads = [threading.Thread(target=loop, args=(count // concurrency,)) for _ in range(concurrency)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        baseline = (count // concurrency) * concurrency / (time.monotonic() - started)
+
+        connection = data.connection_for(base_url)
+        with ExitStack() as stack:
+            for n in range(WORKER_PROCESSES):
+                stack.enter_context(harness.worker(env, f"pipe{n}", pool="threads", concurrency=WORKER_THREADS))
+            call_ids = data.queued_calls(connection, count)
+            started = time.monotonic()
+            _publish(call_ids)
+            _wait_finished(call_ids, 600)
+            rate = count / (time.monotonic() - started)
+    return [
+        row(
+            "pipeline_sends_per_second",
+            rate,
+            "sends/s",
+            "ratio >= 0.5",
+            rate / baseline >= 0.5,
+            baseline=baseline,
+            ratio=rate / baseline,
+            sends=count,
+            concurrency=concurrency,
+        ),
+    ]
+
+
+def added_latency(env, quick: bool) -> list[dict]:
+    """The worker's own time per call at a steady 50 sends/s, queue wait reported apart."""
+    from conversations.models import Call
+
+    seconds = 6 if quick else 20
+    rate = 50
+    record = harness.RUN / f"latency-{uuid.uuid4().hex}.jsonl"
+    with harness.sandbox(env, record=record) as base_url, ExitStack() as stack:
+        connection = data.connection_for(base_url)
+        for n in range(WORKER_PROCESSES):
+            stack.enter_context(harness.worker(env, f"lat{n}", pool="threads", concurrency=WORKER_THREADS))
+        tokens, call_ids = [], []
+        started = time.monotonic()
+        for n in range(seconds * rate):
+            token = f"lat-{n}-{uuid.uuid4().hex[:8]}"
+            call_id = data.queued_calls(connection, 1, text=token)[0]
+            _publish([call_id])
+            tokens.append(token)
+            call_ids.append(call_id)
+            time.sleep(max(0.0, started + (n + 1) / rate - time.monotonic()))
+        _wait_finished(call_ids, 120)
+    seen = {}
+    for line in record.read_text().splitlines():
+        item = json.loads(line)
+        seen[item["said"]] = item
+    rows = Call.objects.filter(pk__in=call_ids).values(
+        "pk", "queued_at", "started_at", "finished_at", "message__content"
+    )
+    own, wait, pre, post = [], [], [], []
+    for r in rows:
+        sandbox_side = seen.get(r["message__content"])
+        if not sandbox_side:
+            continue
+        received = datetime.fromtimestamp(sandbox_side["received"], UTC)
+        answered = datetime.fromtimestamp(sandbox_side["answered"], UTC)
+        before = (received - r["started_at"]).total_seconds() * 1000
+        after = (r["finished_at"] - answered).total_seconds() * 1000
+        own.append(before + after)
+        pre.append(before)
+        post.append(after)
+        wait.append((r["started_at"] - r["queued_at"]).total_seconds() * 1000)
+    p50, p95, p99 = (harness.percentile(own, p) for p in (50, 95, 99))
+    return [
+        row("added_latency_p50", p50, "ms", "<= 3 ms", p50 <= 3, calls=len(own), rate_per_s=rate),
+        row("added_latency_p95", p95, "ms", "reported", None),
+        row("added_before_request_p50", harness.percentile(pre, 50), "ms", "reported", None),
+        row("added_after_answer_p50", harness.percentile(post, 50), "ms", "reported", None),
+        row("added_latency_p99", p99, "ms", "<= 25 ms", p99 <= 25),
+        row("queue_wait_p50", harness.percentile(wait, 50), "ms", "reported apart", None),
+        row("queue_wait_p99", harness.percentile(wait, 99), "ms", "reported apart", None),
+    ]
+
+
+def in_flight(env, quick: bool) -> list[dict]:
+    """A sandbox answering after 1 s and many sends at once: how many one worker keeps in flight."""
+    count, concurrency = (400, 200) if quick else (1000, 200)
+    record = harness.RUN / f"inflight-{uuid.uuid4().hex}.jsonl"
+    with harness.sandbox(env, delay=1.0, record=record) as base_url:
+        connection = data.connection_for(base_url)
+        with harness.worker(env, "inflight", pool="threads", concurrency=concurrency):
+            call_ids = data.queued_calls(connection, count)
+            started = time.monotonic()
+            _publish(call_ids)
+            _wait_finished(call_ids, 600)
+            wall = time.monotonic() - started
+    events = []
+    for line in record.read_text().splitlines():
+        item = json.loads(line)
+        events += [(item["received"], 1), (item["answered"], -1)]
+    peak = current = 0
+    for _, step in sorted(events):
+        current += step
+        peak = max(peak, current)
+    ideal = count / concurrency * 1.0
+    return [
+        row("calls_in_flight_peak", peak, "calls", ">= 200", peak >= 200, sends=count, threads=concurrency),
+        row("in_flight_wall_time", wall, "s", "<= 1.5x ideal", wall <= 1.5 * ideal, baseline=ideal, ratio=wall / ideal),
+    ]
+
+
+def memory(env, quick: bool) -> list[dict]:
+    """Worker resident memory after the first 10% of sends and after all of them."""
+    first, total = (300, 3000) if quick else (1000, 10000)
+    with harness.sandbox(env) as base_url:
+        connection = data.connection_for(base_url)
+        with harness.worker(env, "memory", pool="threads", concurrency=WORKER_THREADS) as worker:
+            call_ids = data.queued_calls(connection, first)
+            _publish(call_ids)
+            _wait_finished(call_ids, 600)
+            after_first = harness.rss_kb(worker.pid)
+            for _ in range((total - first) // first):
+                call_ids = data.queued_calls(connection, first)
+                _publish(call_ids)
+                _wait_finished(call_ids, 600)
+            after_all = harness.rss_kb(worker.pid)
+    growth = (after_all - after_first) / after_first * 100
+    return [
+        row(
+            "worker_memory_growth",
+            growth,
+            "%",
+            "< 10%",
+            growth < 10,
+            baseline=after_first / 1024,
+            ratio=after_all / after_first,
+            rss_mb_after_first=round(after_first / 1024, 1),
+            rss_mb_after_all=round(after_all / 1024, 1),
+            sends=total,
+        ),
+    ]
+
+
+def logs_at_scale(env, quick: bool) -> list[dict]:
+    """p95 time of the log pages with many calls in PostgreSQL, through Django's test client."""
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.test import Client
+
+    from conversations.models import Call, Conversation
+
+    calls = 50_000 if quick else 1_000_000
+    connection = data.connection_for("https://api.mistral.ai/v1", name="Seeded")
+    data.template()
+    started = time.monotonic()
+    call_command("seed_logs", calls=calls, stdout=open("/dev/null", "w"))  # noqa: SIM115
+    seeding = time.monotonic() - started
+    user = get_user_model().objects.filter(username="bench").first() or get_user_model().objects.create_superuser(
+        "bench", "bench@example.com", "bench-password-1"
+    )
+    client = Client()
+    client.force_login(user)
+    contact = Conversation.objects.order_by("-pk").values_list("contact", flat=True).first()
+    conversation = Call.objects.order_by("-pk").values_list("conversation_id", flat=True).first()
+    pages = {
+        "conversation_list": ("/conversations/", {}),
+        "call_list_filtered": ("/calls/", {"status": "failed", "connection": connection.pk}),
+        "search_by_contact": ("/conversations/", {"contact": contact[:8]}),
+        "conversation_page": (f"/conversations/{conversation}/", {}),
+        "overview_24h": ("/overview/", {"period": "24h"}),
+    }
+    results = [row("logs_seeded", calls, "calls", "reported", None, seconds=round(seeding, 1))]
+    for name, (url, params) in pages.items():
+        times = []
+        for _ in range(20):
+            t = time.monotonic()
+            response = client.get(url, params)
+            times.append((time.monotonic() - t) * 1000)
+            assert response.status_code == 200, (url, response.status_code)
+        p95 = harness.percentile(times, 95)
+        results.append(row(f"page_p95_{name}", p95, "ms", "<= 300 ms", p95 <= 300, calls=calls))
+    return results
