@@ -8,5 +8,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("connections/", include("connectors.urls")),
+    path("api/", include("conversations.api.urls")),
     path("", include("conversations.urls")),
 ]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from .models import Call, Conversation, Message, PromptTemplate
+from .models import Call, CallbackAttempt, Conversation, Integration, Message, PromptTemplate
 
 
 @admin.register(PromptTemplate)
@@ -63,3 +63,28 @@ class CallAdmin(ReadOnlyAdmin):
     search_fields = ["conversation__contact", "reply_text", "error_message"]
     list_select_related = ["connection"]
     show_full_result_count = False  # no COUNT(*) over the whole log on every page
+
+
+@admin.register(Integration)
+class IntegrationAdmin(admin.ModelAdmin):
+    """The token is made when an integration is created and shown once, in the confirmation message."""
+
+    list_display = ["name", "token_hint", "default_connection", "callback_url", "created_at", "last_used_at"]
+    filter_horizontal = ["templates", "connections"]
+    readonly_fields = ["token_hint", "created_at", "last_used_at"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        from .api.tokens import new_callback_secret, new_token
+
+        token, obj.token_hash, obj.token_hint = new_token()
+        if obj.callback_url:
+            obj.callback_secret_encrypted = new_callback_secret()
+        super().save_model(request, obj, form, change)
+        self.message_user(request, f"Token for {obj.name} (copy it now, it is not shown again): {token}")
+
+
+@admin.register(CallbackAttempt)
+class CallbackAttemptAdmin(ReadOnlyAdmin):
+    list_display = ["call", "attempt", "url", "http_status", "error", "latency_ms", "created_at"]

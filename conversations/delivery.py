@@ -39,12 +39,21 @@ logger = logging.getLogger(__name__)
 
 
 def call_messages(call: Call) -> list[dict[str, str]]:
-    """The chat history up to the customer message this call answers, as the provider expects it."""
-    history = call.conversation.messages.filter(id__lte=call.message_id).order_by("created_at", "id")
+    """The chat history up to the customer message this call answers, as the provider expects it.
+
+    Only the newest CONVERSATION_HISTORY_MESSAGES turns that fit CONVERSATION_HISTORY_TOKENS (counted
+    roughly, four characters a token) are sent, like a chatbot's memory; the current message always is.
+    """
+    newest_first = call.conversation.messages.filter(id__lte=call.message_id).order_by("-created_at", "-id")
+    budget = settings.CONVERSATION_HISTORY_TOKENS
+    kept = []
+    for message in newest_first[: settings.CONVERSATION_HISTORY_MESSAGES]:
+        budget -= len(message.content) // 4 + 1
+        if kept and budget < 0:
+            break
+        kept.append({"role": message.role, "content": message.content})
     system = call.conversation.system_prompt
-    messages = [{"role": "system", "content": system}] if system else []
-    messages += [{"role": m.role, "content": m.content} for m in history]
-    return messages
+    return ([{"role": "system", "content": system}] if system else []) + kept[::-1]
 
 
 @sensitive_variables("api_key")
@@ -190,10 +199,19 @@ def _finish(call: Call, *, reply: chat_completions.ChatReply | None = None, erro
             Conversation.objects.filter(pk=call.conversation_id).update(updated_at=call.finished_at)
             if error is not None and not error.permanent and call.attempt < call.connection.max_attempts:
                 _schedule_retry(call, error)
+            elif call.conversation.integration_id:
+                _notify_integration(call)
     except _ClaimLost:
         logger.warning("call %s was handed to another worker meanwhile; dropping this outcome", call.pk)
         return False
     return True
+
+
+def _notify_integration(call: Call) -> None:
+    """The final outcome goes to the integration's callback URL, if it has one (checked by the task)."""
+    from .tasks import deliver_callback
+
+    transaction.on_commit(lambda: deliver_callback.delay(call.pk))
 
 
 def retry_delay(attempt: int, retry_after: float | None) -> float:

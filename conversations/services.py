@@ -55,7 +55,7 @@ def call_send(
 
     `overrides` may set model, temperature and max_tokens for this conversation instead of the connection's.
     """
-    _check_message(customer_message)
+    check_message(customer_message)
     variables = dict(variables or {})
     overrides = clean_overrides(overrides)
     system_prompt, user_text = template.render(variables=variables, customer_message=customer_message)
@@ -68,18 +68,21 @@ def call_send(
             system_prompt=system_prompt,
             overrides=overrides,
         )
-        return _queue(conversation, user_text, customer_message)
+        return queue_call(conversation, user_text, customer_message)
 
 
 def conversation_reply(*, conversation: Conversation, customer_message: str) -> Call:
     """Add the customer's next message to a conversation and queue the call that answers it."""
-    _check_message(customer_message)
-    _, user_text = conversation.template.render(variables=conversation.variables, customer_message=customer_message)
+    check_message(customer_message)
+    if conversation.template is None:  # arrived as chat messages: the text is sent as it is
+        user_text = customer_message
+    else:
+        _, user_text = conversation.template.render(variables=conversation.variables, customer_message=customer_message)
     with transaction.atomic():
-        return _queue(conversation, user_text, customer_message)
+        return queue_call(conversation, user_text, customer_message)
 
 
-def _check_message(customer_message: str) -> None:
+def check_message(customer_message: str) -> None:
     if not customer_message.strip():
         raise SendRefused("The customer message is empty. Type the message the customer would send.")
     try:
@@ -99,7 +102,8 @@ def _check_message(customer_message: str) -> None:
         )
 
 
-def _queue(conversation: Conversation, user_text: str, customer_message: str) -> Call:
+def queue_call(conversation: Conversation, user_text: str, customer_message: str) -> Call:
+    """Record the customer's message and a queued call for it; the task is sent once this commits."""
     from .tasks import execute_call  # the task module imports this one
 
     message = Message.objects.create(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from . import delivery
+from . import callbacks, delivery
 
 
 @shared_task(name="conversations.execute_call")
@@ -15,3 +15,17 @@ def execute_call(call_id: int) -> None:
 def sweep_calls() -> int:
     """Run by Celery beat: queue again the calls a lost broker message or a dead worker left behind."""
     return len(delivery.calls_sweep())
+
+
+@shared_task(
+    name="conversations.deliver_callback",
+    bind=True,
+    autoretry_for=(callbacks.CallbackFailed,),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=6,
+)
+def deliver_callback(self, call_id: int) -> None:
+    """POST a finished call to its integration's callback URL; network errors, 429 and 5xx are retried."""
+    callbacks.callback_deliver(call_id=call_id, attempt=self.request.retries + 1)

@@ -211,3 +211,9 @@ CALL_RUNNING_GRACE_SECONDS = env.float("CALL_RUNNING_GRACE_SECONDS", default=60.
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-calls": {"task": "conversations.sweep_calls", "schedule": CALL_SWEEP_INTERVAL_SECONDS},
 }
+# How much of a conversation is sent with each new customer message.
+CONVERSATION_HISTORY_MESSAGES = env.int("CONVERSATION_HISTORY_MESSAGES", default=20)
+CONVERSATION_HISTORY_TOKENS = env.int("CONVERSATION_HISTORY_TOKENS", default=4000)
+# The API: the longest `wait` a client may ask for, and how long the chat-completions endpoint holds on.
+API_MAX_WAIT_SECONDS = env.float("API_MAX_WAIT_SECONDS", default=30.0)
+API_CHAT_WAIT_SECONDS = env.float("API_CHAT_WAIT_SECONDS", default=120.0)

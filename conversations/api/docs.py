@@ -1,0 +1,184 @@
+"""The API's OpenAPI 3.1 document (`/api/schema/`) and a readable page made from it (`/api/docs/`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["field", "message"],
+            "properties": {
+                "field": {"type": "string", "description": "The field at fault."},
+                "message": {"type": "string", "description": "What is wrong and how to fix it."},
+            },
+        }
+    },
+}
+OUTCOME = {
+    "type": "object",
+    "required": ["call_id", "conversation_id", "status"],
+    "properties": {
+        "call_id": {"type": "integer"},
+        "conversation_id": {"type": "integer"},
+        "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed"]},
+        "attempt": {"type": "integer"},
+        "reply": {"type": ["string", "null"], "description": "The assistant's answer, once succeeded."},
+        "model": {"type": "string"},
+        "usage": {
+            "type": "object",
+            "properties": {
+                "prompt_tokens": {"type": ["integer", "null"]},
+                "completion_tokens": {"type": ["integer", "null"]},
+            },
+        },
+        "latency_ms": {"type": ["integer", "null"]},
+        "error": {"type": ["object", "null"], "description": "kind, http_status, message, cause and fix"},
+        "status_url": {"type": "string"},
+        "idempotent_replay": {"type": "boolean"},
+    },
+}
+MESSAGE_REQUEST = {
+    "type": "object",
+    "required": ["template", "contact", "message"],
+    "properties": {
+        "template": {
+            "type": "string",
+            "description": "Name of a template this integration may use.",
+            "example": "Support bot",
+        },
+        "contact": {
+            "type": "string",
+            "description": "Who the customer is; their conversation continues.",
+            "example": "+16505551234",
+        },
+        "message": {
+            "type": "string",
+            "description": "What the customer wrote.",
+            "example": "Do you deliver on Sundays?",
+        },
+        "variables": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "example": {"business_name": "Acme"},
+        },
+        "connection": {"type": "string", "description": "Connection name; the integration's default otherwise."},
+        "wait": {"type": "number", "minimum": 0, "maximum": 30, "description": "Seconds to wait for the reply."},
+    },
+}
+CHAT_REQUEST = {
+    "type": "object",
+    "required": ["messages"],
+    "properties": {
+        "model": {"type": "string", "description": "A connection name, or a model for the default connection."},
+        "messages": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["role", "content"],
+                "properties": {
+                    "role": {"type": "string", "enum": ["system", "user", "assistant"]},
+                    "content": {"type": "string"},
+                },
+            },
+        },
+        "temperature": {"type": "number"},
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "user": {"type": "string", "description": "The customer, for the conversation log."},
+    },
+}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def openapi() -> dict[str, Any]:
+    errors = {
+        "400": {"description": "Malformed input: the field and the fix", **_json(ERROR)},
+        "401": {"description": "Missing or wrong token", **_json(ERROR)},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Switchboard API",
+            "version": "1",
+            "description": "Send customer messages through Switchboard's templates, connections, retries and logs.",
+        },
+        "servers": [{"url": "/"}],
+        "components": {
+            "securitySchemes": {
+                "token": {"type": "http", "scheme": "bearer", "description": "The integration's token, sb_…"}
+            }
+        },
+        "security": [{"token": []}],
+        "paths": {
+            "/api/v1/messages": {
+                "post": {
+                    "summary": "Answer a customer message",
+                    "description": "Renders the template and continues the contact's conversation (recent history "
+                    "is sent); "
+                    "queues the call, and returns the reply within `wait` seconds, or 202 with a status URL. "
+                    "Send `Idempotency-Key` to make a retry of the same request return the first result.",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 200},
+                        }
+                    ],
+                    "requestBody": {"required": True, **_json(MESSAGE_REQUEST)},
+                    "responses": {
+                        "200": {"description": "Answered", **_json(OUTCOME)},
+                        "202": {"description": "Queued; poll status_url", **_json(OUTCOME)},
+                        "413": {"description": "Message too long", **_json(ERROR)},
+                        "422": {"description": "Unknown template or connection, or a missing variable", **_json(ERROR)},
+                        "502": {"description": "The provider failed; see error.cause and error.fix", **_json(OUTCOME)},
+                        **errors,
+                    },
+                }
+            },
+            "/api/v1/calls/{id}": {
+                "get": {
+                    "summary": "A call's status and reply",
+                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                    "responses": {
+                        "200": {"description": "The call", **_json(OUTCOME)},
+                        "404": {"description": "No such call for this integration", **_json(ERROR)},
+                        **errors,
+                    },
+                }
+            },
+            "/api/v1/chat/completions": {
+                "post": {
+                    "summary": "Drop-in chat completions (OpenAI and Mistral shape)",
+                    "description": "Point an OpenAI or Mistral client at `/api/v1`, the integration token as its key. "
+                    "The call is logged and retried like any other.",
+                    "requestBody": {"required": True, **_json(CHAT_REQUEST)},
+                    "responses": {"200": {"description": "choices[0].message.content holds the reply"}, **errors},
+                }
+            },
+        },
+    }
+
+
+def schema(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(openapi())
+
+
+def docs(request: HttpRequest) -> HttpResponse:
+    spec = openapi()
+    endpoints = [
+        {"method": method.upper(), "path": path, **operation}
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+    ]
+    return render(request, "api/docs.html", {"spec": spec, "endpoints": endpoints})

@@ -1,0 +1,139 @@
+"""The inbound API: `POST /api/v1/messages`, `GET /api/v1/calls/{id}`, and a drop-in `POST /api/v1/chat/completions`.
+
+Every answer is JSON, errors included: `{"error": {"field", "message"}}` naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from .. import services
+from ..inbound import Refused, call_outcome, chat_receive, message_receive, wait_for
+from ..models import Call, Integration
+from .tokens import integration_for
+
+
+def _error(status: int, field: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": {"field": field, "message": message}}, status=status)
+
+
+def api(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
+    """Bearer-token authentication, a JSON body, and 4xx JSON answers for refused input."""
+
+    @csrf_exempt  # token-authenticated: no cookies, so no cross-site request to forge
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> JsonResponse:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        integration = integration_for(token.strip()) if scheme.lower() == "bearer" else None
+        if integration is None:
+            return _error(401, "Authorization", "Send the integration's token as 'Authorization: Bearer sb_…'.")
+        Integration.objects.filter(pk=integration.pk).update(last_used_at=timezone.now())
+        payload: Any = {}
+        if request.method == "POST":
+            if len(request.body) > settings.MAX_CUSTOMER_MESSAGE_BYTES * 4:
+                return _error(413, "body", f"The body is over {settings.MAX_CUSTOMER_MESSAGE_BYTES * 4:,} bytes.")
+            try:
+                payload = json.loads(request.body or b"null")
+            except (ValueError, UnicodeDecodeError) as error:
+                return _error(400, "body", f"The body is not valid JSON ({error}). Send a JSON object.")
+            if not isinstance(payload, dict):
+                return _error(400, "body", "The body must be a JSON object.")
+        try:
+            return view(request, integration, payload, *args, **kwargs)
+        except Refused as refused:
+            return _error(refused.status, refused.field, refused.message)
+
+    return wrapper
+
+
+def _wait_seconds(payload: dict[str, Any]) -> float:
+    wait = payload.get("wait", 0)
+    if not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0:
+        raise Refused(400, "wait", '"wait" is a number of seconds to wait for the reply, 0 to 30.')
+    return min(float(wait), settings.API_MAX_WAIT_SECONDS)
+
+
+@require_POST
+@api
+def messages(request: HttpRequest, integration: Integration, payload: dict[str, Any]) -> JsonResponse:
+    """Answer one customer message through a template, continuing the contact's conversation."""
+    wait = _wait_seconds(payload)
+    call, repeated = message_receive(
+        integration=integration, payload=payload, idempotency_key=request.headers.get("Idempotency-Key", "")[:200]
+    )
+    call = wait_for(call, wait) if wait else call.latest_attempt()
+    body = call_outcome(call)
+    body["status_url"] = request.build_absolute_uri(reverse("api:call", args=[call.pk]))
+    body["idempotent_replay"] = repeated
+    if not call.finished:
+        return JsonResponse(body, status=202)
+    return JsonResponse(body, status=200 if call.status == Call.Status.SUCCEEDED else 502)
+
+
+@require_GET
+@api
+def call_status(request: HttpRequest, integration: Integration, payload: Any, pk: int) -> JsonResponse:
+    call = Call.objects.filter(pk=pk, conversation__integration=integration).first()
+    if call is None:
+        return _error(404, "id", f"No call {pk} for this integration.")
+    return JsonResponse(call_outcome(call))
+
+
+@require_POST
+@api
+def chat_completions(request: HttpRequest, integration: Integration, payload: dict[str, Any]) -> JsonResponse:
+    """The chat-completions shape in and out, so a platform wired to Mistral changes only base URL and key."""
+    if payload.get("stream"):
+        return _openai_error(400, 'stream is not supported here; send "stream": false.', "invalid_request_error")
+    contact = str(payload.get("user") or request.headers.get("X-Contact") or f"api:{integration.name}")
+    try:
+        call = chat_receive(integration=integration, payload=payload, contact=contact)
+    except services.SendRefused as error:
+        raise Refused(400, "messages", str(error)) from None
+    connection = call.connection
+    call = wait_for(call, min(connection.timeout_seconds * connection.max_attempts + 5, settings.API_CHAT_WAIT_SECONDS))
+    if call.status == Call.Status.SUCCEEDED:
+        return JsonResponse(
+            {
+                "id": f"cmpl-sb-{call.pk}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": call.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": call.reply_text},
+                        "finish_reason": call.finish_reason or "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": call.prompt_tokens or 0,
+                    "completion_tokens": call.completion_tokens or 0,
+                    "total_tokens": call.total_tokens or 0,
+                },
+            }
+        )
+    if not call.finished:
+        return _openai_error(504, f"No reply yet; follow call {call.pk} at /api/v1/calls/{call.pk}.", "timeout")
+    status = call.http_status if call.http_status and call.http_status >= 400 else 502
+    return _openai_error(status, f"{call.error_message} — {call.help.fix}", call.error_kind)
+
+
+@csrf_exempt
+def not_found(request: HttpRequest) -> JsonResponse:
+    return _error(404, "path", f"No API endpoint at {request.path}. The endpoints are listed at /api/docs/.")
+
+
+def _openai_error(status: int, message: str, kind: str) -> JsonResponse:
+    return JsonResponse({"error": {"message": message, "type": kind, "param": None, "code": kind}}, status=status)

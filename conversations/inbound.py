@@ -1,0 +1,183 @@
+"""Customer messages that arrive through the API, and what the API says about a call.
+
+Everything is checked before anything is written, so a refused request leaves nothing half-created.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from connectors.models import ProviderConnection
+
+from . import services
+from .models import Call, Conversation, IdempotencyKey, Integration, Message, PromptTemplate
+
+
+@dataclass
+class Refused(Exception):
+    """A request the API answers with 4xx: which field, what is wrong, how to fix it."""
+
+    status: int
+    field: str
+    message: str
+
+
+def _allowed_template(integration: Integration, name: Any) -> PromptTemplate:
+    if not isinstance(name, str) or not name:
+        raise Refused(400, "template", 'Name the template to use, for example "template": "Support bot".')
+    template = integration.templates.filter(name=name).first()
+    if template is None:
+        allowed = ", ".join(integration.templates.values_list("name", flat=True)) or "none yet"
+        raise Refused(
+            422,
+            "template",
+            f"Unknown template {name!r} for this integration. Allowed: {allowed}. "
+            "An admin can allow more templates on the integration.",
+        )
+    return template
+
+
+def allowed_connection(integration: Integration, name: Any) -> ProviderConnection:
+    if name in (None, ""):
+        if integration.default_connection_id:
+            return integration.default_connection
+        raise Refused(422, "connection", 'This integration has no default connection; name one in "connection".')
+    connection = integration.connections.filter(name=name).first() if isinstance(name, str) else None
+    if connection is None:
+        allowed = ", ".join(integration.connections.values_list("name", flat=True)) or "none yet"
+        raise Refused(422, "connection", f"Unknown connection {name!r} for this integration. Allowed: {allowed}.")
+    return connection
+
+
+def _variables(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str | int | float) for v in value.values()):
+        raise Refused(
+            400, "variables", '"variables" must be an object of names to text, e.g. {"business_name": "Acme"}.'
+        )
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def message_receive(
+    *, integration: Integration, payload: dict[str, Any], idempotency_key: str = ""
+) -> tuple[Call, bool]:
+    """Queue the answer to one customer message; returns the call and whether it was a repeat of a key."""
+    if idempotency_key:
+        earlier = IdempotencyKey.objects.filter(integration=integration, key=idempotency_key).select_related("call")
+        if earlier:
+            return earlier[0].call, True
+    template = _allowed_template(integration, payload.get("template"))
+    connection = allowed_connection(integration, payload.get("connection"))
+    contact, message = payload.get("contact"), payload.get("message")
+    if not isinstance(contact, str) or not contact.strip():
+        raise Refused(400, "contact", 'Say who the customer is in "contact", e.g. their WhatsApp number.')
+    if not isinstance(message, str):
+        raise Refused(400, "message", 'Put the customer\'s text in "message" as a string.')
+    variables = _variables(payload.get("variables"))
+    try:
+        with transaction.atomic():
+            conversation = (
+                Conversation.objects.filter(
+                    integration=integration, contact=contact, template=template, connection=connection
+                )
+                .order_by("-updated_at")
+                .first()
+            )
+            if conversation is None:
+                call = services.call_send(
+                    connection=connection,
+                    template=template,
+                    customer_message=message,
+                    variables=variables,
+                    contact=contact,
+                )
+                Conversation.objects.filter(pk=call.conversation_id).update(integration=integration)
+            else:
+                if variables and variables != conversation.variables:
+                    conversation.variables = variables
+                    conversation.save(update_fields=["variables"])
+                call = services.conversation_reply(conversation=conversation, customer_message=message)
+            if idempotency_key:
+                IdempotencyKey.objects.create(integration=integration, key=idempotency_key, call=call)
+    except services.TemplateVariableError as error:
+        raise Refused(422, "variables", str(error)) from None
+    except services.SendRefused as error:
+        raise Refused(413 if "limit is" in str(error) else 400, "message", str(error)) from None
+    except IntegrityError:  # the same Idempotency-Key raced in twice: the other request made the call
+        return IdempotencyKey.objects.get(integration=integration, key=idempotency_key).call, True
+    return call, False
+
+
+def chat_receive(*, integration: Integration, payload: dict[str, Any], contact: str) -> Call:
+    """Queue a chat-completions request as a conversation: its system and earlier turns, then the last user message."""
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise Refused(400, "messages", '"messages" must be a list of {"role", "content"} objects.')
+    turns = [m for m in messages if m.get("role") != "system"]
+    if not turns or turns[-1].get("role") != "user" or not isinstance(turns[-1].get("content"), str):
+        raise Refused(400, "messages", 'The last message must be the customer\'s: {"role": "user", "content": "…"}.')
+    model = payload.get("model")
+    names = set(integration.connections.values_list("name", flat=True))
+    connection = allowed_connection(integration, model if model in names else None)
+    overrides = {"model": model if model and model not in names else None}
+    for field in ("temperature", "max_tokens"):
+        if payload.get(field) is not None:
+            overrides[field] = payload[field]
+    system = "\n\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
+    customer_message = turns[-1]["content"]
+    services.check_message(customer_message)
+    with transaction.atomic():
+        conversation = Conversation.objects.create(
+            contact=contact,
+            connection=connection,
+            template=None,
+            integration=integration,
+            system_prompt=system,
+            overrides=services.clean_overrides(overrides),
+        )
+        Message.objects.bulk_create(
+            Message(conversation=conversation, role=m["role"], content=str(m.get("content", "")))
+            for m in turns[:-1]
+            if m.get("role") in ("user", "assistant")
+        )
+        return services.queue_call(conversation, customer_message, customer_message)
+
+
+def wait_for(call: Call, seconds: float) -> Call:
+    """The call's newest attempt once it has finished, or as it is after `seconds`."""
+    deadline = time.monotonic() + max(0.0, seconds)
+    while True:
+        latest = call.latest_attempt()
+        if latest.finished or time.monotonic() >= deadline:
+            return latest
+        time.sleep(0.02)
+
+
+def call_outcome(call: Call) -> dict[str, Any]:
+    """What the API says about a call: status, reply or error (with cause and fix), usage, latency."""
+    call = call.latest_attempt()
+    outcome: dict[str, Any] = {
+        "call_id": call.pk,
+        "conversation_id": call.conversation_id,
+        "status": call.status,
+        "attempt": call.attempt,
+        "reply": call.reply_text if call.status == Call.Status.SUCCEEDED else None,
+        "model": call.model,
+        "usage": {"prompt_tokens": call.prompt_tokens, "completion_tokens": call.completion_tokens},
+        "latency_ms": call.latency_ms,
+        "error": None,
+    }
+    if call.status == Call.Status.FAILED:
+        outcome["error"] = {
+            "kind": call.error_kind,
+            "http_status": call.http_status,
+            "message": call.error_message,
+            "cause": call.help.cause,
+            "fix": call.help.fix,
+        }
+    return outcome

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from connectors.models import ProviderConnection
+from conversations.api.tokens import integration_create
+from conversations.models import Integration, PromptTemplate
+
+
+class Command(BaseCommand):
+    help = (
+        "Create an integration for a chatbot platform and print its API token (shown this once; only a hash is "
+        "kept). The first --connection is its default."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("name")
+        parser.add_argument("--template", action="append", default=[], help="A template it may use; repeat.")
+        parser.add_argument("--connection", action="append", default=[], help="A connection it may use; repeat.")
+        parser.add_argument("--callback-url", default="", help="Where to POST each final reply (signed).")
+
+    def handle(self, *args, name: str, template: list[str], connection: list[str], callback_url: str, **options):
+        if Integration.objects.filter(name=name).exists():
+            raise CommandError(
+                f"An integration named {name!r} exists. Tokens are shown once: delete it to get a new one."
+            )
+        templates = [_get(PromptTemplate, t, "template") for t in template]
+        connections = [_get(ProviderConnection, c, "connection") for c in connection]
+        integration, token = integration_create(
+            name=name, templates=templates, connections=connections, callback_url=callback_url
+        )
+        self.stdout.write(f"Created integration {name!r}. Its token (shown only now):\n{token}")
+        if callback_url:
+            from connectors import crypto
+
+            self.stdout.write(f"Callback signing secret: {crypto.decrypt(integration.callback_secret_encrypted)}")
+
+
+def _get(model, name: str, what: str):
+    found = model.objects.filter(name=name).first()
+    if found is None:
+        known = ", ".join(model.objects.values_list("name", flat=True)[:10]) or "none yet"
+        raise CommandError(f"No {what} named {name!r} (known: {known}).")
+    return found

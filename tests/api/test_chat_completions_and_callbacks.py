@@ -1,0 +1,132 @@
+"""The drop-in endpoint driven by the official SDKs, callbacks to a real receiver, and the API's documents."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.core.management import call_command
+from mistralai.client import Mistral
+from openai import AuthenticationError, OpenAI
+
+from connectors import crypto
+from conversations.api.tokens import integration_create
+from conversations.models import Call, CallbackAttempt
+from tests.factories import ConnectionFactory, TemplateFactory
+from tests.helpers import wait_until
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+REPLY = "Sandbox reply from mistral-small-latest: you said 'Where is my parcel?'."
+
+
+def test_the_openai_sdk_switches_by_changing_base_url_and_key(live_server, integration_token, celery_worker):
+    client = OpenAI(base_url=f"{live_server.url}/api/v1", api_key=integration_token[1], max_retries=0)
+
+    completion = client.chat.completions.create(
+        model="mistral-small-latest",
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is my parcel?"}],
+        user="+16505550000",
+    )
+
+    assert completion.choices[0].message.content == REPLY
+    assert completion.usage.total_tokens > 0
+    call = Call.objects.get()
+    assert call.conversation.contact == "+16505550000" and call.conversation.integration == integration_token[0]
+    assert call.request["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+def test_the_mistral_sdk_works_the_same(live_server, integration_token, celery_worker):
+    client = Mistral(api_key=integration_token[1], server_url=f"{live_server.url}/api")
+
+    response = client.chat.complete(
+        model="mistral-small-latest", messages=[{"role": "user", "content": "Where is my parcel?"}]
+    )
+
+    assert response.choices[0].message.content == REPLY
+
+
+def test_sdk_errors_are_raised_as_the_sdk_expects(live_server, integration_token, celery_worker):
+    wrong = OpenAI(base_url=f"{live_server.url}/api/v1", api_key="sb_wrong", max_retries=0)
+    with pytest.raises(AuthenticationError):
+        wrong.chat.completions.create(model="x", messages=[{"role": "user", "content": "Hi"}])
+
+    connection = integration_token[0].connections.get()
+    connection.set_api_key("wrong-key")
+    connection.save()
+    client = OpenAI(base_url=f"{live_server.url}/api/v1", api_key=integration_token[1], max_retries=0)
+    with pytest.raises(AuthenticationError, match="Paste the full key"):
+        client.chat.completions.create(model="mistral-small-latest", messages=[{"role": "user", "content": "Hi"}])
+
+
+class Receiver(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Receiver.received.append((dict(self.headers), body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_reply_is_posted_to_the_callback_signed(client, sandbox, celery_worker):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Receiver.received = []
+    connection = ConnectionFactory(name="Sandbox", base_url=sandbox.base_url)
+    integration, token = integration_create(
+        name="Bot",
+        templates=[TemplateFactory(name="Support")],
+        connections=[connection],
+        callback_url=f"http://127.0.0.1:{server.server_address[1]}/hook",
+    )
+    try:
+        client.post(
+            "/api/v1/messages",
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+            data=json.dumps(
+                {
+                    "template": "Support",
+                    "contact": "+1",
+                    "message": "Where is my parcel?",
+                    "variables": {"business_name": "Acme"},
+                }
+            ),
+        )
+        wait_until(lambda: Receiver.received, 20, "the callback")
+    finally:
+        server.shutdown()
+
+    headers, body = Receiver.received[0]
+    secret = crypto.decrypt(integration.callback_secret_encrypted)
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Switchboard-Signature"], expected)
+    assert json.loads(body)["reply"] == REPLY and json.loads(body)["event"] == "call.finished"
+    wait_until(lambda: CallbackAttempt.objects.filter(http_status=200).exists(), 10, "the attempt to be recorded")
+
+
+def test_add_integration_prints_a_token_that_works(client, sandbox, capsys):
+    ConnectionFactory(name="Sandbox", base_url=sandbox.base_url)
+    TemplateFactory(name="Support")
+
+    call_command("add_integration", "Platform", template=["Support"], connection=["Sandbox"])
+
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    assert token.startswith("sb_")
+    response = client.get("/api/v1/calls/1", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 404  # authenticated: no such call, rather than 401
+
+
+def test_the_openapi_document_and_docs_page(client, admin_client):
+    schema = client.get("/api/schema/").json()
+    assert schema["openapi"].startswith("3.1")
+    assert set(schema["paths"]) == {"/api/v1/messages", "/api/v1/calls/{id}", "/api/v1/chat/completions"}
+    assert "POST /api/v1/messages" in admin_client.get("/api/docs/").content.decode()

@@ -1,0 +1,122 @@
+"""The inbound API as a chatbot platform uses it: bad input answered clearly, replies, history, idempotency."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conversations.models import Call, Conversation, Message
+
+from .conftest import auth
+
+URL = "/api/v1/messages"
+
+
+def post(client, token, body, **headers):
+    data = body if isinstance(body, str | bytes) else json.dumps(body)
+    return client.post(URL, data=data, content_type="application/json", **auth(token), **headers)
+
+
+GOOD = {
+    "template": "Support",
+    "contact": "+16505551234",
+    "message": "Do you deliver?",
+    "variables": {"business_name": "Acme"},
+}
+
+
+@pytest.mark.django_db
+class TestRefusals:
+    def test_a_wrong_token_is_a_json_401(self, client, integration_token):
+        response = post(client, "sb_not-a-real-token", GOOD)
+        assert response.status_code == 401
+        assert response.json()["error"]["field"] == "Authorization"
+
+    @pytest.mark.parametrize(
+        ("change", "status", "field", "words"),
+        [
+            ({"template": "Nope"}, 422, "template", "Unknown template 'Nope' for this integration. Allowed: Support"),
+            ({"variables": {}}, 422, "variables", "needs a value for {{business_name}}"),
+            ({"variables": ["Acme"]}, 400, "variables", "must be an object"),
+            ({"message": "   "}, 400, "message", "The customer message is empty"),
+            ({"message": None}, 400, "message", "as a string"),
+            ({"contact": ""}, 400, "contact", "Say who the customer is"),
+            ({"connection": "Other"}, 422, "connection", "Unknown connection 'Other'"),
+            ({"wait": "soon"}, 400, "wait", "number of seconds"),
+        ],
+    )
+    def test_bad_input_names_the_field_and_creates_nothing(
+        self, client, integration_token, change, status, field, words
+    ):
+        response = post(client, integration_token[1], {**GOOD, **change})
+
+        assert response.status_code == status
+        assert response.json()["error"]["field"] == field
+        assert words in response.json()["error"]["message"]
+        assert not Conversation.objects.exists() and not Call.objects.exists()
+
+    def test_a_body_that_is_not_json(self, client, integration_token):
+        response = post(client, integration_token[1], "{not json")
+        assert response.status_code == 400 and "not valid JSON" in response.json()["error"]["message"]
+
+    def test_an_oversized_message_is_413(self, client, integration_token, settings):
+        settings.MAX_CUSTOMER_MESSAGE_BYTES = 50
+        response = post(client, integration_token[1], {**GOOD, "message": "x" * 60})
+        assert response.status_code == 413 and "the limit is 50" in response.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_without_wait_it_answers_202_with_a_status_url(client, integration_token):
+    response = post(client, integration_token[1], GOOD)
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "queued" and body["status_url"].endswith(f"/api/v1/calls/{body['call_id']}")
+    status = client.get(f"/api/v1/calls/{body['call_id']}", **auth(integration_token[1]))
+    assert status.json()["status"] == "queued"
+
+
+@pytest.mark.django_db
+def test_another_integration_cannot_read_the_call(client, integration_token):
+    from conversations.api.tokens import integration_create
+
+    call_id = post(client, integration_token[1], GOOD).json()["call_id"]
+    _, other = integration_create(name="Other")
+
+    assert client.get(f"/api/v1/calls/{call_id}", **auth(other)).status_code == 404
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+class TestWithAWorker:
+    def test_it_answers_within_wait_and_continues_the_conversation(self, client, integration_token, celery_worker):
+        first = post(client, integration_token[1], {**GOOD, "wait": 10})
+        second = post(client, integration_token[1], {**GOOD, "message": "And on Sunday?", "wait": 10})
+
+        assert first.status_code == 200, first.json()
+        assert first.json()["reply"] == "Sandbox reply from mistral-small-latest: you said 'Do you deliver?'."
+        assert first.json()["usage"]["completion_tokens"] > 0 and first.json()["latency_ms"] is not None
+        assert second.json()["conversation_id"] == first.json()["conversation_id"]
+        sent = Call.objects.get(pk=second.json()["call_id"]).request["messages"]
+        assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+
+    def test_an_idempotency_key_makes_one_call(self, client, integration_token, celery_worker):
+        one = post(client, integration_token[1], {**GOOD, "wait": 10}, HTTP_IDEMPOTENCY_KEY="order-42")
+        two = post(client, integration_token[1], {**GOOD, "wait": 10}, HTTP_IDEMPOTENCY_KEY="order-42")
+
+        assert one.json()["call_id"] == two.json()["call_id"]
+        assert (one.json()["idempotent_replay"], two.json()["idempotent_replay"]) == (False, True)
+        assert Call.objects.count() == 1 and Message.objects.filter(role="assistant").count() == 1
+
+    def test_a_provider_failure_is_a_502_with_the_fix(self, client, integration_token, celery_worker):
+        integration, token = integration_token
+        connection = integration.connections.get()
+        connection.set_api_key("wrong-key")
+        connection.save()
+
+        response = post(client, token, {**GOOD, "wait": 10})
+
+        assert response.status_code == 502
+        assert response.json()["error"]["kind"] == "auth"
+        assert "Paste the full key" in response.json()["error"]["fix"]
