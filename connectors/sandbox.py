@@ -27,6 +27,8 @@ by the request itself:
 | model `sandbox-html`                      | 200 with an HTML page (a login portal, a wrong base URL) |
 | model `sandbox-not-utf8`                  | 200 whose body is Latin-1, not UTF-8                    |
 
+It also stands in for WhatsApp's send endpoint (connectors/sandbox_whatsapp.py).
+
 `python manage.py runsandbox --port 8765 [--delay SECONDS] [--flaky N]` runs it; `--delay` slows every
 reply, and `--flaky N` makes every distinct request fail its first N tries, with 500 and 429 in turn.
 """
@@ -42,6 +44,9 @@ import uuid
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
+
+from . import sandbox_whatsapp
 
 CATALOGUE = [
     "mistral-small-latest",
@@ -127,10 +132,23 @@ class SandboxHandler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
     def do_GET(self) -> None:
-        self._handle(self._models if self.path.rstrip("/") == "/v1/models" else None)
+        path, _, query = self.path.partition("?")
+        if path.rstrip("/") == "/_sandbox/whatsapp/outbox":
+            to = parse_qs(query).get("to", [None])[0]
+            return self._handle(lambda raw: self._raise(200, {"data": sandbox_whatsapp.outbox(to)}))
+        self._handle(self._models if path.rstrip("/") == "/v1/models" else None)
 
     def do_POST(self) -> None:
-        self._handle(self._chat if self.path.rstrip("/") == "/v1/chat/completions" else None)
+        path = self.path.partition("?")[0].rstrip("/")
+        graph = sandbox_whatsapp.SEND_PATH.match(path)
+        if graph:
+            auth = self.headers.get("Authorization", "")
+            return self._handle(lambda raw: self._raise(*sandbox_whatsapp.send(graph.group(1), auth, raw)))
+        self._handle(self._chat if path == "/v1/chat/completions" else None)
+
+    @staticmethod
+    def _raise(status: int, body: Any) -> None:
+        raise Answer(status, body)
 
     def _handle(self, route: Any) -> None:
         received = time.time()

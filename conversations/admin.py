@@ -2,7 +2,16 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from .models import Call, CallbackAttempt, Conversation, Integration, Message, PromptTemplate
+from .models import (
+    Call,
+    CallbackAttempt,
+    Conversation,
+    Integration,
+    Message,
+    PromptTemplate,
+    WhatsAppChannel,
+    WhatsAppSend,
+)
 
 
 @admin.register(PromptTemplate)
@@ -88,3 +97,25 @@ class IntegrationAdmin(admin.ModelAdmin):
 @admin.register(CallbackAttempt)
 class CallbackAttemptAdmin(ReadOnlyAdmin):
     list_display = ["call", "attempt", "url", "http_status", "error", "latency_ms", "created_at"]
+
+
+@admin.register(WhatsAppChannel)
+class WhatsAppChannelAdmin(admin.ModelAdmin):
+    """Secrets are set with `manage.py add_whatsapp_channel` and never shown here."""
+
+    list_display = ["name", "phone_number_id", "template", "connection", "graph_base_url", "created_at"]
+    fields = [
+        "name",
+        "phone_number_id",
+        "verify_token",
+        "template",
+        "connection",
+        "variables",
+        "graph_base_url",
+        "graph_version",
+    ]
+
+
+@admin.register(WhatsAppSend)
+class WhatsAppSendAdmin(ReadOnlyAdmin):
+    list_display = ["call", "attempt", "http_status", "message_id", "error_code", "error", "created_at"]

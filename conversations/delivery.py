@@ -199,19 +199,22 @@ def _finish(call: Call, *, reply: chat_completions.ChatReply | None = None, erro
             Conversation.objects.filter(pk=call.conversation_id).update(updated_at=call.finished_at)
             if error is not None and not error.permanent and call.attempt < call.connection.max_attempts:
                 _schedule_retry(call, error)
-            elif call.conversation.integration_id:
-                _notify_integration(call)
+            else:
+                _deliver_outcome(call)
     except _ClaimLost:
         logger.warning("call %s was handed to another worker meanwhile; dropping this outcome", call.pk)
         return False
     return True
 
 
-def _notify_integration(call: Call) -> None:
-    """The final outcome goes to the integration's callback URL, if it has one (checked by the task)."""
-    from .tasks import deliver_callback
+def _deliver_outcome(call: Call) -> None:
+    """A final outcome goes back where the message came from: a callback URL, or the WhatsApp customer."""
+    from .tasks import deliver_callback, send_whatsapp_reply
 
-    transaction.on_commit(lambda: deliver_callback.delay(call.pk))
+    if call.conversation.integration_id:
+        transaction.on_commit(lambda: deliver_callback.delay(call.pk))
+    if call.conversation.channel_id and call.status == Call.Status.SUCCEEDED:
+        transaction.on_commit(lambda: send_whatsapp_reply.delay(call.pk))
 
 
 def retry_delay(attempt: int, retry_after: float | None) -> float:

@@ -62,6 +62,14 @@ class Conversation(models.Model):
         related_name="conversations",
         help_text="The platform that sent it through the API; empty for the test console.",
     )
+    channel = models.ForeignKey(
+        "WhatsAppChannel",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="conversations",
+        help_text="The WhatsApp number it came in on.",
+    )
     variables = models.JSONField(default=dict, blank=True)
     system_prompt = models.TextField(blank=True, help_text="The rendered system prompt, sent before every turn.")
     overrides = models.JSONField(
@@ -94,6 +102,8 @@ class Message(models.Model):
     role = models.CharField(max_length=20, choices=Role.choices)
     content = models.TextField(help_text="As sent to the provider (the template's user message, rendered).")
     customer_message = models.TextField(blank=True, help_text="What the customer wrote, before the template.")
+    # The channel's own id for the message (WhatsApp's wamid): Meta delivers at least once, this makes it once.
+    external_id = models.CharField(max_length=200, null=True, blank=True, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -249,3 +259,43 @@ class CallbackAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"Callback for call {self.call_id}, attempt {self.attempt}: {self.http_status or self.error}"
+
+
+class WhatsAppChannel(models.Model):
+    """One WhatsApp Business number: Meta's webhook for it comes in here, replies go out through the Graph API."""
+
+    name = models.CharField(max_length=100, unique=True)
+    phone_number_id = models.CharField(max_length=50, unique=True, help_text="From Meta's WhatsApp Manager.")
+    verify_token = models.CharField(max_length=100, help_text="Typed into Meta's webhook setup; checked on GET.")
+    app_secret_encrypted = models.TextField(editable=False)
+    access_token_encrypted = models.TextField(editable=False)
+    graph_base_url = models.CharField(max_length=200, default="https://graph.facebook.com")
+    graph_version = models.CharField(max_length=10, default="v23.0")
+    template = models.ForeignKey(PromptTemplate, on_delete=models.PROTECT, related_name="channels")
+    connection = models.ForeignKey(ProviderConnection, on_delete=models.PROTECT, related_name="channels")
+    variables = models.JSONField(default=dict, blank=True, help_text="The template's variables, e.g. business_name.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WhatsAppSend(models.Model):
+    """One try at sending a reply to the customer through the Graph API."""
+
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="whatsapp_sends")
+    attempt = models.PositiveSmallIntegerField()
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    message_id = models.CharField(max_length=200, blank=True, help_text="Meta's wamid of the sent message.")
+    error_code = models.IntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["call", "attempt"]
+
+    def __str__(self) -> str:
+        return f"WhatsApp send for call {self.call_id}, attempt {self.attempt}"

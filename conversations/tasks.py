@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from . import callbacks, delivery
+from . import callbacks, delivery, whatsapp
 
 
 @shared_task(name="conversations.execute_call")
@@ -29,3 +29,17 @@ def sweep_calls() -> int:
 def deliver_callback(self, call_id: int) -> None:
     """POST a finished call to its integration's callback URL; network errors, 429 and 5xx are retried."""
     callbacks.callback_deliver(call_id=call_id, attempt=self.request.retries + 1)
+
+
+@shared_task(
+    name="conversations.send_whatsapp_reply",
+    bind=True,
+    autoretry_for=(whatsapp.SendFailed,),
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=5,
+)
+def send_whatsapp_reply(self, call_id: int) -> None:
+    """Send a finished call's reply to the WhatsApp customer; throughput limits and 5xx are retried."""
+    whatsapp.reply_send(call_id=call_id, attempt=self.request.retries + 1)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import console, logs, overview, prompt_templates
+from .views import console, logs, overview, prompt_templates, whatsapp
 
 app_name = "conversations"
 
@@ -16,6 +16,10 @@ urlpatterns = [
     path("conversations/<int:pk>/", logs.conversation_detail, name="detail"),
     path("conversations/<int:pk>/reply/", console.conversation_reply, name="reply"),
     path("overview/", overview.overview, name="overview"),
+    path("whatsapp/", whatsapp.channel_list, name="whatsapp_channels"),
+    path("whatsapp/<int:pk>/webhook/", whatsapp.webhook, name="whatsapp_webhook"),
+    path("whatsapp/<int:pk>/simulator/", whatsapp.simulator, name="whatsapp_simulator"),
+    path("whatsapp/<int:pk>/simulator/messages/", whatsapp.simulator_messages, name="whatsapp_messages"),
     path("templates/", prompt_templates.template_list, name="templates"),
     path("templates/new/", prompt_templates.template_edit, name="template_new"),
     path("templates/<int:pk>/", prompt_templates.template_edit, name="template_edit"),

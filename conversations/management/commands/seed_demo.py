@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import secrets
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -7,7 +9,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from connectors.models import ProviderConnection
-from conversations.models import PromptTemplate
+from conversations.models import PromptTemplate, WhatsAppChannel
 from conversations.roles import SUPPORT_STAFF
 
 DEMO_USER = "admin"
@@ -42,6 +44,20 @@ class Command(BaseCommand):
             )
         if not PromptTemplate.objects.filter(name="Support bot").exists():
             call_command("add_template", "Support bot", system=DEMO_SYSTEM, stdout=self.stdout)
+        if not WhatsAppChannel.objects.filter(name="Demo WhatsApp").exists():
+            # Meta's Graph API is the sandbox here too: replies land in its outbox, shown by the simulator.
+            call_command(
+                "add_whatsapp_channel",
+                "Demo WhatsApp",
+                phone_number_id="106540352242922",
+                app_secret=secrets.token_urlsafe(24),
+                access_token="sandbox-whatsapp-token",
+                template="Support bot",
+                connection="Sandbox",
+                var=["business_name=Acme Bikes", "opening_hours=9-17"],
+                graph_base_url=f"http://127.0.0.1:{settings.SANDBOX_PORT}",
+                stdout=self.stdout,
+            )
         self.stdout.write(
             f"Dashboard: http://127.0.0.1:8000/  logins: {DEMO_USER} (Admin) and {DEMO_AGENT} (Support staff), "
             f"password {DEMO_PASSWORD} (local demo only; change with `python manage.py changepassword NAME`)."

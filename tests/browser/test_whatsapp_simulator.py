@@ -1,0 +1,44 @@
+"""A person chats as a WhatsApp customer with the simulated customer page, through the real webhook and send path."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from playwright.sync_api import expect
+
+from conversations.models import WhatsAppChannel
+from tests.factories import ConnectionFactory, TemplateFactory
+
+from .conftest import screenshot
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+def test_a_simulated_customer_gets_answers(sandbox, celery_worker, logged_in_page, live_server):
+    ConnectionFactory(name="Sandbox", base_url=sandbox.base_url)
+    TemplateFactory(name="Support")
+    call_command(
+        "add_whatsapp_channel",
+        "Shop",
+        phone_number_id="106540352242922",
+        app_secret="s3cret",
+        access_token="t0ken",
+        template="Support",
+        connection="Sandbox",
+        var=["business_name=Acme"],
+        graph_base_url=sandbox.base_url.removesuffix("/v1"),
+        stdout=open("/dev/null", "w"),  # noqa: SIM115
+    )
+    page = logged_in_page
+    page.click("nav >> text=WhatsApp")
+    expect(page.locator("table.log")).to_contain_text("/whatsapp/")
+    page.click("text=Simulated customer")
+    page.fill("input[name=text]", "Hi! Do you have the red one?")
+    page.click("button:has-text('Send')")
+
+    expect(page.locator(".wa-mine")).to_contain_text("Hi! Do you have the red one?")
+    expect(page.locator(".wa-theirs").first).to_contain_text(
+        "Sandbox reply from mistral-small-latest: you said 'Hi! Do you have the red one?'.", timeout=10000
+    )
+    assert WhatsAppChannel.objects.get().conversations.count() == 1
+    screenshot(page, "whatsapp-simulator")

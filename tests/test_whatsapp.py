@@ -1,0 +1,164 @@
+"""The WhatsApp channel as Meta drives it: the handshake, signed webhooks, at-least-once delivery, replies out."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+from django.core.management import call_command
+
+from conversations import whatsapp
+from conversations.models import Call, Conversation, Message, WhatsAppChannel, WhatsAppSend
+from conversations.views.whatsapp import simulated_payload
+from tests.factories import ConnectionFactory, TemplateFactory
+from tests.helpers import wait_until
+
+WA_ID = "16505551234"
+
+
+@pytest.fixture
+def channel(sandbox, db):
+    ConnectionFactory(name="Sandbox", base_url=sandbox.base_url)
+    TemplateFactory(name="Support")
+    call_command(
+        "add_whatsapp_channel",
+        "Shop",
+        phone_number_id="106540352242922",
+        app_secret="meta-app-secret",
+        access_token="graph-token",
+        template="Support",
+        connection="Sandbox",
+        var=["business_name=Acme"],
+        verify_token="verify-me",
+        graph_base_url=sandbox.base_url.removesuffix("/v1"),
+        stdout=open("/dev/null", "w"),  # noqa: SIM115
+    )
+    return WhatsAppChannel.objects.get()
+
+
+def deliver(client, channel, payload, signature=None):
+    body = json.dumps(payload).encode()
+    return client.post(
+        f"/whatsapp/{channel.pk}/webhook/",
+        data=body,
+        content_type="application/json",
+        HTTP_X_HUB_SIGNATURE_256=signature if signature is not None else whatsapp.sign(channel, body),
+    )
+
+
+def text(channel, body, message_id="wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="):
+    payload = simulated_payload(channel, WA_ID, body)
+    payload["entry"][0]["changes"][0]["value"]["messages"][0]["id"] = message_id
+    return payload
+
+
+@pytest.mark.django_db
+class TestWebhook:
+    def test_the_verification_handshake_echoes_the_challenge(self, client, channel):
+        url = f"/whatsapp/{channel.pk}/webhook/"
+        ok = client.get(url, {"hub.mode": "subscribe", "hub.challenge": "1158201444", "hub.verify_token": "verify-me"})
+        wrong = client.get(url, {"hub.mode": "subscribe", "hub.challenge": "1158201444", "hub.verify_token": "nope"})
+
+        assert (ok.status_code, ok.content, ok["Content-Type"]) == (200, b"1158201444", "text/plain")
+        assert wrong.status_code == 403
+
+    def test_a_wrong_signature_is_refused_and_nothing_is_recorded(self, client, channel):
+        response = deliver(client, channel, text(channel, "Hi"), signature="sha256=" + "0" * 64)
+        assert response.status_code == 403
+        assert not Conversation.objects.exists()
+
+    def test_a_text_message_starts_a_conversation_by_wa_id(self, client, channel):
+        response = deliver(client, channel, text(channel, "Does it come in another color?"))
+
+        assert response.status_code == 200
+        conversation = Conversation.objects.get()
+        assert (conversation.contact, conversation.channel, conversation.variables) == (
+            WA_ID,
+            channel,
+            {"business_name": "Acme"},
+        )
+        assert Call.objects.get().status == Call.Status.QUEUED
+
+    def test_a_repeated_message_id_is_answered_once(self, client, channel):
+        deliver(client, channel, text(channel, "Hello"))
+        deliver(client, channel, text(channel, "Hello"))  # Meta retries the same delivery
+
+        assert Call.objects.count() == 1 and Message.objects.filter(role="user").count() == 1
+
+    def test_status_updates_are_accepted_and_ignored(self, client, channel):
+        payload = text(channel, "x")
+        value = payload["entry"][0]["changes"][0]["value"]
+        del value["messages"]
+        value["statuses"] = [{"id": "wamid.X", "status": "delivered", "timestamp": "1749416383", "recipient_id": WA_ID}]
+
+        assert deliver(client, channel, payload).status_code == 200
+        assert not Call.objects.exists()
+
+    @pytest.mark.parametrize(
+        ("message", "seen_as"),
+        [
+            ({"type": "image", "image": {"caption": "Is this broken?", "id": "1"}}, "[image] Is this broken?"),
+            (
+                {"type": "interactive", "interactive": {"button_reply": {"id": "b1", "title": "Track order"}}},
+                "Track order",
+            ),
+            ({"type": "location", "location": {"latitude": 1.5, "longitude": 2.5}}, "[location 1.5, 2.5]"),
+            ({"type": "sticker", "sticker": {"id": "9"}}, "[sticker]"),
+        ],
+    )
+    def test_every_message_type_becomes_text_for_the_model(self, channel, message, seen_as):
+        payload = text(channel, "")
+        original = payload["entry"][0]["changes"][0]["value"]["messages"][0]
+        payload["entry"][0]["changes"][0]["value"]["messages"][0] = {
+            "from": WA_ID,
+            "id": original["id"],
+            "timestamp": original["timestamp"],
+            **message,
+        }
+        assert whatsapp.incoming_messages(payload)[0].text == seen_as
+
+
+def test_long_replies_are_split_at_whatsapps_limit():
+    assert [len(p) for p in whatsapp._pieces("x" * 9000)] == [4096, 4096, 808]
+
+
+def _outbox(sandbox, to):
+    with urllib.request.urlopen(f"{sandbox.base_url.removesuffix('/v1')}/_sandbox/whatsapp/outbox?to={to}") as r:
+        return json.loads(r.read())["data"]
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_the_whole_loop_answers_the_customer_on_whatsapp(client, channel, sandbox, celery_worker, broker_url):
+    deliver(client, channel, text(channel, "Does it come in another color?", message_id="wamid.ONE"))
+    wait_until(
+        lambda: WhatsAppSend.objects.filter(message_id__startswith="wamid.").exists(), 20, "the reply to be sent"
+    )
+    deliver(client, channel, text(channel, "And in blue?", message_id="wamid.TWO"))
+    wait_until(
+        lambda: WhatsAppSend.objects.filter(message_id__startswith="wamid.").count() == 2, 20, "the second reply"
+    )
+
+    received = [m for m in _outbox(sandbox, WA_ID) if m["context"] in ("wamid.ONE", "wamid.TWO")]
+    assert [m["body"] for m in received] == [
+        "Sandbox reply from mistral-small-latest: you said 'Does it come in another color?'.",
+        "Sandbox reply from mistral-small-latest: you said 'And in blue?'.",
+    ]
+    assert Conversation.objects.count() == 1  # the second message continued the same conversation
+    second = Call.objects.filter(status="succeeded").order_by("-id").first()
+    assert [m["role"] for m in second.request["messages"]] == ["system", "user", "assistant", "user"]
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_revoked_access_token_is_recorded_not_retried(client, channel, celery_worker, broker_url):
+    from connectors import crypto
+
+    WhatsAppChannel.objects.filter(pk=channel.pk).update(access_token_encrypted=crypto.encrypt("wrong-token"))
+    deliver(client, channel, text(channel, "Hello?", message_id="wamid.THREE"))
+
+    wait_until(lambda: WhatsAppSend.objects.exists(), 20, "the send attempt")
+    send = WhatsAppSend.objects.get()
+    assert (send.http_status, send.error_code, send.message_id) == (401, 190, "")
+    assert "Error validating access token" in send.error
