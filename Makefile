@@ -27,6 +27,7 @@ endif
 run: export DEBUG := true
 run: $(VENV)/.installed .env
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py seed_demo
 	$(VENV)/bin/honcho --env /dev/null start $(PROCESSES)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import harness
 
-BENCHMARKS = ["pipeline", "added_latency", "in_flight", "memory", "logs_at_scale"]
+BENCHMARKS = ["pipeline", "added_latency", "in_flight", "memory", "rate_limit", "logs_at_scale", "inbound_api"]
 
 
 def main() -> int:

@@ -240,3 +240,127 @@ def logs_at_scale(env, quick: bool) -> list[dict]:
         p95 = harness.percentile(times, 95)
         results.append(row(f"page_p95_{name}", p95, "ms", "<= 300 ms", p95 <= 300, calls=calls))
     return results
+
+
+def inbound_api(env, quick: bool) -> list[dict]:
+    """The API behind gunicorn: messages accepted per second, and the time to a reply with `wait`."""
+    import sys
+
+    from conversations.api.tokens import integration_create
+    from conversations.models import Integration
+
+    accepted_count, replies = (300, 60) if quick else (2000, 300)
+    port = harness.free_port()
+    with harness.sandbox(env) as base_url, ExitStack() as stack:
+        connection = data.connection_for(base_url)
+        Integration.objects.filter(name="Bench").delete()
+        _, token = integration_create(name="Bench", templates=[data.template()], connections=[connection])
+        for n in range(WORKER_PROCESSES):
+            stack.enter_context(harness.worker(env, f"api{n}", pool="threads", concurrency=WORKER_THREADS))
+        stack.enter_context(
+            harness.process(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "config.wsgi",
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "16",
+                    "--log-level",
+                    "warning",
+                ],
+                env,
+                "gunicorn",
+                ready=lambda text: True,
+            )
+        )
+        url = f"http://127.0.0.1:{port}/api/v1/messages"
+        headers = {"Authorization": f"Bearer {token}"}
+        harness.wait_until(lambda: _up(url), 30, "gunicorn to answer")
+
+        def post(n, wait, session):
+            body = {"template": "Bench", "contact": f"+44{n:09d}", "message": f"Question {n}", "wait": wait}
+            t = time.monotonic()
+            response = session.post(url, json=body, headers=headers, timeout=60)
+            return response.status_code, (time.monotonic() - t) * 1000
+
+        statuses, timings = [], []
+        lock = threading.Lock()
+
+        def client(numbers, wait):
+            session = requests.Session()
+            for n in numbers:
+                result = post(n, wait, session)
+                with lock:
+                    statuses.append(result[0])
+                    timings.append(result[1])
+
+        def run(count, wait, start, clients):
+            threads = [
+                threading.Thread(target=client, args=(range(start + i, start + count, clients), wait))
+                for i in range(clients)
+            ]
+            began = time.monotonic()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            return time.monotonic() - began
+
+        elapsed = run(accepted_count, 0, 0, 16)
+        accepted = statuses.count(202) / elapsed
+        statuses.clear()
+        timings.clear()
+        run(replies, 10, 10_000_000, 4)
+        answered = statuses.count(200)
+    p50, p95 = harness.percentile(timings, 50), harness.percentile(timings, 95)
+    return [
+        row("api_messages_accepted_per_second", accepted, "requests/s", "reported", None, requests=accepted_count),
+        row("api_time_to_reply_p50", p50, "ms", "reported", None, answered=answered, requests=replies),
+        row("api_time_to_reply_p95", p95, "ms", "reported", None),
+    ]
+
+
+def _up(url: str) -> bool:
+    try:
+        return requests.get(url.replace("/api/v1/messages", "/api/schema/"), timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def rate_limit(env, quick: bool) -> list[dict]:
+    """A connection limited to 5 requests/s, two worker processes and more demand than that: the rate held."""
+    from connectors import ratelimit
+
+    per_second, seconds = 5.0, (10 if quick else 60)
+    record = harness.RUN / f"ratelimit-{uuid.uuid4().hex}.jsonl"
+    with harness.sandbox(env, record=record) as base_url, ExitStack() as stack:
+        connection = data.connection_for(base_url, name="Limited", rate_limit_per_second=per_second)
+        ratelimit.client().delete(f"sb:rate:{connection.pk}")
+        for n in range(WORKER_PROCESSES):
+            stack.enter_context(harness.worker(env, f"rate{n}", pool="threads", concurrency=WORKER_THREADS))
+        call_ids = data.queued_calls(connection, int(per_second * seconds))
+        _publish(call_ids)
+        _wait_finished(call_ids, seconds * 3 + 60)
+    arrivals = sorted(json.loads(line)["received"] for line in record.read_text().splitlines())
+    achieved = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    busiest = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
+    deviation = abs(achieved - per_second) / per_second * 100
+    return [
+        row(
+            "rate_limit_achieved",
+            achieved,
+            "requests/s",
+            f"within 5% of {per_second:g}/s",
+            deviation <= 5,
+            baseline=per_second,
+            ratio=achieved / per_second,
+            requests=len(arrivals),
+            workers=WORKER_PROCESSES,
+            busiest_second=busiest,
+        ),
+    ]

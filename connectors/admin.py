@@ -16,7 +16,7 @@ class ProviderConnectionAdmin(SimpleHistoryAdmin):
     fieldsets = [
         (None, {"fields": ["name", "provider", "base_url", "api_key", "key_hint", "api_key_changed_at"]}),
         ("Model", {"fields": ["model", "max_tokens", "temperature"]}),
-        ("Delivery", {"fields": ["timeout_seconds", "max_attempts"]}),
+        ("Delivery", {"fields": ["timeout_seconds", "max_attempts", "rate_limit_per_second", "max_concurrent"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
 

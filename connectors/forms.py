@@ -25,6 +25,8 @@ class ProviderConnectionForm(forms.ModelForm):
             "temperature",
             "timeout_seconds",
             "max_attempts",
+            "rate_limit_per_second",
+            "max_concurrent",
         ]
 
     def __init__(self, *args, **kwargs):

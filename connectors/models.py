@@ -49,6 +49,10 @@ class ProviderConnection(models.Model):
         help_text="Tries per message when the provider is busy, rate-limited, slow or unreachable. "
         "Errors a retry cannot fix (bad key, bad model, bad request) are never retried.",
     )
+    rate_limit_per_second = models.FloatField(
+        null=True, blank=True, help_text="Most requests per second, across all workers (Mistral's free tier: 1)."
+    )
+    max_concurrent = models.PositiveIntegerField(null=True, blank=True, help_text="Most calls in flight at once.")
     # The last "Check connection": what the provider offers this key, and whether a one-token chat worked.
     available_models = models.JSONField(default=list, blank=True, editable=False)
     checked_at = models.DateTimeField(null=True, blank=True, editable=False)

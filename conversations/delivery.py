@@ -26,7 +26,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from connectors import chat_completions
+from connectors import chat_completions, ratelimit
 from connectors.errors import ProviderError
 from connectors.models import ProviderConnection
 from connectors.safety import check_reachable
@@ -57,14 +57,14 @@ def call_messages(call: Call) -> list[dict[str, str]]:
 
 
 @sensitive_variables("api_key")
-def call_execute(*, call_id: int) -> Call | None:
+def call_execute(*, call_id: int, worker: str = "") -> Call | None:
     """Make the provider request for a queued call and record the outcome.
 
     Returns None when the call is not queued (another delivery got there first, or it is not due yet).
     """
     token = timezone.now()
     claimed = Call.objects.filter(pk=call_id, status=Call.Status.QUEUED).update(
-        status=Call.Status.RUNNING, started_at=token
+        status=Call.Status.RUNNING, started_at=token, worker=worker[:200]
     )
     if not claimed:
         logger.info("call %s is not queued any more; skipping a duplicate delivery", call_id)
@@ -78,9 +78,14 @@ def call_execute(*, call_id: int) -> Call | None:
     started = time.monotonic()
     try:
         api_key = _usable_key(connection, call.model)
-        reply = chat_completions.chat(
-            base_url=connection.base_url, api_key=api_key, body=call.request, timeout=connection.timeout_seconds
-        )
+        with ratelimit.limited(connection):
+            started = time.monotonic()  # latency is the provider's time, not the wait for a rate-limit slot
+            reply = chat_completions.chat(
+                base_url=connection.base_url, api_key=api_key, body=call.request, timeout=connection.timeout_seconds
+            )
+    except ratelimit.Deferred as deferred:
+        _defer(call, deferred)
+        return call
     except ProviderError as error:
         call.latency_ms = _elapsed_ms(started)
         _apply_failure(call, error)
@@ -129,6 +134,19 @@ def _usable_key(connection: ProviderConnection, model: str) -> str:
     if not api_key:
         raise ProviderError(ErrorKind.CONFIG, f"Connection {connection.name!r} has no API key, so nothing was sent.")
     return api_key
+
+
+def _defer(call: Call, deferred: ratelimit.Deferred) -> None:
+    """Hand the call back to the queue until its connection's limits let it through (still this attempt)."""
+    from .tasks import execute_call
+
+    run_after = timezone.now() + timedelta(seconds=deferred.seconds)
+    if Call.objects.filter(pk=call.pk, status=Call.Status.RUNNING, started_at=call.started_at).update(
+        status=Call.Status.QUEUED, started_at=None, run_after=run_after
+    ):
+        execute_call.apply_async((call.pk,), countdown=deferred.seconds)
+        logger.info("call %s waits %.1f s: %s", call.pk, deferred.seconds, deferred)
+    call.status = Call.Status.QUEUED
 
 
 def _elapsed_ms(started: float) -> int:

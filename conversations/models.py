@@ -149,6 +149,7 @@ class Call(models.Model):
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
 
+    worker = models.CharField(max_length=200, blank=True, help_text="The Celery worker that made this attempt.")
     queued_at = models.DateTimeField(auto_now_add=True)
     # When the call may run: now for a first attempt, after the backoff for a retry. The sweeper
     # re-queues a call still queued well past this time (its broker message was lost).

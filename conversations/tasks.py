@@ -5,10 +5,10 @@ from celery import shared_task
 from . import callbacks, delivery, whatsapp
 
 
-@shared_task(name="conversations.execute_call")
-def execute_call(call_id: int) -> None:
+@shared_task(name="conversations.execute_call", bind=True)
+def execute_call(self, call_id: int) -> None:
     """Make one provider call. Takes only the id: the row holds everything else, and no key crosses the broker."""
-    delivery.call_execute(call_id=call_id)
+    delivery.call_execute(call_id=call_id, worker=self.request.hostname or "")
 
 
 @shared_task(name="conversations.sweep_calls", ignore_result=True)

@@ -198,3 +198,17 @@ def test_a_hanging_provider_ends_as_a_timeout(celery_worker, sandbox):
     assert (call.status, call.error_kind) == (Call.Status.FAILED, "timeout")
     assert call.error_message.endswith("within 1 s.")
     assert call.latency_ms >= 1000
+
+
+def test_two_workers_share_the_work_and_do_nothing_twice(own_stack, slow_sandbox):
+    ConnectionFactory(name="Sandbox", base_url=slow_sandbox.base_url)
+    TemplateFactory(name="Support")
+    own_stack.worker("left")
+    own_stack.worker("right")
+
+    queue_sends(own_stack.env, 40)
+
+    wait_until(all_answered(40), 60, "every call to be answered")
+    assert answered_exactly_once(40) == {"accepted": 40, "answered": 40, "lost": 0, "duplicated": 0}
+    workers = {name.split("@")[0] for name in Call.objects.values_list("worker", flat=True)}
+    assert workers == {"left", "right"}

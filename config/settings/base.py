@@ -45,6 +45,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves /static/ from the web process itself (after collectstatic), so no separate file server is needed.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -128,6 +130,11 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Compressed copies, long-cached; no manifest, so pages render before collectstatic has run too.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 # --- Secrets at rest -------------------------------------------------------------------------
 # Comma-separated Fernet keys: the first encrypts, all of them decrypt (so a key can be rotated).
@@ -217,3 +224,7 @@ CONVERSATION_HISTORY_TOKENS = env.int("CONVERSATION_HISTORY_TOKENS", default=400
 # The API: the longest `wait` a client may ask for, and how long the chat-completions endpoint holds on.
 API_MAX_WAIT_SECONDS = env.float("API_MAX_WAIT_SECONDS", default=30.0)
 API_CHAT_WAIT_SECONDS = env.float("API_CHAT_WAIT_SECONDS", default=120.0)
+# Connection rate limits live in this Redis (default: the broker's). A call whose slot is further away than
+# RATE_LIMIT_MAX_WAIT_SECONDS goes back to the queue instead of holding a worker thread.
+RATE_LIMIT_REDIS_URL = env("RATE_LIMIT_REDIS_URL", default=CELERY_BROKER_URL)
+RATE_LIMIT_MAX_WAIT_SECONDS = env.float("RATE_LIMIT_MAX_WAIT_SECONDS", default=10.0)
