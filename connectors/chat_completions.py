@@ -9,6 +9,7 @@ own words, never containing the key.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +100,8 @@ def _request(
         raise ProviderError(ErrorKind.TIMEOUT, f"No answer from {host} within {timeout:g} s.") from None
     except requests.ConnectionError as exc:
         raise ProviderError(ErrorKind.NETWORK, f"Could not reach {host}: {_reason(exc)}.") from None
+    except requests.RequestException as exc:  # e.g. the connection broke off in the middle of the body
+        raise ProviderError(ErrorKind.NETWORK, f"The answer from {host} broke off ({type(exc).__name__}).") from None
     except http.ResponseTooLarge as exc:
         raise ProviderError(ErrorKind.BAD_RESPONSE, str(exc), status=response.status_code) from None
     try:
@@ -108,7 +111,7 @@ def _request(
             ErrorKind.BAD_RESPONSE,
             "The answer is not UTF-8 text, so it cannot be JSON. Check that the base URL points at the API.",
             status=response.status_code,
-            body=raw[:2000].decode("utf-8", errors="replace"),
+            body=_scrub(raw[:2000].decode("utf-8", errors="replace"), api_key),
         ) from None
     return response.status_code, text, dict(response.headers)
 
@@ -144,7 +147,7 @@ def parse_reply(status: int, text: str, content_type: str = "application/json") 
         raise ProviderError(ErrorKind.BAD_RESPONSE, "The answer has no choices.", status=status, body=text)
     choice = choices[0]
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-    content = _content_text(message.get("content"))
+    content = _content_text(message.get("content")).replace("\x00", "")  # PostgreSQL text cannot hold NUL
     finish_reason = str(choice.get("finish_reason") or "")
     if not content.strip():
         raise ProviderError(
@@ -268,10 +271,12 @@ def _is_invalid_model(data: Any, message: str) -> bool:
 
 
 def _retry_after(headers: dict[str, str]) -> float | None:
+    """Retry-After in seconds, within [0, 1 h]; None when absent or not a finite number."""
     try:
-        return max(0.0, float(headers["retry-after"]))
+        seconds = float(headers["retry-after"])
     except (KeyError, ValueError):
         return None
+    return min(max(0.0, seconds), 3600.0) if math.isfinite(seconds) else None
 
 
 def _json_or_none(text: str) -> Any:

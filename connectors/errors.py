@@ -23,6 +23,7 @@ class ErrorKind(models.TextChoices):
     NETWORK = "network", "Network error"
     BAD_RESPONSE = "bad_response", "Bad response"
     CONFIG = "config", "Configuration"
+    INTERNAL = "internal", "Switchboard error"
 
 
 # Only these can succeed on a later try; a 401 stays a 401 however often it is sent.
@@ -80,6 +81,10 @@ _HELP: dict[str, Help] = {
         "The provider answered, but not with a usable chat completion (not JSON, no choices, or an empty reply).",
         "Check that the base URL points at a chat-completions API (it usually ends in /v1) and that the "
         "model is set; Mistral answers empty when the model is missing.",
+    ),
+    ErrorKind.INTERNAL: Help(
+        "Switchboard itself failed while handling this call (the worker log has the details).",
+        "Send again; if it keeps happening, report it to whoever runs Switchboard with the call number.",
     ),
     ErrorKind.CONFIG: Help(
         "The connection is not set up completely, so nothing was sent.",

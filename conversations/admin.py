@@ -83,15 +83,22 @@ class IntegrationAdmin(admin.ModelAdmin):
     readonly_fields = ["token_hint", "created_at", "last_used_at"]
 
     def save_model(self, request, obj, form, change):
-        if change:
-            return super().save_model(request, obj, form, change)
+        from connectors import crypto
+
         from .api.tokens import new_callback_secret, new_token
 
-        token, obj.token_hash, obj.token_hint = new_token()
-        if obj.callback_url:
+        token = None
+        if not change:
+            token, obj.token_hash, obj.token_hint = new_token()
+        new_secret = bool(obj.callback_url) and not obj.callback_secret_encrypted
+        if new_secret:
             obj.callback_secret_encrypted = new_callback_secret()
         super().save_model(request, obj, form, change)
-        self.message_user(request, f"Token for {obj.name} (copy it now, it is not shown again): {token}")
+        if token:
+            self.message_user(request, f"Token for {obj.name} (copy it now, it is not shown again): {token}")
+        if new_secret:
+            secret = crypto.decrypt(obj.callback_secret_encrypted)
+            self.message_user(request, f"Callback signing secret (copy it now, it is not shown again): {secret}")
 
 
 @admin.register(CallbackAttempt)

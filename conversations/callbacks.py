@@ -37,13 +37,19 @@ def callback_deliver(*, call_id: int, attempt: int) -> CallbackAttempt | None:
     record = CallbackAttempt(call=call, attempt=attempt, url=integration.callback_url)
     started = time.monotonic()
     try:
+        secret = crypto.decrypt(integration.callback_secret_encrypted)
+    except crypto.SecretUnreadable:
+        record.error = "The integration has no readable signing secret; set its callback URL again to make one."
+        record.save()
+        return record  # a retry cannot fix this
+    try:
         check_reachable(integration.callback_url)
         response = http.session().post(
             integration.callback_url,
             data=body,
             headers={
                 "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign(crypto.decrypt(integration.callback_secret_encrypted), body),
+                SIGNATURE_HEADER: sign(secret, body),
             },
             timeout=(5, 10),
             allow_redirects=False,

@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from connectors import chat_completions, ratelimit
-from connectors.errors import ProviderError
+from connectors.errors import ErrorKind, ProviderError
 from connectors.models import ProviderConnection
 from connectors.safety import check_reachable
 
@@ -60,7 +60,7 @@ def call_messages(call: Call) -> list[dict[str, str]]:
 def call_execute(*, call_id: int, worker: str = "") -> Call | None:
     """Make the provider request for a queued call and record the outcome.
 
-    Returns None when the call is not queued (another delivery got there first, or it is not due yet).
+    Returns None when the call is not queued any more (another delivery got there first).
     """
     token = timezone.now()
     claimed = Call.objects.filter(pk=call_id, status=Call.Status.QUEUED).update(
@@ -70,6 +70,20 @@ def call_execute(*, call_id: int, worker: str = "") -> Call | None:
         logger.info("call %s is not queued any more; skipping a duplicate delivery", call_id)
         return None
     call = Call.objects.select_related("connection", "conversation").get(pk=call_id)
+    try:
+        return _attempt(call)
+    except Exception as exc:
+        # A bug or an input nobody foresaw must end as a recorded failure, not a call stuck in "running"
+        # that the sweeper would replay for ever. The type only: exception text can quote anything.
+        logger.exception("call %s failed inside Switchboard", call_id)
+        error = ProviderError(ErrorKind.INTERNAL, f"Switchboard could not finish this call ({type(exc).__name__}).")
+        _apply_failure(call, error)
+        _finish(call, error=error)
+        return call
+
+
+@sensitive_variables("api_key")
+def _attempt(call: Call) -> Call:
     connection = call.connection
     wanted = request_settings(connection, call.conversation.overrides)
     call.model = wanted["model"]
@@ -120,7 +134,6 @@ def _release_database_connection() -> None:
 def _usable_key(connection: ProviderConnection, model: str) -> str:
     """The decrypted key, once the connection is known to be complete and its URL safe to call."""
     from connectors.crypto import SecretUnreadable
-    from connectors.errors import ErrorKind
 
     if not model:
         raise ProviderError(
@@ -167,6 +180,8 @@ def _apply_success(call: Call, reply: chat_completions.ChatReply) -> None:
 
 
 def _apply_failure(call: Call, error: ProviderError) -> None:
+    call.reply, call.reply_text, call.finish_reason, call.provider_request_id = None, "", "", ""
+    call.prompt_tokens = call.completion_tokens = call.cost_usd = None
     call.status = Call.Status.FAILED
     call.http_status = error.status
     call.response_body = error.body

@@ -67,7 +67,7 @@ class ConversationFilter(django_filters.FilterSet):
 def page(queryset: QuerySet, number: str | None, size: int | None = None) -> tuple[list, int, bool]:
     """One page of rows, the page number, and whether there is a next one: size + 1 rows read, no COUNT(*)."""
     size = size or PAGE_SIZE
-    number_int = int(number) if number and number.isdigit() and int(number) > 0 else 1
+    number_int = int(number) if number and number.isascii() and number.isdigit() and int(number) > 0 else 1
     offset = (number_int - 1) * size
     rows = list(queryset[offset : offset + size + 1])
     return rows[:size], number_int, len(rows) > size

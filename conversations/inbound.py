@@ -26,6 +26,17 @@ class Refused(Exception):
     message: str
 
 
+def _text(value: Any, field: str, limit: int | None = None, example: str = "") -> str:
+    """A string field: text, no NUL (PostgreSQL cannot store it), at most `limit` characters."""
+    if not isinstance(value, str) or not value.strip():
+        raise Refused(400, field, f'"{field}" must be non-empty text{example}.')
+    if "\x00" in value:
+        raise Refused(400, field, f'"{field}" contains a NUL character; remove it.')
+    if limit and len(value) > limit:
+        raise Refused(400, field, f'"{field}" is {len(value)} characters; at most {limit}.')
+    return value
+
+
 def _allowed_template(integration: Integration, name: Any) -> PromptTemplate:
     if not isinstance(name, str) or not name:
         raise Refused(400, "template", 'Name the template to use, for example "template": "Support bot".')
@@ -60,7 +71,10 @@ def _variables(value: Any) -> dict[str, str]:
         raise Refused(
             400, "variables", '"variables" must be an object of names to text, e.g. {"business_name": "Acme"}.'
         )
-    return {str(k): str(v) for k, v in value.items()}
+    variables = {str(k): str(v) for k, v in value.items()}
+    for name, text in variables.items():
+        _text(text, f"variables.{name}", 10_000)
+    return variables
 
 
 def message_receive(
@@ -73,9 +87,8 @@ def message_receive(
             return earlier[0].call, True
     template = _allowed_template(integration, payload.get("template"))
     connection = allowed_connection(integration, payload.get("connection"))
-    contact, message = payload.get("contact"), payload.get("message")
-    if not isinstance(contact, str) or not contact.strip():
-        raise Refused(400, "contact", 'Say who the customer is in "contact", e.g. their WhatsApp number.')
+    contact = _text(payload.get("contact"), "contact", 200, ": who the customer is, e.g. their WhatsApp number")
+    message = payload.get("message")
     if not isinstance(message, str):
         raise Refused(400, "message", 'Put the customer\'s text in "message" as a string.')
     variables = _variables(payload.get("variables"))
@@ -95,12 +108,14 @@ def message_receive(
                     customer_message=message,
                     variables=variables,
                     contact=contact,
+                    integration=integration,
                 )
-                Conversation.objects.filter(pk=call.conversation_id).update(integration=integration)
             else:
                 if variables and variables != conversation.variables:
+                    # New values (another business name, new hours) change the system prompt from now on.
+                    conversation.system_prompt, _ = template.render(variables=variables, customer_message=message)
                     conversation.variables = variables
-                    conversation.save(update_fields=["variables"])
+                    conversation.save(update_fields=["variables", "system_prompt"])
                 call = services.conversation_reply(conversation=conversation, customer_message=message)
             if idempotency_key:
                 IdempotencyKey.objects.create(integration=integration, key=idempotency_key, call=call)
@@ -118,19 +133,33 @@ def chat_receive(*, integration: Integration, payload: dict[str, Any], contact: 
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise Refused(400, "messages", '"messages" must be a list of {"role", "content"} objects.')
+    for n, m in enumerate(messages):
+        if m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
+            raise Refused(400, f"messages[{n}]", "Each message needs a role (system, user or assistant) and text.")
+        if "\x00" in m["content"]:
+            raise Refused(400, f"messages[{n}]", "The content contains a NUL character; remove it.")
     turns = [m for m in messages if m.get("role") != "system"]
     if not turns or turns[-1].get("role") != "user" or not isinstance(turns[-1].get("content"), str):
         raise Refused(400, "messages", 'The last message must be the customer\'s: {"role": "user", "content": "…"}.')
     model = payload.get("model")
+    if model is not None and not isinstance(model, str):
+        raise Refused(400, "model", '"model" is text: a connection name, or a model for the default connection.')
     names = set(integration.connections.values_list("name", flat=True))
     connection = allowed_connection(integration, model if model in names else None)
     overrides = {"model": model if model and model not in names else None}
-    for field in ("temperature", "max_tokens"):
-        if payload.get(field) is not None:
-            overrides[field] = payload[field]
+    temperature, max_tokens = payload.get("temperature"), payload.get("max_tokens")
+    if temperature is not None:
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+            raise Refused(400, "temperature", '"temperature" is a number from 0 to 2.')
+        overrides["temperature"] = temperature
+    if max_tokens is not None:
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise Refused(400, "max_tokens", '"max_tokens" is a whole number, 1 or more.')
+        overrides["max_tokens"] = max_tokens
     system = "\n\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
     customer_message = turns[-1]["content"]
     services.check_message(customer_message)
+    contact = _text(contact, "user", 200)
     with transaction.atomic():
         conversation = Conversation.objects.create(
             contact=contact,

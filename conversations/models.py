@@ -90,6 +90,11 @@ class Conversation(models.Model):
     def __str__(self) -> str:
         return f"{self.contact} via {self.connection}"
 
+    @property
+    def is_test(self) -> bool:
+        """Started from the console or a command, not by a real customer through the API or WhatsApp."""
+        return self.integration_id is None and self.channel_id is None
+
 
 class Message(models.Model):
     """One turn of a conversation: what the customer said, or what the assistant answered."""

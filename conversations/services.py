@@ -50,6 +50,8 @@ def call_send(
     variables: dict[str, str] | None = None,
     contact: str = "test console",
     overrides: dict[str, object] | None = None,
+    integration=None,
+    channel=None,
 ) -> Call:
     """Start a new conversation with the customer's message and queue the call that answers it.
 
@@ -67,6 +69,8 @@ def call_send(
             variables=variables,
             system_prompt=system_prompt,
             overrides=overrides,
+            integration=integration,
+            channel=channel,
         )
         return queue_call(conversation, user_text, customer_message)
 
@@ -113,7 +117,7 @@ def queue_call(conversation: Conversation, user_text: str, customer_message: str
         conversation=conversation,
         message=message,
         connection=conversation.connection,
-        model=conversation.overrides.get("model") or conversation.connection.model,
+        model=request_settings(conversation.connection, conversation.overrides)["model"],
     )
     conversation.save(update_fields=["updated_at"])
     transaction.on_commit(lambda: execute_call.delay(call.pk))

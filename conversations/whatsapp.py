@@ -55,7 +55,7 @@ def sign(channel: WhatsAppChannel, raw_body: bytes) -> str:
 
 def webhook_accept(*, channel: WhatsAppChannel, raw_body: bytes, signature: str) -> list[Call]:
     """Check the signature in constant time, then queue the new customer messages in the body."""
-    if not hmac.compare_digest(sign(channel, raw_body), signature or ""):
+    if not hmac.compare_digest(sign(channel, raw_body).encode(), (signature or "").encode()):
         raise WebhookRefused(403, "X-Hub-Signature-256 does not match the app secret.")
     try:
         payload = json.loads(raw_body)
@@ -64,14 +64,26 @@ def webhook_accept(*, channel: WhatsAppChannel, raw_body: bytes, signature: str)
     return channel_receive(channel=channel, payload=payload)
 
 
-def incoming_messages(payload: Any) -> list[Incoming]:
-    """Every customer message in a webhook body; status updates and malformed parts are skipped."""
+def incoming_messages(payload: Any, phone_number_id: str | None = None) -> list[Incoming]:
+    """Every customer message in a webhook body; status updates and malformed parts are skipped.
+
+    Meta sends all of an app's numbers to one callback URL: with `phone_number_id`, only that number's.
+    """
     found = []
     entries = payload.get("entry", []) if isinstance(payload, dict) else []
     for entry in entries if isinstance(entries, list) else []:
         for change in entry.get("changes", []) if isinstance(entry, dict) else []:
             value = change.get("value", {}) if isinstance(change, dict) else {}
-            for message in value.get("messages", []) if isinstance(value, dict) else []:
+            if not isinstance(value, dict):
+                continue
+            number = (
+                (value.get("metadata") or {}).get("phone_number_id")
+                if isinstance(value.get("metadata"), dict)
+                else None
+            )
+            if phone_number_id and number and number != phone_number_id:
+                continue
+            for message in value.get("messages", []):
                 if isinstance(message, dict) and message.get("id") and message.get("from"):
                     found.append(Incoming(str(message["id"]), str(message["from"]), _text_of(message)))
     return found
@@ -99,7 +111,7 @@ def _text_of(message: dict[str, Any]) -> str:
 def channel_receive(*, channel: WhatsAppChannel, payload: Any) -> list[Call]:
     """Queue an answer for each new customer message; repeats of a message id are ignored."""
     calls = []
-    for incoming in incoming_messages(payload):
+    for incoming in incoming_messages(payload, channel.phone_number_id):
         if Message.objects.filter(external_id=incoming.message_id).exists():
             continue
         text = incoming.text.strip() or "[empty message]"
@@ -115,8 +127,8 @@ def channel_receive(*, channel: WhatsAppChannel, payload: Any) -> list[Call]:
                         customer_message=text,
                         variables=channel.variables,
                         contact=incoming.wa_id,
+                        channel=channel,
                     )
-                    Conversation.objects.filter(pk=call.conversation_id).update(channel=channel)
                 else:
                     call = services.conversation_reply(conversation=conversation, customer_message=text)
                 Message.objects.filter(pk=call.message_id).update(external_id=incoming.message_id)
@@ -133,16 +145,14 @@ def reply_send(*, call_id: int, attempt: int) -> list[WhatsAppSend]:
     """Send a succeeded call's reply to the customer, in pieces of at most 4,096 characters."""
     call = Call.objects.select_related("conversation__channel", "message").get(pk=call_id)
     channel = call.conversation.channel
-    if (
-        channel is None
-        or call.status != Call.Status.SUCCEEDED
-        or call.whatsapp_sends.filter(message_id__gt="").exists()
-    ):
+    if channel is None or call.status != Call.Status.SUCCEEDED:
         return []
+    pieces = _pieces(call.reply_text)
+    done = call.whatsapp_sends.filter(message_id__gt="").count()  # pieces delivered by earlier tries, in order
     url = f"{channel.graph_base_url.rstrip('/')}/{channel.graph_version}/{channel.phone_number_id}/messages"
     token = crypto.decrypt(channel.access_token_encrypted)
     sent = []
-    for n, piece in enumerate(_pieces(call.reply_text)):
+    for n, piece in enumerate(pieces[done:], start=done):
         body = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",

@@ -162,3 +162,18 @@ def test_a_revoked_access_token_is_recorded_not_retried(client, channel, celery_
     send = WhatsAppSend.objects.get()
     assert (send.http_status, send.error_code, send.message_id) == (401, 190, "")
     assert "Error validating access token" in send.error
+
+
+@pytest.mark.django_db
+def test_messages_for_another_number_of_the_same_app_are_left_alone(client, channel):
+    payload = text(channel, "For the other shop")
+    payload["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999999999"
+
+    assert deliver(client, channel, payload).status_code == 200
+    assert not Call.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_non_ascii_verify_token_is_refused_not_a_crash(client, channel):
+    url = f"/whatsapp/{channel.pk}/webhook/"
+    assert client.get(url, {"hub.mode": "subscribe", "hub.challenge": "1", "hub.verify_token": "é"}).status_code == 403

@@ -126,8 +126,13 @@ def chat_completions(request: HttpRequest, integration: Integration, payload: di
         )
     if not call.finished:
         return _openai_error(504, f"No reply yet; follow call {call.pk} at /api/v1/calls/{call.pk}.", "timeout")
-    status = call.http_status if call.http_status and call.http_status >= 400 else 502
-    return _openai_error(status, f"{call.error_message} — {call.help.fix}", call.error_kind)
+    # The provider's failure, not the client's: a 401 here would read as "your Switchboard token is wrong".
+    status = 429 if call.http_status == 429 else 502
+    return _openai_error(
+        status,
+        f"{call.get_error_kind_display()} from the provider: {call.error_message} — {call.help.fix}",
+        call.error_kind,
+    )
 
 
 @csrf_exempt

@@ -24,7 +24,7 @@ SEND_PERMISSION = "conversations.send_test"
 def _chosen_template(request: HttpRequest) -> PromptTemplate | None:
     template_id = request.POST.get("template") or request.GET.get("template")
     templates = PromptTemplate.objects.all()
-    if template_id and str(template_id).isdigit():
+    if template_id and str(template_id).isascii() and str(template_id).isdigit():
         return templates.filter(pk=template_id).first() or templates.first()
     return templates.first()
 
@@ -76,7 +76,9 @@ def test_send(request: HttpRequest) -> HttpResponse:
 
 
 def _call_from(value: str) -> Call | None:
-    return Call.objects.filter(pk=value).select_related("connection").first() if value.isdigit() else None
+    if not (value.isascii() and value.isdigit()):
+        return None
+    return Call.objects.filter(pk=value).select_related("connection").first()
 
 
 @login_required
@@ -133,7 +135,9 @@ def conversation_reply(request: HttpRequest, pk: int) -> HttpResponse:
 
     conversation = get_object_or_404(Conversation, pk=pk)
     form = ReplyForm(request.POST)
-    if form.is_valid():
+    if not conversation.is_test:
+        form.add_error(None, "This conversation is with a real customer; test in the console instead.")
+    elif form.is_valid():
         try:
             services.conversation_reply(
                 conversation=conversation, customer_message=form.cleaned_data["customer_message"]

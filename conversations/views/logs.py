@@ -113,6 +113,15 @@ def _export_rows(request: HttpRequest) -> Iterator[dict[str, object]]:
         yield {field: row[field] for field in EXPORT_FIELDS}
 
 
+def _cell(value: object) -> object:
+    """A CSV cell that a spreadsheet will not run: customers' text starting with = + - @ becomes literal."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 class _Echo:
     """csv.writer writes into this and gets the line back, so rows stream instead of piling up."""
 
@@ -132,7 +141,7 @@ def export_csv(request: HttpRequest) -> StreamingHttpResponse:
     def lines() -> Iterator[str]:
         yield writer.writerow(EXPORT_FIELDS)
         for row in _export_rows(request):
-            yield writer.writerow(["" if row[f] is None else row[f] for f in EXPORT_FIELDS])
+            yield writer.writerow([_cell(row[f]) for f in EXPORT_FIELDS])
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{_filename("csv")}"'

@@ -22,7 +22,7 @@ def webhook(request: HttpRequest, pk: int) -> HttpResponse:
     channel = get_object_or_404(WhatsAppChannel, pk=pk)
     if request.method == "GET":
         mode, token = request.GET.get("hub.mode"), request.GET.get("hub.verify_token", "")
-        if mode == "subscribe" and secrets.compare_digest(token, channel.verify_token):
+        if mode == "subscribe" and secrets.compare_digest(token.encode(), channel.verify_token.encode()):
             return HttpResponse(request.GET.get("hub.challenge", ""), content_type="text/plain")
         return HttpResponse("Verification failed: hub.verify_token does not match this channel.", status=403)
     if request.method != "POST":

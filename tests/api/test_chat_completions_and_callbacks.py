@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.core.management import call_command
 from mistralai.client import Mistral
-from openai import AuthenticationError, OpenAI
+from openai import AuthenticationError, InternalServerError, OpenAI
 
 from connectors import crypto
 from conversations.api.tokens import integration_create
@@ -21,6 +21,29 @@ from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 REPLY = "Sandbox reply from mistral-small-latest: you said 'Where is my parcel?'."
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"model": ["x"]}, "model"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"messages": [{"role": "robot", "content": "Hi"}]}, "messages[0]"),
+        ({"user": "u" * 300}, "user"),
+        ({"messages": [{"role": "user", "content": "a\x00b"}]}, "messages[0]"),
+    ],
+)
+def test_bad_chat_requests_name_the_field(client, integration_token, change, field):
+    body = {"model": "mistral-small-latest", "messages": [{"role": "user", "content": "Hi"}], **change}
+    response = client.post(
+        "/api/v1/chat/completions",
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {integration_token[1]}",
+    )
+    assert response.status_code == 400 and response.json()["error"]["field"] == field
+    assert not Call.objects.exists()
 
 
 def test_the_openai_sdk_switches_by_changing_base_url_and_key(live_server, integration_token, celery_worker):
@@ -58,7 +81,7 @@ def test_sdk_errors_are_raised_as_the_sdk_expects(live_server, integration_token
     connection.set_api_key("wrong-key")
     connection.save()
     client = OpenAI(base_url=f"{live_server.url}/api/v1", api_key=integration_token[1], max_retries=0)
-    with pytest.raises(AuthenticationError, match="Paste the full key"):
+    with pytest.raises(InternalServerError, match="Authentication from the provider: Unauthorized.*Paste the full key"):
         client.chat.completions.create(model="mistral-small-latest", messages=[{"role": "user", "content": "Hi"}])
 
 

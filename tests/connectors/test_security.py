@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def test_a_key_unreadable_after_losing_the_encryption_key_is_a_clear_config_erro
 
 
 @pytest.mark.django_db
-def test_an_error_report_never_shows_the_key(monkeypatch, sandbox, template):
+def test_an_error_report_never_shows_the_key(monkeypatch, sandbox, template, caplog):
     """Django's error report (the 500 page in DEBUG, the admins' email) lists every frame's variables."""
     from conversations import delivery, services
 
@@ -75,12 +76,15 @@ def test_an_error_report_never_shows_the_key(monkeypatch, sandbox, template):
         raise RuntimeError("connection pool exploded")
 
     monkeypatch.setattr(http.session(), "request", explode)
-    with pytest.raises(RuntimeError) as caught:
+    with caplog.at_level(logging.ERROR):
         delivery.call_execute(call_id=call.pk)
-    report = ExceptionReporter(None, caught.type, caught.value, caught.tb).get_traceback_html()
+    logged = next(r for r in caplog.records if r.exc_info)
+    report = ExceptionReporter(None, *logged.exc_info).get_traceback_html()
 
     assert "connection pool exploded" in report
     assert REPORT_SECRET not in report
+    call.refresh_from_db()  # and the call is a recorded failure, not stuck
+    assert (call.status, call.error_kind) == ("failed", "internal")
 
 
 @pytest.mark.parametrize(

@@ -168,3 +168,32 @@ def test_templates_are_listed_with_their_placeholders(staff_client):
     TemplateFactory(name="Shop", system_prompt="{{shop}} in {{city}}")
     page = staff_client.get(reverse("conversations:templates")).content.decode()
     assert "<code>{{shop}}</code>" in page and "<code>{{city}}</code>" in page
+
+
+def test_staff_cannot_type_into_a_real_customers_conversation(staff_client, connection, template):
+    from conversations.api.tokens import integration_create
+
+    integration, _ = integration_create(name="Bot", templates=[template], connections=[connection])
+    call = services.call_send(
+        connection=connection,
+        template=template,
+        customer_message="Hi",
+        variables={"business_name": "Acme"},
+        integration=integration,
+    )
+
+    page = staff_client.get(reverse("conversations:detail", args=[call.conversation_id])).content.decode()
+    response = staff_client.post(reverse("conversations:reply", args=[call.conversation_id]), {"customer_message": "x"})
+
+    assert "Continue the conversation" not in page
+    assert response.status_code == 400 and "with a real customer" in response.content.decode()
+    assert Call.objects.count() == 1
+
+
+def test_the_csv_export_neutralises_spreadsheet_formulas(staff_client, connection, template):
+    answered(connection, template, text='=HYPERLINK("http://evil.example")', contact="eve")
+
+    response = staff_client.get(reverse("conversations:export_csv"))
+    text = b"".join(response.streaming_content).decode()
+
+    assert "'=HYPERLINK" in text and ",=HYPERLINK" not in text

@@ -106,6 +106,7 @@ class _Rows:
                 at,
                 at,
                 at + timedelta(milliseconds=latency),
+                "seed_logs",
             )
             yield message, call
 
@@ -147,6 +148,7 @@ CALL_COLUMNS = [
     "run_after",
     "started_at",
     "finished_at",
+    "worker",
 ]
 
 
