@@ -60,7 +60,10 @@ def test_any_success_answer_parses_or_is_a_bad_response(body):
         assert reply.content.strip()
 
 
-@given(st.text(min_size=1, max_size=200).filter(str.strip), st.sampled_from(["stop", "length", "model_length"]))
+@given(
+    st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=200).filter(str.strip),
+    st.sampled_from(["stop", "length", "model_length"]),
+)
 def test_a_well_formed_reply_always_comes_back_intact(content, finish_reason):
     body = {
         "id": "cmpl-1",
@@ -70,3 +73,8 @@ def test_a_well_formed_reply_always_comes_back_intact(content, finish_reason):
     }
     reply = chat_completions.parse_reply(200, json.dumps(body))
     assert (reply.content, reply.finish_reason, reply.prompt_tokens) == (content, finish_reason, 3)
+
+
+def test_nul_characters_are_dropped_from_replies():
+    body = {"choices": [{"message": {"content": "a\x00b"}, "finish_reason": "stop"}]}
+    assert chat_completions.parse_reply(200, json.dumps(body)).content == "ab"  # PostgreSQL text cannot hold NUL
