@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -50,13 +51,36 @@ def check_reachable(url: str) -> None:
     host = urlsplit(url).hostname or ""
     if _allowed(host):
         return
+    verdict = _resolved_verdict(host)
+    if verdict:
+        raise verdict
+
+
+def _resolved_verdict(host: str) -> ProviderError | None:
+    """Whether every address of `host` is public, remembered for a minute: a lookup per call would add its
+    latency to every call. (The HTTP client resolves again; pinning the checked address is not done.)"""
+    now = time.monotonic()
+    cached = _verdicts.get(host)
+    if cached and cached[0] > now:
+        return cached[1]
     try:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
     except OSError:
-        raise ProviderError(ErrorKind.NETWORK, f"Could not reach {host}: the host name does not resolve.") from None
-    for address in sorted(addresses):
-        if not ipaddress.ip_address(address.split("%")[0]).is_global:
-            raise ProviderError(ErrorKind.CONFIG, _internal(host, address))
+        return ProviderError(ErrorKind.NETWORK, f"Could not reach {host}: the host name does not resolve.")
+    verdict = next(
+        (
+            ProviderError(ErrorKind.CONFIG, _internal(host, a))
+            for a in sorted(addresses)
+            if not ipaddress.ip_address(a.split("%")[0]).is_global
+        ),
+        None,
+    )
+    _verdicts[host] = (now + VERDICT_SECONDS, verdict)
+    return verdict
+
+
+VERDICT_SECONDS = 60.0
+_verdicts: dict[str, tuple[float, ProviderError | None]] = {}
 
 
 def _allowed(host: str) -> bool:

@@ -87,7 +87,11 @@ def render_conversation(
     request: HttpRequest, conversation: Conversation, form: ReplyForm, status: int = 200
 ) -> HttpResponse:
     """The transcript: each customer message, then its reply (or its final error), with every attempt."""
-    calls = list(conversation.calls.select_related("connection").order_by("message_id", "attempt"))
+    calls = list(
+        conversation.calls.select_related("connection")
+        .prefetch_related("callback_attempts", "whatsapp_sends")
+        .order_by("message_id", "attempt")
+    )
     by_message: dict[int, list[Call]] = {}
     for call in calls:
         by_message.setdefault(call.message_id, []).append(call)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import timedelta
+from decimal import Decimal
 
 from django.contrib.auth.decorators import login_required, permission_required
 from django.db import connection as db
-from django.db.models import Aggregate, Count, FloatField, Q, Sum
-from django.db.models.functions import TruncDay, TruncHour
+from django.db.models import Aggregate, Count, FloatField, Sum
+from django.db.models.functions import TruncHour
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -38,21 +40,63 @@ def latency_percentiles(calls) -> dict[str, float | None]:
     return {"p50": values[len(values) // 2], "p95": values[min(len(values) - 1, int(len(values) * 0.95))]}
 
 
-def _series(calls, trunc, label_format: str) -> dict[str, list]:
-    rows = (
-        calls.annotate(bucket=trunc("queued_at"))
-        .values("bucket")
-        .annotate(
-            ok=Count("id", filter=Q(status=Call.Status.SUCCEEDED)),
-            failed=Count("id", filter=Q(status=Call.Status.FAILED)),
-        )
-        .order_by("bucket")
+def _summary(calls, since) -> dict:
+    """Everything but the percentiles from one grouped scan: per hour, status, error kind, connection and model."""
+    rows = list(
+        calls.annotate(hour=TruncHour("queued_at"))
+        .values("hour", "status", "error_kind", "connection__name", "model")
+        .annotate(n=Count("id"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"), cost=Sum("cost_usd"))
     )
+    totals = {"total": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": Decimal(0)}
+    errors: dict[str, int] = defaultdict(int)
+    usage: dict[tuple[str, str], dict] = {}
+    hourly: dict = defaultdict(lambda: {"ok": 0, "failed": 0})
+    daily: dict = defaultdict(lambda: {"ok": 0, "failed": 0})
     local = timezone.get_current_timezone()
+    for r in rows:
+        failed = r["status"] == Call.Status.FAILED
+        totals["total"] += r["n"]
+        totals["failed"] += r["n"] if failed else 0
+        totals["prompt_tokens"] += r["prompt"] or 0
+        totals["completion_tokens"] += r["completion"] or 0
+        totals["cost"] += r["cost"] or 0
+        if failed:
+            errors[r["error_kind"]] += r["n"]
+        key = (r["connection__name"], r["model"])
+        use = usage.setdefault(
+            key,
+            {"connection__name": key[0], "model": key[1], "calls": 0, "prompt": 0, "completion": 0, "cost": Decimal(0)},
+        )
+        use["calls"] += r["n"]
+        use["prompt"] += r["prompt"] or 0
+        use["completion"] += r["completion"] or 0
+        use["cost"] += r["cost"] or 0
+        hour = timezone.localtime(r["hour"], local)
+        for buckets, bucket in ((hourly, hour), (daily, hour.date())):
+            buckets[bucket]["failed" if failed else "ok"] += r["n"] if r["status"] in ("succeeded", "failed") else 0
+    labels = dict(Call._meta.get_field("error_kind").choices)
+    error_rows = [
+        {"error_kind": kind, "label": labels.get(kind, kind), "n": n, "rate": n / totals["total"] * 100}
+        for kind, n in sorted(errors.items(), key=lambda item: -item[1])
+    ]
+    recent = timezone.localtime(max(since, timezone.now() - timedelta(days=7)), local)
     return {
-        "labels": [timezone.localtime(r["bucket"], local).strftime(label_format) for r in rows],
-        "succeeded": [r["ok"] for r in rows],
-        "failed": [r["failed"] for r in rows],
+        "totals": totals,
+        "errors": error_rows,
+        "usage": sorted(usage.values(), key=lambda u: -u["calls"])[:50],
+        "hourly": _chart(
+            {h: v for h, v in hourly.items() if h >= recent.replace(minute=0, second=0, microsecond=0)}, "%d %b %H:00"
+        ),
+        "daily": _chart(daily, "%d %b"),
+    }
+
+
+def _chart(buckets: dict, label_format: str) -> dict[str, list]:
+    ordered = sorted(buckets.items())
+    return {
+        "labels": [bucket.strftime(label_format) for bucket, _ in ordered],
+        "succeeded": [v["ok"] for _, v in ordered],
+        "failed": [v["failed"] for _, v in ordered],
     }
 
 
@@ -63,34 +107,12 @@ def overview(request: HttpRequest) -> HttpResponse:
     period = period if period in PERIODS else "24h"
     since = timezone.now() - PERIODS[period]
     calls = Call.objects.filter(queued_at__gte=since)
-
-    totals = calls.aggregate(
-        total=Count("id"),
-        failed=Count("id", filter=Q(status=Call.Status.FAILED)),
-        prompt_tokens=Sum("prompt_tokens"),
-        completion_tokens=Sum("completion_tokens"),
-        cost=Sum("cost_usd"),
-    )
-    errors = list(calls.filter(status=Call.Status.FAILED).values("error_kind").annotate(n=Count("id")).order_by("-n"))
-    for row in errors:
-        row["rate"] = row["n"] / totals["total"] * 100 if totals["total"] else 0
-        row["label"] = dict(Call._meta.get_field("error_kind").choices).get(row["error_kind"], row["error_kind"])
-    usage = list(
-        calls.values("connection__name", "model")
-        .annotate(
-            calls=Count("id"),
-            prompt=Sum("prompt_tokens"),
-            completion=Sum("completion_tokens"),
-            cost=Sum("cost_usd"),
-        )
-        .order_by("-calls")[:50]
-    )
+    summary = _summary(calls, since)
+    totals = summary["totals"]
     charts = {
-        "hourly": _series(
-            calls.filter(queued_at__gte=max(since, timezone.now() - timedelta(days=7))), TruncHour, "%d %b %H:00"
-        ),
-        "daily": _series(calls, TruncDay, "%d %b"),
-        "errors": {"labels": [r["label"] for r in errors], "counts": [r["n"] for r in errors]},
+        "hourly": summary["hourly"],
+        "daily": summary["daily"],
+        "errors": {"labels": [r["label"] for r in summary["errors"]], "counts": [r["n"] for r in summary["errors"]]},
     }
     context = {
         "period": period,
@@ -98,8 +120,8 @@ def overview(request: HttpRequest) -> HttpResponse:
         "totals": totals,
         "error_rate": totals["failed"] / totals["total"] * 100 if totals["total"] else 0,
         "latency": latency_percentiles(calls),
-        "errors": errors,
-        "usage": usage,
+        "errors": summary["errors"],
+        "usage": summary["usage"],
         "charts": charts,
         "last_errors": calls.filter(status=Call.Status.FAILED).select_related("connection").order_by("-queued_at")[:10],
     }
