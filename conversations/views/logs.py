@@ -44,20 +44,24 @@ def _querystring_without_page(request: HttpRequest) -> str:
     return params.urlencode()
 
 
-@login_required
-@permission_required("conversations.view_call", raise_exception=True)
-def call_list(request: HttpRequest) -> HttpResponse:
-    calls = Call.objects.select_related("connection", "conversation__template").order_by("-queued_at", "-id")
-    filterset = CallFilter(request.GET, queryset=calls)
+def _log_page(request: HttpRequest, filterset, template: str, rows_name: str) -> HttpResponse:
+    """A filtered log page: one page of rows and whether another follows, never a count of the table."""
     rows, number, has_next = page(filterset.qs, request.GET.get("page"))
     context = {
         "filter": filterset,
-        "calls": rows,
+        rows_name: rows,
         "page": number,
         "has_next": has_next,
         "query": _querystring_without_page(request),
     }
-    return render(request, "conversations/call_list.html", context)
+    return render(request, template, context)
+
+
+@login_required
+@permission_required("conversations.view_call", raise_exception=True)
+def call_list(request: HttpRequest) -> HttpResponse:
+    calls = Call.objects.select_related("connection", "conversation__template").order_by("-queued_at", "-id")
+    return _log_page(request, CallFilter(request.GET, queryset=calls), "conversations/call_list.html", "calls")
 
 
 @login_required
@@ -65,15 +69,7 @@ def call_list(request: HttpRequest) -> HttpResponse:
 def conversation_list(request: HttpRequest) -> HttpResponse:
     conversations = Conversation.objects.select_related("connection", "template").order_by("-updated_at", "-id")
     filterset = ConversationFilter(request.GET, queryset=conversations)
-    rows, number, has_next = page(filterset.qs, request.GET.get("page"))
-    context = {
-        "filter": filterset,
-        "conversations": rows,
-        "page": number,
-        "has_next": has_next,
-        "query": _querystring_without_page(request),
-    }
-    return render(request, "conversations/conversation_list.html", context)
+    return _log_page(request, filterset, "conversations/conversation_list.html", "conversations")
 
 
 @login_required
