@@ -6,8 +6,8 @@ Guarantees, and how they are kept:
   that same `started_at` (a fencing token). A duplicate delivery finds nothing queued; a worker that
   comes back after the sweeper handed its call to another finds its token gone and records nothing.
 - Nothing the database accepted is lost. A broker message can vanish (Redis restarted without
-  persistence, a worker killed -9 holding prefetched messages); `calls_sweep`, run by Celery beat,
-  queues again every call stuck in queued or running well past its time.
+  persistence, a worker killed -9 holding prefetched messages); `sweeper.calls_sweep`, run by Celery
+  beat, queues again every call stuck in queued or running well past its time.
 - Only errors a retry can fix are retried (429, 5xx, timeouts, network), each retry a new row with
   the next attempt number, after an exponential backoff with full jitter or the provider's
   Retry-After, whichever is longer.
@@ -275,32 +275,3 @@ def _schedule_retry(call: Call, error: ProviderError) -> Call:
     transaction.on_commit(lambda: execute_call.apply_async((retry.pk,), countdown=delay))
     logger.info("call %s: %s; attempt %s in %.1f s as call %s", call.pk, error.kind, retry.attempt, delay, retry.pk)
     return retry
-
-
-def calls_sweep() -> list[int]:
-    """Queue again the calls whose broker message was lost or whose worker died. Returns their ids."""
-    from .tasks import execute_call
-
-    now = timezone.now()
-    swept: list[int] = []
-    grace = timedelta(seconds=settings.CALL_RUNNING_GRACE_SECONDS)
-    stuck_running = Call.objects.filter(status=Call.Status.RUNNING, started_at__lt=now - grace)
-    for call_id, started_at, timeout in stuck_running.values_list("pk", "started_at", "connection__timeout_seconds"):
-        # A running call is only stuck once its own timeout has passed too: the HTTP call has ended by then.
-        if started_at + timedelta(seconds=timeout) + grace > now:
-            continue
-        if Call.objects.filter(pk=call_id, status=Call.Status.RUNNING, started_at=started_at).update(
-            status=Call.Status.QUEUED, started_at=None, run_after=now
-        ):
-            swept.append(call_id)
-    stale = now - timedelta(seconds=settings.CALL_QUEUED_STALE_SECONDS)
-    stuck_queued = list(
-        Call.objects.filter(status=Call.Status.QUEUED, run_after__lt=stale).values_list("pk", flat=True)[:5000]
-    )
-    Call.objects.filter(pk__in=stuck_queued, status=Call.Status.QUEUED).update(run_after=now)
-    swept += stuck_queued
-    for call_id in swept:
-        execute_call.delay(call_id)
-    if swept:
-        logger.warning("sweeper queued %s stuck calls again: %s", len(swept), swept[:20])
-    return swept

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from . import callbacks, delivery, whatsapp
+from . import callbacks, delivery, sweeper, whatsapp
 
 
 @shared_task(name="conversations.execute_call", bind=True)
@@ -14,7 +14,7 @@ def execute_call(self, call_id: int) -> None:
 @shared_task(name="conversations.sweep_calls", ignore_result=True)
 def sweep_calls() -> int:
     """Run by Celery beat: queue again the calls a lost broker message or a dead worker left behind."""
-    return len(delivery.calls_sweep())
+    return len(sweeper.calls_sweep())
 
 
 @shared_task(

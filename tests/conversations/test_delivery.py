@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connectors.errors import ErrorKind
-from conversations import delivery, services
+from conversations import delivery, services, sweeper
 from conversations.models import Call, Message
 from conversations.tasks import execute_call
 
@@ -125,20 +125,20 @@ def test_the_sweeper_requeues_calls_stuck_queued_or_running(connection, template
     still_running = send(connection, template)
     Call.objects.filter(pk=still_running.pk).update(status=Call.Status.RUNNING, started_at=timezone.now())
 
-    swept = delivery.calls_sweep()
+    swept = sweeper.calls_sweep()
 
     assert sorted(swept) == sorted([lost.pk, dead_worker.pk])
     assert sorted(call_id for call_id, _ in queued) == sorted([lost.pk, dead_worker.pk])
     assert Call.objects.get(pk=dead_worker.pk).status == Call.Status.QUEUED
     assert Call.objects.get(pk=fresh.pk).status == Call.Status.QUEUED
-    assert delivery.calls_sweep() == []  # swept calls are due again from now, not swept twice
+    assert sweeper.calls_sweep() == []  # swept calls are due again from now, not swept twice
 
 
 def test_a_retry_scheduled_for_later_is_not_swept_early(connection, template, queued, settings):
     settings.CALL_QUEUED_STALE_SECONDS = 60
     call = send(connection, template)
     Call.objects.filter(pk=call.pk).update(run_after=timezone.now() + timedelta(seconds=30))
-    assert delivery.calls_sweep() == []
+    assert sweeper.calls_sweep() == []
 
 
 def test_the_result_panel_shows_earlier_attempts(admin_client, connection, template, queued):

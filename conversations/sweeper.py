@@ -1,0 +1,42 @@
+"""The safety net under the broker: calls the database accepted but no worker is going to finish."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from .models import Call
+
+logger = logging.getLogger(__name__)
+
+
+def calls_sweep() -> list[int]:
+    """Queue again the calls whose broker message was lost or whose worker died. Returns their ids."""
+    from .tasks import execute_call
+
+    now = timezone.now()
+    swept: list[int] = []
+    grace = timedelta(seconds=settings.CALL_RUNNING_GRACE_SECONDS)
+    stuck_running = Call.objects.filter(status=Call.Status.RUNNING, started_at__lt=now - grace)
+    for call_id, started_at, timeout in stuck_running.values_list("pk", "started_at", "connection__timeout_seconds"):
+        # A running call is only stuck once its own timeout has passed too: the HTTP call has ended by then.
+        if started_at + timedelta(seconds=timeout) + grace > now:
+            continue
+        if Call.objects.filter(pk=call_id, status=Call.Status.RUNNING, started_at=started_at).update(
+            status=Call.Status.QUEUED, started_at=None, run_after=now
+        ):
+            swept.append(call_id)
+    stale = now - timedelta(seconds=settings.CALL_QUEUED_STALE_SECONDS)
+    stuck_queued = list(
+        Call.objects.filter(status=Call.Status.QUEUED, run_after__lt=stale).values_list("pk", flat=True)[:5000]
+    )
+    Call.objects.filter(pk__in=stuck_queued, status=Call.Status.QUEUED).update(run_after=now)
+    swept += stuck_queued
+    for call_id in swept:
+        execute_call.delay(call_id)
+    if swept:
+        logger.warning("sweeper queued %s stuck calls again: %s", len(swept), swept[:20])
+    return swept
