@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format clean bench
+.PHONY: run test lint format clean bench screenshots
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ run: $(VENV)/.installed .env
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+# Retake the README's screenshots (docs/screenshots/) with the browser tests.
+screenshots: $(VENV)/.installed
+	UPDATE_SCREENSHOTS=1 $(PY) -m pytest tests/browser -q
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

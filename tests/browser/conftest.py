@@ -60,7 +60,12 @@ def logged_in_page(page, live_server, support_user):
 
 
 def screenshot(page, name: str) -> None:
-    """Keep a picture of the page at desktop and phone widths for the README."""
+    """Keep a picture of the page at desktop and phone widths for the README (`make screenshots`).
+
+    Only when UPDATE_SCREENSHOTS is set, so an ordinary test run leaves the working tree as it was.
+    """
+    if not os.environ.get("UPDATE_SCREENSHOTS"):
+        return
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for width, height, label in ((1280, 800, "desktop"), (390, 844, "phone")):
         page.set_viewport_size({"width": width, "height": height})
