@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -85,6 +86,7 @@ def _request(
     method: str, url: str, api_key: str, body: dict[str, Any] | None, timeout: float
 ) -> tuple[int, str, dict[str, str]]:
     host = urlsplit(url).netloc
+    deadline = time.monotonic() + timeout  # the whole exchange, not each read
     try:
         response = http.session().request(
             method,
@@ -95,8 +97,8 @@ def _request(
             allow_redirects=False,  # a redirect could carry the key to another host
             stream=True,
         )
-        raw = http.read_capped(response)
-    except requests.Timeout:
+        raw = http.read_capped(response, deadline=deadline)
+    except (requests.Timeout, http.ResponseTooSlow):
         raise ProviderError(ErrorKind.TIMEOUT, f"No answer from {host} within {timeout:g} s.") from None
     except requests.ConnectionError as exc:
         raise ProviderError(ErrorKind.NETWORK, f"Could not reach {host}: {_reason(exc)}.") from None

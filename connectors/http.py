@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -41,15 +42,25 @@ class ResponseTooLarge(Exception):
     pass
 
 
-def read_capped(response: requests.Response, limit: int = MAX_RESPONSE_BYTES) -> bytes:
-    """The body of a streamed response, or ResponseTooLarge once it passes `limit` bytes."""
+class ResponseTooSlow(Exception):
+    """The body kept trickling in past the deadline (requests' own timeout applies to each read only).
+
+    Checked between reads, so a slow body is cut at the first read that ends past the deadline.
+    """
+
+
+def read_capped(response: requests.Response, limit: int = MAX_RESPONSE_BYTES, deadline: float | None = None) -> bytes:
+    """The body of a streamed response; ResponseTooLarge past `limit` bytes, ResponseTooSlow past `deadline`."""
     chunks: list[bytes] = []
     size = 0
     try:
-        for chunk in response.iter_content(chunk_size=64 * 1024):
+        # chunk_size=None yields whatever has arrived, so the deadline is checked while a body trickles in.
+        for chunk in response.iter_content(chunk_size=None):
             size += len(chunk)
             if size > limit:
                 raise ResponseTooLarge(f"The answer is larger than {limit // 1024} KB and was not read.")
+            if deadline is not None and time.monotonic() > deadline:
+                raise ResponseTooSlow()
             chunks.append(chunk)
     finally:
         response.close()

@@ -19,6 +19,7 @@ by the request itself:
 | model `sandbox-overloaded`                | 503 service tier capacity exceeded                      |
 | model `sandbox-bad-gateway`               | 502 with an HTML page, as a proxy sends                 |
 | model `sandbox-slow` / `sandbox-slow-N`   | the normal reply after 5 s / N s                        |
+| model `sandbox-trickle`                   | the reply's body sent a few bytes at a time over 3 s    |
 | model `sandbox-invalid-json`              | 200 whose body is not JSON                              |
 | model `sandbox-empty-choices`             | 200 with `"choices": []`                                |
 | model `sandbox-empty-reply`               | 200 whose message content is empty                      |
@@ -72,6 +73,7 @@ TRIGGERS = [
     "sandbox-giant",
     "sandbox-html",
     "sandbox-not-utf8",
+    "sandbox-trickle",
 ]
 REQUEST_FIELDS = {
     "model",
@@ -243,9 +245,28 @@ class SandboxHandler(BaseHTTPRequestHandler):
         self._maybe_fail(raw)
         if model not in CATALOGUE and model not in TRIGGERS and not SLOW.match(model):
             raise Answer(422, _error(f"Invalid model: {model}", "invalid_model", code="1500"))
+        if model == "sandbox-trickle":
+            self._trickle(json.dumps(self._completion(model, messages)).encode(), seconds=3.0)
+            return
         if self.server.delay:  # type: ignore[attr-defined]
             time.sleep(self.server.delay)  # type: ignore[attr-defined]
         raise Answer(200, self._completion(model, messages), headers=self._rate_headers())
+
+    def _trickle(self, payload: bytes, seconds: float) -> None:
+        """A provider (or proxy) that sends the body slowly: each read is quick, the whole is not."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        pieces = 10
+        step = max(1, len(payload) // pieces)
+        try:
+            for start in range(0, len(payload), step):
+                self.wfile.write(payload[start : start + step])
+                self.wfile.flush()
+                time.sleep(seconds / pieces)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     def _messages(self, messages: Any) -> list[dict[str, Any]]:
         if not isinstance(messages, list):

@@ -236,3 +236,10 @@ def test_unusable_answers_are_bad_responses_that_say_why(sandbox, model, message
     assert caught.value.kind == ErrorKind.BAD_RESPONSE
     assert message in caught.value.message
     assert len(caught.value.body) <= chat_completions.STORED_BODY_CHARS
+
+
+def test_a_body_that_trickles_in_past_the_timeout_is_a_timeout(sandbox):
+    # requests' read timeout applies to each read; the client enforces the whole exchange.
+    with pytest.raises(ProviderError) as caught:
+        chat(sandbox, model="sandbox-trickle", timeout=1.0)
+    assert caught.value.kind == ErrorKind.TIMEOUT
