@@ -30,9 +30,13 @@ def calls_sweep() -> list[int]:
         ):
             swept.append(call_id)
     stale = now - timedelta(seconds=settings.CALL_QUEUED_STALE_SECONDS)
-    stuck_queued = list(
-        Call.objects.filter(status=Call.Status.QUEUED, run_after__lt=stale).values_list("pk", flat=True)[:5000]
-    )
+    stuck_queued = []
+    # While the broker still holds messages, overdue calls are most likely a backlog being worked through:
+    # queueing them again would only grow it. Once it is empty, a queued call's message is truly gone.
+    if broker_backlog() == 0:
+        stuck_queued = list(
+            Call.objects.filter(status=Call.Status.QUEUED, run_after__lt=stale).values_list("pk", flat=True)[:5000]
+        )
     Call.objects.filter(pk__in=stuck_queued, status=Call.Status.QUEUED).update(run_after=now)
     swept += stuck_queued
     for call_id in swept:
@@ -40,3 +44,17 @@ def calls_sweep() -> list[int]:
     if swept:
         logger.warning("sweeper queued %s stuck calls again: %s", len(swept), swept[:20])
     return swept
+
+
+def broker_backlog() -> int:
+    """Messages waiting in the default queue (0 when the broker cannot say)."""
+    from config.celery import app
+
+    try:
+        with app.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+            declared = connection.default_channel.queue_declare(queue=app.conf.task_default_queue, passive=True)
+            return int(declared.message_count)
+    except Exception:  # noqa: BLE001 - an unreachable broker must not stop the sweep of running calls
+        logger.warning("sweeper could not read the broker's queue length", exc_info=True)
+        return 0

@@ -113,7 +113,8 @@ def test_an_outcome_from_a_worker_that_lost_its_call_is_dropped(connection, temp
     assert not Message.objects.filter(role=Message.Role.ASSISTANT).exists()
 
 
-def test_the_sweeper_requeues_calls_stuck_queued_or_running(connection, template, queued, settings):
+def test_the_sweeper_requeues_calls_stuck_queued_or_running(connection, template, queued, settings, monkeypatch):
+    monkeypatch.setattr(sweeper, "broker_backlog", lambda: 0)
     settings.CALL_QUEUED_STALE_SECONDS = 60
     settings.CALL_RUNNING_GRACE_SECONDS = 10
     long_ago = timezone.now() - timedelta(minutes=10)
@@ -134,8 +135,18 @@ def test_the_sweeper_requeues_calls_stuck_queued_or_running(connection, template
     assert sweeper.calls_sweep() == []  # swept calls are due again from now, not swept twice
 
 
-def test_a_retry_scheduled_for_later_is_not_swept_early(connection, template, queued, settings):
+def test_a_backlog_in_the_broker_is_not_queued_twice(connection, template, queued, settings, monkeypatch):
     settings.CALL_QUEUED_STALE_SECONDS = 60
+    monkeypatch.setattr(sweeper, "broker_backlog", lambda: 250)  # workers are still working through messages
+    call = send(connection, template)
+    Call.objects.filter(pk=call.pk).update(run_after=timezone.now() - timedelta(minutes=10))
+
+    assert sweeper.calls_sweep() == []
+
+
+def test_a_retry_scheduled_for_later_is_not_swept_early(connection, template, queued, settings, monkeypatch):
+    settings.CALL_QUEUED_STALE_SECONDS = 60
+    monkeypatch.setattr(sweeper, "broker_backlog", lambda: 0)
     call = send(connection, template)
     Call.objects.filter(pk=call.pk).update(run_after=timezone.now() + timedelta(seconds=30))
     assert sweeper.calls_sweep() == []
