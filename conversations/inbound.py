@@ -38,8 +38,7 @@ def _text(value: Any, field: str, limit: int | None = None, example: str = "") -
 
 
 def _allowed_template(integration: Integration, name: Any) -> PromptTemplate:
-    if not isinstance(name, str) or not name:
-        raise Refused(400, "template", 'Name the template to use, for example "template": "Support bot".')
+    name = _text(name, "template", 100, ', the name of a template, e.g. "Support bot"')
     template = integration.templates.filter(name=name).first()
     if template is None:
         allowed = ", ".join(integration.templates.values_list("name", flat=True)) or "none yet"
@@ -57,7 +56,8 @@ def allowed_connection(integration: Integration, name: Any) -> ProviderConnectio
         if integration.default_connection_id:
             return integration.default_connection
         raise Refused(422, "connection", 'This integration has no default connection; name one in "connection".')
-    connection = integration.connections.filter(name=name).first() if isinstance(name, str) else None
+    name = _text(name, "connection", 100, ", the name of a connection")
+    connection = integration.connections.filter(name=name).first()
     if connection is None:
         allowed = ", ".join(integration.connections.values_list("name", flat=True)) or "none yet"
         raise Refused(422, "connection", f"Unknown connection {name!r} for this integration. Allowed: {allowed}.")
@@ -82,6 +82,7 @@ def message_receive(
 ) -> tuple[Call, bool]:
     """Queue the answer to one customer message; returns the call and whether it was a repeat of a key."""
     if idempotency_key:
+        idempotency_key = _text(idempotency_key, "Idempotency-Key", 200)
         earlier = IdempotencyKey.objects.filter(integration=integration, key=idempotency_key).select_related("call")
         if earlier:
             return earlier[0].call, True

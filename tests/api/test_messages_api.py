@@ -45,6 +45,8 @@ class TestRefusals:
             ({"contact": "x" * 201}, 400, "contact", "at most 200"),
             ({"variables": {"business_name": "Ac\x00me"}}, 400, "variables.business_name", "NUL character"),
             ({"connection": "Other"}, 422, "connection", "Unknown connection 'Other'"),
+            ({"template": "Sup\x00port"}, 400, "template", "NUL character"),
+            ({"connection": ["Sandbox"]}, 400, "connection", "must be non-empty text"),
             ({"wait": "soon"}, 400, "wait", "number of seconds"),
         ],
     )

@@ -36,7 +36,7 @@ def token(integration_token, settings, no_connection_closing):
 
 
 @schema.include(path_regex="^/api/v1/(messages|calls)").parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_api_keeps_its_documented_promises(case, token):
     case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
     response = case.call(app=application)
