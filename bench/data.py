@@ -12,18 +12,14 @@ from conversations.models import Call, Conversation, Message, PromptTemplate
 
 def prepare_database() -> None:
     """Create the benchmark database if it is missing, migrate it, and empty the log tables."""
-    from django.db import connections
-    from django.db.utils import OperationalError
-
-    try:
-        db.ensure_connection()
-    except OperationalError:
-        if db.vendor != "postgresql":
-            raise
+    if db.vendor == "postgresql":
+        # Asked from the server's maintenance database first: connecting to a missing database would set
+        # the connection pool retrying (and logging) in the background.
         name = db.settings_dict["NAME"]
         with db._nodb_cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        connections.close_all()
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+            if cursor.fetchone() is None:
+                cursor.execute(f'CREATE DATABASE "{name}"')
     call_command("migrate", verbosity=0)
     clear_logs()
 
