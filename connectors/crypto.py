@@ -6,6 +6,8 @@ put a new key first, keep the old one after it, and re-encrypt the stored secret
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from functools import cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -48,3 +50,8 @@ def decrypt(token: str) -> str:
             "The stored API key cannot be decrypted with FIELD_ENCRYPTION_KEY. Restore the key it was "
             "saved with (keep it in the list after the new one), or enter the API key again."
         ) from None
+
+
+def body_signature(secret: str, body: bytes) -> str:
+    """`sha256=<hex>`: HMAC-SHA256 of a raw body, the form both Meta's webhooks and our callbacks use."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()

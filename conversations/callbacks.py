@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 
@@ -21,10 +19,6 @@ SIGNATURE_HEADER = "X-Switchboard-Signature"
 
 class CallbackFailed(Exception):
     """A try that may succeed later (network, timeout, 429, 5xx): the task retries it with backoff."""
-
-
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def callback_deliver(*, call_id: int, attempt: int) -> CallbackAttempt | None:
@@ -49,7 +43,7 @@ def callback_deliver(*, call_id: int, attempt: int) -> CallbackAttempt | None:
             data=body,
             headers={
                 "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign(secret, body),
+                SIGNATURE_HEADER: crypto.body_signature(secret, body),
             },
             timeout=(5, 10),
             allow_redirects=False,

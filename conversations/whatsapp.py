@@ -7,7 +7,6 @@ otherwise ignored.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -49,8 +48,7 @@ class WebhookRefused(Exception):
 
 def sign(channel: WhatsAppChannel, raw_body: bytes) -> str:
     """X-Hub-Signature-256: HMAC-SHA256 of the raw body (never re-serialised JSON) with the app secret."""
-    secret = crypto.decrypt(channel.app_secret_encrypted).encode()
-    return "sha256=" + hmac.new(secret, raw_body, hashlib.sha256).hexdigest()
+    return crypto.body_signature(crypto.decrypt(channel.app_secret_encrypted), raw_body)
 
 
 def webhook_accept(*, channel: WhatsAppChannel, raw_body: bytes, signature: str) -> list[Call]:

@@ -92,10 +92,14 @@ def simulator_messages(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _chat(channel: WhatsAppChannel) -> dict:
     """The simulated customer's screen: what they wrote, and what was delivered to them."""
-    said = Message.objects.filter(conversation__channel=channel, conversation__contact=SIMULATED_WA_ID, role="user")
-    delivered = WhatsAppSend.objects.filter(
-        call__conversation__channel=channel, call__conversation__contact=SIMULATED_WA_ID
-    ).select_related("call")
+    said = list(
+        Message.objects.filter(conversation__channel=channel, conversation__contact=SIMULATED_WA_ID, role="user")
+    )
+    delivered = list(
+        WhatsAppSend.objects.filter(
+            call__conversation__channel=channel, call__conversation__contact=SIMULATED_WA_ID
+        ).select_related("call")
+    )
     bubbles = [{"at": m.created_at, "mine": True, "text": m.customer_message or m.content} for m in said]
     bubbles += [
         {"at": s.created_at, "mine": False, "text": s.call.reply_text if s.message_id else None, "error": s.error}
@@ -103,7 +107,7 @@ def _chat(channel: WhatsAppChannel) -> dict:
     ]
     return {
         "bubbles": sorted(bubbles, key=lambda b: b["at"]),
-        "waiting": said.count() > delivered.filter(message_id__gt="").count(),
+        "waiting": len(said) > sum(1 for s in delivered if s.message_id),
     }
 
 
