@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from contextlib import nullcontext
 from datetime import timedelta
 
 from django.conf import settings
@@ -31,27 +32,27 @@ from connectors.errors import ErrorKind, ProviderError
 from connectors.models import ProviderConnection
 from connectors.safety import check_reachable
 
-from . import prices
-from .models import Call, Conversation, Message
+from . import prices, store
+from .models import Call
 from .services import request_settings
 
 logger = logging.getLogger(__name__)
 
 
-def call_messages(call: Call) -> list[dict[str, str]]:
+def call_messages(call: Call, history: list[tuple[str, str]]) -> list[dict[str, str]]:
     """The chat history up to the customer message this call answers, as the provider expects it.
 
-    Only the newest CONVERSATION_HISTORY_MESSAGES turns that fit CONVERSATION_HISTORY_TOKENS (counted
-    roughly, four characters a token) are sent, like a chatbot's memory; the current message always is.
+    `history` is the conversation's newest messages first, as `store.call_claim` read them. Only those that
+    fit CONVERSATION_HISTORY_TOKENS (counted roughly, four characters a token) are sent, like a chatbot's
+    memory; the current message always is.
     """
-    newest_first = call.conversation.messages.filter(id__lte=call.message_id).order_by("-created_at", "-id")
     budget = settings.CONVERSATION_HISTORY_TOKENS
     kept = []
-    for message in newest_first[: settings.CONVERSATION_HISTORY_MESSAGES]:
-        budget -= len(message.content) // 4 + 1
+    for role, content in history:
+        budget -= len(content) // 4 + 1
         if kept and budget < 0:
             break
-        kept.append({"role": message.role, "content": message.content})
+        kept.append({"role": role, "content": content})
     system = call.conversation.system_prompt
     return ([{"role": "system", "content": system}] if system else []) + kept[::-1]
 
@@ -62,16 +63,13 @@ def call_execute(*, call_id: int, worker: str = "") -> Call | None:
 
     Returns None when the call is not queued any more (another delivery got there first).
     """
-    token = timezone.now()
-    claimed = Call.objects.filter(pk=call_id, status=Call.Status.QUEUED).update(
-        status=Call.Status.RUNNING, started_at=token, worker=worker[:200]
-    )
-    if not claimed:
+    claimed = store.call_claim(call_id=call_id, worker=worker[:200], token=timezone.now())
+    if claimed is None:
         logger.info("call %s is not queued any more; skipping a duplicate delivery", call_id)
         return None
-    call = Call.objects.select_related("connection", "conversation").get(pk=call_id)
+    call = claimed.call
     try:
-        return _attempt(call)
+        return _attempt(call, claimed.history)
     except Exception as exc:
         # A bug or an input nobody foresaw must end as a recorded failure, not a call stuck in "running"
         # that the sweeper would replay for ever. The type only: exception text can quote anything.
@@ -83,11 +81,11 @@ def call_execute(*, call_id: int, worker: str = "") -> Call | None:
 
 
 @sensitive_variables("api_key")
-def _attempt(call: Call) -> Call:
+def _attempt(call: Call, history: list[tuple[str, str]]) -> Call:
     connection = call.connection
     wanted = request_settings(connection, call.conversation.overrides)
     call.model = wanted["model"]
-    call.request = chat_completions.build_body(messages=call_messages(call), **wanted)
+    call.request = chat_completions.build_body(messages=call_messages(call, history), **wanted)
     _release_database_connection()
     started = time.monotonic()
     try:
@@ -211,32 +209,19 @@ OUTCOME_FIELDS = [
 ]
 
 
-class _ClaimLost(Exception):
-    """The sweeper gave this call to another worker while we waited on the provider."""
-
-
 def _finish(call: Call, *, reply: chat_completions.ChatReply | None = None, error: ProviderError | None = None) -> bool:
     """Store the outcome if this worker still holds the call; schedule the next attempt if one can help."""
-    try:
-        with transaction.atomic():
-            if reply is not None:
-                call.reply = Message.objects.create(
-                    conversation_id=call.conversation_id, role=Message.Role.ASSISTANT, content=reply.content
-                )
-            # Conditional on our claim (status and started_at): the UPDATE takes the row lock and re-checks.
-            held = Call.objects.filter(pk=call.pk, status=Call.Status.RUNNING, started_at=call.started_at).update(
-                **{field: getattr(call, field) for field in OUTCOME_FIELDS}
-            )
-            if not held:
-                raise _ClaimLost  # and the reply message above is rolled back with it
-            Conversation.objects.filter(pk=call.conversation_id).update(updated_at=call.finished_at)
-            if error is not None and not error.permanent and call.attempt < call.connection.max_attempts:
-                _schedule_retry(call, error)
-            else:
-                _deliver_outcome(call)
-    except _ClaimLost:
-        logger.warning("call %s was handed to another worker meanwhile; dropping this outcome", call.pk)
-        return False
+    retry = error is not None and not error.permanent and call.attempt < call.connection.max_attempts
+    # The outcome is one statement on PostgreSQL; only a retry needs a transaction around it and the next
+    # attempt's row, so that a worker dying in between cannot leave a transient failure without its retry.
+    with transaction.atomic() if retry else nullcontext():
+        if not store.call_record(call=call, fields=OUTCOME_FIELDS, reply_text=reply.content if reply else None):
+            logger.warning("call %s was handed to another worker meanwhile; dropping this outcome", call.pk)
+            return False
+        if retry:
+            _schedule_retry(call, error)
+        else:
+            _deliver_outcome(call)
     return True
 
 

@@ -57,6 +57,44 @@ def test_a_continued_conversation_sends_the_history(connection, template):
     assert second.status == Call.Status.SUCCEEDED
 
 
+def test_a_long_conversation_sends_only_its_newest_turns(connection, template, settings):
+    settings.CONVERSATION_HISTORY_MESSAGES = 3
+    call = send(connection, template, "Turn 1")
+    for n in (2, 3):
+        call = services.conversation_reply(conversation=call.conversation, customer_message=f"Turn {n}")
+        delivery.call_execute(call_id=call.pk)
+
+    call.refresh_from_db()
+    sent = [m["content"] for m in call.request["messages"]]
+    assert sent[0] == "You are the support assistant of Acme. Answer briefly."
+    assert sent[1:] == [
+        "Turn 2",
+        call.conversation.messages.get(answered_by__message__content="Turn 2").content,
+        "Turn 3",
+    ]
+
+
+def test_history_beyond_the_token_budget_is_left_out(connection, template, settings):
+    settings.CONVERSATION_HISTORY_TOKENS = 100  # the reply (it quotes the question) fits, the question not
+    first = send(connection, template, "An early question " + "x" * 200)
+    call = services.conversation_reply(conversation=first.conversation, customer_message="A short one")
+    delivery.call_execute(call_id=call.pk)
+
+    call.refresh_from_db()
+    assert [m["content"] for m in call.request["messages"]][1:] == [first.reply_text, "A short one"]
+
+
+def test_a_message_that_came_after_is_not_sent_with_an_earlier_call(connection, template):
+    first = send(connection, template, "Hi")
+    earlier = services.conversation_reply(conversation=first.conversation, customer_message="Where is my parcel?")
+    services.conversation_reply(conversation=first.conversation, customer_message="It is order 42")
+    delivery.call_execute(call_id=earlier.pk)
+
+    earlier.refresh_from_db()
+    assert earlier.request["messages"][-1]["content"] == "Where is my parcel?"
+    assert "It is order 42" not in str(earlier.request)
+
+
 @pytest.mark.parametrize(
     ("change", "kind", "status", "message"),
     [

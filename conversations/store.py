@@ -1,0 +1,222 @@
+"""The worker's two trips to the database per call: claim-and-load before the provider call, record after.
+
+`delivery` decides what happens to a call; this module only reads and writes its rows. It runs for every
+call, and the ORM's query building was most of the pipeline's own cost (docs/benchmarks.md), so on
+PostgreSQL each trip is one hand-written statement:
+
+- claim: an UPDATE … RETURNING that takes the queued row, joined in the same statement with the
+  conversation, the connection and the conversation's recent messages (three ORM queries otherwise);
+- record: lock the row we still hold, insert the reply message, write the outcome and touch the
+  conversation (a transaction of four ORM statements otherwise).
+
+Column lists come from the models' `_meta`, so a new field needs no change here. Other databases (SQLite
+for `make run`) take the same steps through the ORM; the test suite runs on both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+
+from django.conf import settings
+from django.db import connection as db
+from django.db import transaction
+
+from connectors.models import ProviderConnection
+
+from .models import Call, Conversation, Message
+
+
+@dataclass
+class Claimed:
+    call: Call  # with .conversation and .connection loaded
+    history: list[tuple[str, str]]  # (role, content) up to the call's message, newest first
+
+
+def call_claim(*, call_id: int, worker: str, token: datetime) -> Claimed | None:
+    """Take a queued call for this worker (`token` becomes its started_at), or None if it is not queued."""
+    limit = settings.CONVERSATION_HISTORY_MESSAGES
+    if db.vendor != "postgresql":
+        return _claim_orm(call_id, worker, token, limit)
+    params = {
+        "id": call_id,
+        "queued": Call.Status.QUEUED,
+        "running": Call.Status.RUNNING,
+        "token": token,
+        "worker": worker,
+        "limit": limit,
+    }
+    with db.cursor() as cursor:
+        cursor.execute(_claim_sql(), params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    call_fields, conversation_fields, connection_fields = _fields()
+    values = iter(row)
+    call = _instance(Call, call_fields, values)
+    call.conversation = _instance(Conversation, conversation_fields, values)
+    call.connection = _instance(ProviderConnection, connection_fields, values)
+    history = next(values) or []
+    if isinstance(history, str):
+        history = json.loads(history)
+    return Claimed(call, [(role, content) for role, content in history])
+
+
+def call_record(*, call: Call, fields: list[str], reply_text: str | None) -> bool:
+    """Write the outcome `fields` of a call this worker still holds (status running, our started_at).
+
+    With `reply_text`, the assistant's message is created and linked as the call's reply. Returns False,
+    writing nothing, when the sweeper has handed the call to another worker meanwhile.
+    """
+    if db.vendor != "postgresql":
+        return _record_orm(call, fields, reply_text)
+    params = {
+        "id": call.pk,
+        "running": Call.Status.RUNNING,
+        "token": call.started_at,
+        "has_reply": reply_text is not None,
+        "assistant": Message.Role.ASSISTANT,
+        "reply_text": reply_text or "",
+        "finished_at": call.finished_at,
+    }
+    for name in fields:
+        if name == "reply":  # linked to the message the statement inserts
+            continue
+        field = Call._meta.get_field(name)
+        params[f"f_{name}"] = field.get_db_prep_save(getattr(call, field.attname), db)
+    with db.cursor() as cursor:
+        cursor.execute(_record_sql(tuple(fields)), params)
+        recorded, reply_id = cursor.fetchone()
+    if not recorded:
+        return False
+    if reply_id is not None:
+        call.reply = Message(
+            id=reply_id,
+            conversation_id=call.conversation_id,
+            role=Message.Role.ASSISTANT,
+            content=reply_text,
+            created_at=call.finished_at,
+        )
+    return True
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------------
+
+
+@cache
+def _fields():
+    return tuple([f for f in model._meta.concrete_fields] for model in (Call, Conversation, ProviderConnection))
+
+
+def _instance(model, fields, values):
+    """A model instance from raw column values, converted the way the ORM would (JSON text → objects)."""
+    converted = []
+    for field in fields:
+        value = next(values)
+        if value is not None and hasattr(field, "from_db_value"):
+            value = field.from_db_value(value, None, db)
+        converted.append(value)
+    return model.from_db(db.alias, [f.attname for f in fields], converted)
+
+
+@cache
+def _claim_sql() -> str:
+    q = db.ops.quote_name
+    call_fields, conversation_fields, connection_fields = _fields()
+    columns = ", ".join(
+        f"{alias}.{q(f.column)}"
+        for alias, fields in (("claimed", call_fields), ("cv", conversation_fields), ("cn", connection_fields))
+        for f in fields
+    )
+    message = q(Message._meta.db_table)
+    # The conversation's newest messages up to the one this call answers; the worker trims them to the
+    # token budget. json_agg keeps them in one column of the one row.
+    return f"""
+        WITH claimed AS (
+            UPDATE {q(Call._meta.db_table)}
+            SET status = %(running)s, started_at = %(token)s, worker = %(worker)s
+            WHERE id = %(id)s AND status = %(queued)s
+            RETURNING *
+        )
+        SELECT {columns}, (
+            SELECT json_agg(
+                json_build_array(recent.role, recent.content) ORDER BY recent.created_at DESC, recent.id DESC
+            )
+            FROM (
+                SELECT m.role, m.content, m.created_at, m.id FROM {message} m
+                WHERE m.conversation_id = claimed.conversation_id AND m.id <= claimed.message_id
+                ORDER BY m.created_at DESC, m.id DESC
+                LIMIT %(limit)s
+            ) recent
+        )
+        FROM claimed
+        JOIN {q(Conversation._meta.db_table)} cv ON cv.id = claimed.conversation_id
+        JOIN {q(ProviderConnection._meta.db_table)} cn ON cn.id = claimed.connection_id
+    """  # noqa: S608 - the only interpolations are quoted names from the models' _meta
+
+
+@cache
+def _record_sql(fields: tuple[str, ...]) -> str:
+    q = db.ops.quote_name
+    call_table, message = q(Call._meta.db_table), q(Message._meta.db_table)
+    assignments = ", ".join(
+        f"{q(Call._meta.get_field(name).column)} = %(f_{name})s" for name in fields if name != "reply"
+    )
+    # FOR UPDATE re-checks status and started_at against the newest row version, so a call the sweeper
+    # gave to another worker meanwhile matches nothing, and nothing below happens. Data-modifying CTEs
+    # all run, once, whether or not the final SELECT reads them.
+    return f"""
+        WITH held AS (
+            SELECT id, conversation_id FROM {call_table}
+            WHERE id = %(id)s AND status = %(running)s AND started_at = %(token)s
+            FOR UPDATE
+        ), reply AS (
+            INSERT INTO {message} (conversation_id, role, content, customer_message, created_at)
+            SELECT conversation_id, %(assistant)s, %(reply_text)s, '', %(finished_at)s FROM held
+            WHERE %(has_reply)s
+            RETURNING id
+        ), recorded AS (
+            UPDATE {call_table} SET {assignments}, reply_id = (SELECT id FROM reply)
+            WHERE id IN (SELECT id FROM held)
+            RETURNING id
+        ), touched AS (
+            UPDATE {q(Conversation._meta.db_table)} SET updated_at = %(finished_at)s
+            WHERE id IN (SELECT conversation_id FROM held)
+        )
+        SELECT (SELECT id FROM recorded), (SELECT id FROM reply)
+    """  # noqa: S608 - the only interpolations are quoted names from the models' _meta
+
+
+# --- Other databases: the same steps through the ORM ----------------------------------------------
+
+
+def _claim_orm(call_id: int, worker: str, token: datetime, limit: int) -> Claimed | None:
+    if not Call.objects.filter(pk=call_id, status=Call.Status.QUEUED).update(
+        status=Call.Status.RUNNING, started_at=token, worker=worker
+    ):
+        return None
+    call = Call.objects.select_related("connection", "conversation").get(pk=call_id)
+    history = (
+        Message.objects.filter(conversation_id=call.conversation_id, id__lte=call.message_id)
+        .order_by("-created_at", "-id")
+        .values_list("role", "content")[:limit]
+    )
+    return Claimed(call, list(history))
+
+
+def _record_orm(call: Call, fields: list[str], reply_text: str | None) -> bool:
+    with transaction.atomic():
+        if reply_text is not None:
+            call.reply = Message.objects.create(
+                conversation_id=call.conversation_id, role=Message.Role.ASSISTANT, content=reply_text
+            )
+        held = Call.objects.filter(pk=call.pk, status=Call.Status.RUNNING, started_at=call.started_at).update(
+            **{name: getattr(call, name) for name in fields}
+        )
+        if not held:
+            transaction.set_rollback(True)  # and the reply message above with it
+            return False
+        Conversation.objects.filter(pk=call.conversation_id).update(updated_at=call.finished_at)
+    return True
