@@ -141,6 +141,31 @@ def rss_kb(pid: int) -> int:
     return total
 
 
+# Which part of the pipeline a process is, from its command line.
+ROLES = {"celery": "worker", "postgres": "postgresql", "redis-server": "redis", "runsandbox": "sandbox"}
+
+
+def cpu_seconds_by_role() -> dict[str, float]:
+    """CPU time (user + system) used so far by every process on the machine, summed per ROLES entry;
+    this process is "publisher" (it queues the sends, as the web process would). Linux /proc only."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        seconds = (int(fields[11]) + int(fields[12])) / ticks
+        role = "publisher" if int(entry.name) == os.getpid() else "other"
+        role = next((name for marker, name in ROLES.items() if marker in command), role)
+        totals[role] = totals.get(role, 0.0) + seconds
+    return totals
+
+
 def _children(pid: int) -> list[int]:
     try:
         kids = [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

@@ -129,6 +129,12 @@ class SandboxHandler(BaseHTTPRequestHandler):
     # delayed ACK hold every reply back ~40 ms.
     disable_nagle_algorithm = True
 
+    def parse_request(self) -> bool:
+        # For --record: a request has arrived when its first line has. Parsing the headers is the
+        # sandbox's own time, as it would be a real provider's.
+        self.received = time.time()
+        return super().parse_request()
+
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:  # type: ignore[attr-defined]
             super().log_message(format, *args)
@@ -153,7 +159,6 @@ class SandboxHandler(BaseHTTPRequestHandler):
         raise Answer(status, body)
 
     def _handle(self, route: Any) -> None:
-        received = time.time()
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
@@ -161,11 +166,11 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 raise Answer(404, {"detail": "Not Found"})
             route(raw)
         except Answer as answer:
-            self.server.record(received, raw)  # type: ignore[attr-defined]
             try:
                 self._send(answer)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True  # the client gave up first (a timeout test): nothing to tell it
+            self.server.record(self.received, raw)  # type: ignore[attr-defined]  # once the answer is out
 
     def _send(self, answer: Answer) -> None:
         if answer.raw:
@@ -408,7 +413,7 @@ class SandboxServer(ThreadingHTTPServer):
         self._record = open(record, "a", buffering=1) if record else None  # noqa: SIM115 - lives as long as the server
 
     def record(self, received: float, raw: bytes) -> None:
-        """With --record FILE: when each request arrived and was answered, and the last thing the customer said.
+        """With --record FILE: when each request arrived and its answer was sent, and the customer's last words.
 
         The benchmarks read this to split a call's time between the provider and Switchboard.
         """

@@ -67,8 +67,9 @@ def call_claim(*, call_id: int, worker: str, token: datetime) -> Claimed | None:
 def call_record(*, call: Call, fields: list[str], reply_text: str | None) -> bool:
     """Write the outcome `fields` of a call this worker still holds (status running, our started_at).
 
-    With `reply_text`, the assistant's message is created and linked as the call's reply. Returns False,
-    writing nothing, when the sweeper has handed the call to another worker meanwhile.
+    With `reply_text`, the assistant's message is created and linked as the call's reply. On PostgreSQL
+    `call.finished_at` becomes the database's clock as it wrote the row. Returns False, writing nothing,
+    when the sweeper has handed the call to another worker meanwhile.
     """
     if db.vendor != "postgresql":
         return _record_orm(call, fields, reply_text)
@@ -79,18 +80,18 @@ def call_record(*, call: Call, fields: list[str], reply_text: str | None) -> boo
         "has_reply": reply_text is not None,
         "assistant": Message.Role.ASSISTANT,
         "reply_text": reply_text or "",
-        "finished_at": call.finished_at,
     }
     for name in fields:
-        if name == "reply":  # linked to the message the statement inserts
+        if name in ("reply", "finished_at"):  # the message the statement inserts; the database's clock
             continue
         field = Call._meta.get_field(name)
         params[f"f_{name}"] = field.get_db_prep_save(getattr(call, field.attname), db)
     with db.cursor() as cursor:
         cursor.execute(_record_sql(tuple(fields)), params)
-        recorded, reply_id = cursor.fetchone()
-    if not recorded:
+        finished_at, reply_id = cursor.fetchone()
+    if finished_at is None:
         return False
+    call.finished_at = finished_at
     if reply_id is not None:
         call.reply = Message(
             id=reply_id,
@@ -162,30 +163,33 @@ def _record_sql(fields: tuple[str, ...]) -> str:
     q = db.ops.quote_name
     call_table, message = q(Call._meta.db_table), q(Message._meta.db_table)
     assignments = ", ".join(
-        f"{q(Call._meta.get_field(name).column)} = %(f_{name})s" for name in fields if name != "reply"
+        f"{q(Call._meta.get_field(name).column)} = %(f_{name})s"
+        for name in fields
+        if name not in ("reply", "finished_at")
     )
     # FOR UPDATE re-checks status and started_at against the newest row version, so a call the sweeper
     # gave to another worker meanwhile matches nothing, and nothing below happens. Data-modifying CTEs
-    # all run, once, whether or not the final SELECT reads them.
+    # all run, once, whether or not the final SELECT reads them. finished_at is the database's clock as
+    # it writes the row, microseconds before the commit: "finished" means "on record".
     return f"""
         WITH held AS (
-            SELECT id, conversation_id FROM {call_table}
+            SELECT id, conversation_id, clock_timestamp() AS now FROM {call_table}
             WHERE id = %(id)s AND status = %(running)s AND started_at = %(token)s
             FOR UPDATE
         ), reply AS (
             INSERT INTO {message} (conversation_id, role, content, customer_message, created_at)
-            SELECT conversation_id, %(assistant)s, %(reply_text)s, '', %(finished_at)s FROM held
+            SELECT conversation_id, %(assistant)s, %(reply_text)s, '', now FROM held
             WHERE %(has_reply)s
             RETURNING id
         ), recorded AS (
-            UPDATE {call_table} SET {assignments}, reply_id = (SELECT id FROM reply)
-            WHERE id IN (SELECT id FROM held)
-            RETURNING id
+            UPDATE {call_table} SET {assignments}, finished_at = held.now, reply_id = (SELECT id FROM reply)
+            FROM held WHERE {call_table}.id = held.id
+            RETURNING finished_at
         ), touched AS (
-            UPDATE {q(Conversation._meta.db_table)} SET updated_at = %(finished_at)s
-            WHERE id IN (SELECT conversation_id FROM held)
+            UPDATE {q(Conversation._meta.db_table)} SET updated_at = held.now
+            FROM held WHERE {q(Conversation._meta.db_table)}.id = held.conversation_id
         )
-        SELECT (SELECT id FROM recorded), (SELECT id FROM reply)
+        SELECT (SELECT finished_at FROM recorded), (SELECT id FROM reply)
     """  # noqa: S608 - the only interpolations are quoted names from the models' _meta
 
 
