@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -70,3 +71,14 @@ def test_send_test_refuses_text_that_is_not_utf8(connection, template):
             "send_test", connection="Sandbox", template="Support", var=["business_name=A"], message="caf\udce9"
         )
     assert not Call.objects.exists()
+
+
+def test_seed_logs_fills_the_log_in_time_order_like_a_real_one(connection, template):
+    call_command("seed_logs", calls=30, days=2, stdout=open(os.devnull, "w"))  # noqa: SIM115
+
+    calls = list(Call.objects.order_by("pk"))
+    assert len(calls) == 30 and len({c.conversation_id for c in calls}) == 10
+    queued = [c.queued_at for c in calls]
+    assert queued == sorted(queued)  # newer rows have larger ids, as when calls arrive
+    assert queued[-1] - queued[0] > timedelta(days=1.8)
+    assert all(c.finished_at >= c.queued_at for c in calls)

@@ -27,7 +27,7 @@ ERRORS = [
 
 
 class Command(BaseCommand):
-    help = "Add N synthetic calls (in conversations of 3, spread over --days) to the log, for load tests."
+    help = "Add N synthetic calls (in conversations of 3, in time order over --days) to the log, for load tests."
 
     def add_arguments(self, parser):
         parser.add_argument("--calls", type=int, default=100_000, help="How many calls to add (default 100,000).")
@@ -59,16 +59,22 @@ class _Rows:
         self.msg0 = _next_id(Message)
         self.call0 = _next_id(Call)
 
+    def at(self, n: int):
+        """When the n-th call was queued: in id order over the period, as a real log grows, a little jittered."""
+        span = self.days * 86400
+        offset = span * (1 - n / self.calls) - self.rng.uniform(0, span / self.calls)
+        return self.now - timedelta(seconds=max(0.0, offset))
+
     def conversations(self):
         for n in range((self.calls + CALLS_PER_CONVERSATION - 1) // CALLS_PER_CONVERSATION):
-            at = self.now - timedelta(seconds=self.rng.uniform(0, self.days * 86400))
+            at = self.at(n * CALLS_PER_CONVERSATION)
             contact = f"+33{self.rng.randrange(600000000, 799999999)}"
             yield (self.conv0 + n, contact, self.connection.pk, self.template.pk, "{}", "", "{}", at, at)
 
     def messages_and_calls(self):
         for n in range(self.calls):
             conversation = self.conv0 + n // CALLS_PER_CONVERSATION
-            at = self.now - timedelta(seconds=self.rng.uniform(0, self.days * 86400))
+            at = self.at(n)
             text = f"Question {n}: where is my order?"
             message = (self.msg0 + n, conversation, "user", text, text, at)
             failed = self.rng.random() < 0.08
@@ -178,13 +184,24 @@ def _copy(rows: _Rows) -> None:
 
 
 def _bulk(rows: _Rows) -> None:
-    Conversation.objects.bulk_create(
-        (Conversation(**dict(zip(CONVERSATION_COLUMNS, values, strict=True))) for values in rows.conversations()),
-        batch_size=2000,
-    )
+    conversations = [
+        Conversation(**dict(zip(CONVERSATION_COLUMNS, values, strict=True))) for values in rows.conversations()
+    ]
     messages, calls = [], []
     for message, call in rows.messages_and_calls():
         messages.append(Message(**dict(zip(MESSAGE_COLUMNS, message, strict=True))))
         calls.append(Call(**dict(zip(CALL_COLUMNS, call, strict=True))))
-    Message.objects.bulk_create(messages, batch_size=2000)
-    Call.objects.bulk_create(calls, batch_size=2000)
+    # bulk_create stamps auto_now(_add) fields with the current time: put the seeded times back after.
+    for objects, fields in (
+        (conversations, ["created_at", "updated_at"]),
+        (messages, ["created_at"]),
+        (calls, ["queued_at"]),
+    ):
+        if not objects:
+            continue
+        seeded = [[getattr(o, f) for f in fields] for o in objects]
+        type(objects[0]).objects.bulk_create(objects, batch_size=2000)
+        for o, values in zip(objects, seeded, strict=True):
+            for field, value in zip(fields, values, strict=True):
+                setattr(o, field, value)
+        type(objects[0]).objects.bulk_update(objects, fields, batch_size=2000)
