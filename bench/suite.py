@@ -42,7 +42,7 @@ def _publish(call_ids):
 
 
 def _wait_finished(call_ids, seconds):
-    harness.wait_until(lambda: data.finished(call_ids) == len(call_ids), seconds, "every call to finish", 0.2)
+    harness.wait_until(lambda: data.finished(call_ids) == len(call_ids), seconds, "every call to finish", 0.05)
 
 
 def pipeline(env, quick: bool) -> list[dict]:

@@ -91,6 +91,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.boo
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
         "timeout": 30,
     }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # The worker's two statements per call (conversations/store.py) are prepared once per connection and
+    # then only executed; Django's own queries are never prepared. PgBouncer before 1.21 in transaction
+    # mode cannot follow prepared statements: set DATABASE_PREPARED_STATEMENTS=false behind one.
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+        0 if env.bool("DATABASE_PREPARED_STATEMENTS", default=True) else None
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web process and the worker write to the same file: WAL lets readers and one writer
     # overlap, IMMEDIATE takes the write lock up front instead of failing mid-transaction.

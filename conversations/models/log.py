@@ -108,11 +108,17 @@ class Message(models.Model):
     content = models.TextField(help_text="As sent to the provider (the template's user message, rendered).")
     customer_message = models.TextField(blank=True, help_text="What the customer wrote, before the template.")
     # The channel's own id for the message (WhatsApp's wamid): Meta delivers at least once, this makes it once.
-    external_id = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    external_id = models.CharField(max_length=200, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["created_at", "id"]
+        constraints = [
+            # Unique where set, and only those indexed: most messages (replies, API, console) have none.
+            models.UniqueConstraint(
+                fields=["external_id"], condition=models.Q(external_id__isnull=False), name="message_external_id_once"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_role_display()}: {self.content[:60]}"
@@ -132,11 +138,18 @@ class Call(models.Model):
         FAILED = "failed", "Failed"
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="calls")
+    # No index of their own for message and connection: call_one_row_per_attempt (message, attempt) and
+    # call_connection_recent_idx (connection, queued_at) start with them. Every index is written on every
+    # status change of every call, so none is kept twice.
     message = models.ForeignKey(
-        Message, on_delete=models.CASCADE, related_name="calls", help_text="The customer message this call answers."
+        Message,
+        on_delete=models.CASCADE,
+        related_name="calls",
+        db_index=False,
+        help_text="The customer message this call answers.",
     )
     reply = models.OneToOneField(Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="answered_by")
-    connection = models.ForeignKey(ProviderConnection, on_delete=models.PROTECT, related_name="calls")
+    connection = models.ForeignKey(ProviderConnection, on_delete=models.PROTECT, related_name="calls", db_index=False)
     attempt = models.PositiveSmallIntegerField(default=1)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
 
