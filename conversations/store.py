@@ -22,8 +22,7 @@ from functools import cache
 
 import psycopg
 from django.conf import settings
-from django.db import connection as db
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from connectors.models import ProviderConnection
 
@@ -39,6 +38,7 @@ class Claimed:
 def call_claim(*, call_id: int, worker: str, token: datetime) -> Claimed | None:
     """Take a queued call for this worker (`token` becomes its started_at), or None if it is not queued."""
     limit = settings.CONVERSATION_HISTORY_MESSAGES
+    db = connections[DEFAULT_DB_ALIAS]  # once: each attribute of django.db.connection is a lookup
     if db.vendor != "postgresql":
         return _claim_orm(call_id, worker, token, limit)
     params = {
@@ -49,14 +49,14 @@ def call_claim(*, call_id: int, worker: str, token: datetime) -> Claimed | None:
         "worker": worker,
         "limit": limit,
     }
-    row = _fetch_one(_claim_sql(), params)
+    row = _fetch_one(db, _claim_sql(), params)
     if row is None:
         return None
     call_fields, conversation_fields, connection_fields = _fields()
     values = iter(row)
-    call = _instance(Call, call_fields, values)
-    call.conversation = _instance(Conversation, conversation_fields, values)
-    call.connection = _instance(ProviderConnection, connection_fields, values)
+    call = _instance(db, Call, call_fields, values)
+    call.conversation = _instance(db, Conversation, conversation_fields, values)
+    call.connection = _instance(db, ProviderConnection, connection_fields, values)
     history = next(values) or []
     if isinstance(history, str):
         history = json.loads(history)
@@ -70,6 +70,7 @@ def call_record(*, call: Call, fields: list[str], reply_text: str | None) -> boo
     `call.finished_at` becomes the database's clock as it wrote the row. Returns False, writing nothing,
     when the sweeper has handed the call to another worker meanwhile.
     """
+    db = connections[DEFAULT_DB_ALIAS]
     if db.vendor != "postgresql":
         return _record_orm(call, fields, reply_text)
     params = {
@@ -85,7 +86,7 @@ def call_record(*, call: Call, fields: list[str], reply_text: str | None) -> boo
             continue
         field = Call._meta.get_field(name)
         params[f"f_{name}"] = field.get_db_prep_save(getattr(call, field.attname), db)
-    finished_at, reply_id = _fetch_one(_record_sql(tuple(fields)), params)
+    finished_at, reply_id = _fetch_one(db, _record_sql(tuple(fields)), params)
     if finished_at is None:
         return False
     call.finished_at = finished_at
@@ -103,7 +104,7 @@ def call_record(*, call: Call, fields: list[str], reply_text: str | None) -> boo
 # --- PostgreSQL ------------------------------------------------------------------------------------
 
 
-def _fetch_one(sql: str, params: dict) -> tuple | None:
+def _fetch_one(db, sql: str, params: dict) -> tuple | None:
     """Run a statement with server-side binding and return its row.
 
     Django's own cursors bind parameters on the client, so PostgreSQL parses and plans every query anew.
@@ -123,7 +124,7 @@ def _fields():
     return tuple([f for f in model._meta.concrete_fields] for model in (Call, Conversation, ProviderConnection))
 
 
-def _instance(model, fields, values):
+def _instance(db, model, fields, values):
     """A model instance from raw column values, converted the way the ORM would (JSON text → objects)."""
     converted = []
     for field in fields:
@@ -136,7 +137,7 @@ def _instance(model, fields, values):
 
 @cache
 def _claim_sql() -> str:
-    q = db.ops.quote_name
+    q = connections[DEFAULT_DB_ALIAS].ops.quote_name
     call_fields, conversation_fields, connection_fields = _fields()
     columns = ", ".join(
         f"{alias}.{q(f.column)}"
@@ -172,7 +173,7 @@ def _claim_sql() -> str:
 
 @cache
 def _record_sql(fields: tuple[str, ...]) -> str:
-    q = db.ops.quote_name
+    q = connections[DEFAULT_DB_ALIAS].ops.quote_name
     call_table, message = q(Call._meta.db_table), q(Message._meta.db_table)
     assignments = ", ".join(
         f"{q(Call._meta.get_field(name).column)} = %(f_{name})s"
