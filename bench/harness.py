@@ -83,7 +83,7 @@ def sandbox(env, delay: float = 0.0, record: Path | None = None):
 
 
 @contextmanager
-def worker(env, name: str = "bench", pool: str | None = None, concurrency: int | None = None):
+def worker(env, name: str = "bench", pool: str | None = None, concurrency: int | None = None, include: str = ""):
     argv = [
         sys.executable,
         "-m",
@@ -103,6 +103,8 @@ def worker(env, name: str = "bench", pool: str | None = None, concurrency: int |
         argv += ["--pool", pool]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
+    if include:
+        argv += ["--include", include]
     # WARNING level hides the "ready" line, so wait for the worker to answer a ping instead.
     with process(argv, env, f"worker-{name}") as proc:
         from config.celery import app

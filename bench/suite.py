@@ -68,7 +68,10 @@ def pipeline(env, quick: bool) -> list[dict]:
         connection = data.connection_for(base_url)
         with ExitStack() as stack:
             for n in range(WORKER_PROCESSES):
-                stack.enter_context(harness.worker(env, f"pipe{n}", pool="threads", concurrency=WORKER_THREADS))
+                stack.enter_context(
+                    harness.worker(env, f"pipe{n}", pool="threads", concurrency=WORKER_THREADS, include="bench.tasks")
+                )
+            floor = _celery_floor(count)
             call_ids = data.queued_calls(connection, count)
             cpu_before = harness.cpu_seconds_by_role()
             started = time.monotonic()
@@ -94,7 +97,31 @@ def pipeline(env, quick: bool) -> list[dict]:
             row(f"pipeline_cpu_ms_per_send_{role}", cpu_ms.get(role, 0.0), "ms", "reported", None)
             for role in ("worker", "postgresql", "publisher", "sandbox", "redis")
         ),
+        row(
+            "celery_noop_tasks_per_second",
+            floor,
+            "tasks/s",
+            "reported",
+            None,
+            baseline=baseline,
+            ratio=floor / baseline,
+            note="the same workers running a task that does nothing: Celery and Redis alone, the pipeline's ceiling",
+        ),
     ]
+
+
+def _celery_floor(count: int) -> float:
+    """Tasks/s through the pipeline's workers for a task that does nothing but count itself."""
+    from bench.tasks import COUNTER, noop
+    from connectors import ratelimit
+
+    redis = ratelimit.client()
+    redis.delete(COUNTER)
+    started = time.monotonic()
+    for _ in range(count):
+        noop.delay()
+    harness.wait_until(lambda: int(redis.get(COUNTER) or 0) >= count, 600, "the no-op tasks", 0.05)
+    return count / (time.monotonic() - started)
 
 
 def added_latency(env, quick: bool) -> list[dict]:
