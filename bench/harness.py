@@ -147,11 +147,12 @@ def rss_kb(pid: int) -> int:
 ROLES = {"celery": "worker", "postgres": "postgresql", "redis-server": "redis", "runsandbox": "sandbox"}
 
 
-def cpu_seconds_by_role() -> dict[str, float]:
-    """CPU time (user + system) used so far by every process on the machine, summed per ROLES entry;
-    this process is "publisher" (it queues the sends, as the web process would). Linux /proc only."""
+def cpu_snapshot() -> dict[int, tuple[str, float]]:
+    """A snapshot of every process's CPU time (user + system, its reaped children's included), with its role
+    from ROLES; this process is "publisher" (it queues the sends, as the web process would). Linux /proc only.
+    Compare two with cpu_used_by_role()."""
     ticks = os.sysconf("SC_CLK_TCK")
-    totals: dict[str, float] = {}
+    snapshot: dict[int, tuple[str, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -161,11 +162,28 @@ def cpu_seconds_by_role() -> dict[str, float]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        seconds = (int(fields[11]) + int(fields[12])) / ticks
+        # utime, stime, and cutime, cstime: a PostgreSQL backend that exits is counted in its postmaster.
+        seconds = sum(int(v) for v in fields[11:15]) / ticks
         role = "publisher" if int(entry.name) == os.getpid() else "other"
         role = next((name for marker, name in ROLES.items() if marker in command), role)
-        totals[role] = totals.get(role, 0.0) + seconds
-    return totals
+        snapshot[int(entry.name)] = (role, seconds)
+    return snapshot
+
+
+def cpu_used_by_role(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds each role used between two snapshots, process by process (new processes from zero).
+
+    A process that exited meanwhile now counts in its parent's children time, whole life included: its CPU
+    before the first snapshot is taken off again.
+    """
+    used: dict[str, float] = {}
+    for pid, (role, seconds) in after.items():
+        earlier = before.get(pid)
+        used[role] = used.get(role, 0.0) + seconds - (earlier[1] if earlier and earlier[0] == role else 0.0)
+    for pid, (role, seconds) in before.items():
+        if pid not in after:
+            used[role] = used.get(role, 0.0) - seconds
+    return used
 
 
 def _children(pid: int) -> list[int]:

@@ -170,7 +170,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 self._send(answer)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True  # the client gave up first (a timeout test): nothing to tell it
-            self.server.record(self.received, raw)  # type: ignore[attr-defined]  # once the answer is out
+            self.server.record(self.received, time.time(), raw)  # type: ignore[attr-defined]  # the answer is out
 
     def _send(self, answer: Answer) -> None:
         if answer.raw:
@@ -412,7 +412,7 @@ class SandboxServer(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._record = open(record, "a", buffering=1) if record else None  # noqa: SIM115 - lives as long as the server
 
-    def record(self, received: float, raw: bytes) -> None:
+    def record(self, received: float, answered: float, raw: bytes) -> None:
         """With --record FILE: when each request arrived and its answer was sent, and the customer's last words.
 
         The benchmarks read this to split a call's time between the provider and Switchboard.
@@ -423,7 +423,7 @@ class SandboxServer(ThreadingHTTPServer):
             said = next(m["content"] for m in reversed(json.loads(raw)["messages"]) if m.get("role") == "user")
         except (ValueError, KeyError, TypeError, StopIteration):
             said = ""
-        line = json.dumps({"received": received, "answered": time.time(), "said": said})
+        line = json.dumps({"received": received, "answered": answered, "said": said})
         with self._lock:
             self._record.write(line + "\n")
 

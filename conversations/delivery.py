@@ -118,25 +118,16 @@ def _attempt(call: Call, history: list[tuple[str, str]]) -> Call:
     return call
 
 
-# How many calls this worker process runs at once; set as the worker starts (config/celery.py).
-worker_concurrency: int | None = None
-
-
 def _release_database_connection() -> None:
-    """With a connection pool, hand the connection back while waiting on the provider, if others need it.
+    """With a connection pool, hand the connection back while waiting on the provider.
 
     A threaded worker keeps hundreds of calls in flight; they need a database connection for a few
-    milliseconds before and after the call, not for the seconds the provider takes. When the pool holds
-    a connection for every thread, keeping it saves taking one again (and the pool's health check, a
-    round trip) after the answer.
+    milliseconds before and after the call, not for the seconds the provider takes. Taking one again
+    afterwards also runs the pool's health check, so a connection that died during a long call is never
+    the one the outcome is written on.
     """
-    pool = db.settings_dict.get("OPTIONS", {}).get("pool")
-    if not pool or db.in_atomic_block:
-        return
-    max_size = pool.get("max_size") if isinstance(pool, dict) else None
-    if worker_concurrency and max_size and worker_concurrency <= max_size:
-        return
-    db.close()
+    if db.settings_dict.get("OPTIONS", {}).get("pool") and not db.in_atomic_block:
+        db.close()
 
 
 @sensitive_variables("api_key")

@@ -22,7 +22,9 @@ from functools import cache
 
 import psycopg
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, NotSupportedError, connections, transaction
+from django.db.models import Value
+from django.db.models.functions import Greatest
 
 from connectors.models import ProviderConnection
 
@@ -66,38 +68,44 @@ def call_claim(*, call_id: int, worker: str, token: datetime) -> Claimed | None:
 def call_record(*, call: Call, fields: list[str], reply_text: str | None) -> bool:
     """Write the outcome `fields` of a call this worker still holds (status running, our started_at).
 
-    With `reply_text`, the assistant's message is created and linked as the call's reply. On PostgreSQL
-    `call.finished_at` becomes the database's clock as it wrote the row. Returns False, writing nothing,
-    when the sweeper has handed the call to another worker meanwhile.
+    With `reply_text`, the assistant's message is created (at `call.finished_at`, the worker's clock) and
+    linked as the call's reply; the `reply` field itself is that link. On PostgreSQL the call's
+    `finished_at` is then the database's clock as the outcome went on record (the benchmarks read it).
+    Returns False, writing nothing, when the sweeper has handed the call to another worker meanwhile.
     """
     db = connections[DEFAULT_DB_ALIAS]
     if db.vendor != "postgresql":
         return _record_orm(call, fields, reply_text)
-    params = {
-        "id": call.pk,
-        "running": Call.Status.RUNNING,
-        "token": call.started_at,
-        "has_reply": reply_text is not None,
-        "assistant": Message.Role.ASSISTANT,
-        "reply_text": reply_text or "",
-    }
-    for name in fields:
-        if name in ("reply", "finished_at"):  # the message the statement inserts; the database's clock
-            continue
-        field = Call._meta.get_field(name)
-        params[f"f_{name}"] = field.get_db_prep_save(getattr(call, field.attname), db)
-    finished_at, reply_id = _fetch_one(db, _record_sql(tuple(fields)), params)
-    if finished_at is None:
-        return False
-    call.finished_at = finished_at
-    if reply_id is not None:
-        call.reply = Message(
-            id=reply_id,
+    reply = None
+    if reply_text is not None:
+        reply = Message(
             conversation_id=call.conversation_id,
             role=Message.Role.ASSISTANT,
             content=reply_text,
             created_at=call.finished_at,
         )
+    params = {
+        "id": call.pk,
+        "running": Call.Status.RUNNING,
+        "token": call.started_at,
+        "has_reply": reply is not None,
+        "touched_at": call.finished_at,  # the conversation's latest activity, never moved back
+    }
+    for field in _reply_fields():
+        value = getattr(reply, field.attname) if reply else field.get_default()
+        params[f"m_{field.attname}"] = field.get_db_prep_save(value, db)
+    for name in fields:
+        if name not in _SET_BY_STATEMENT:
+            field = Call._meta.get_field(name)
+            params[f"f_{name}"] = field.get_db_prep_save(getattr(call, field.attname), db)
+    finished_at, reply_id = _fetch_one(db, _record_sql(tuple(fields)), params)
+    if finished_at is None:
+        return False
+    call.finished_at = finished_at
+    if reply is not None:
+        reply.id = reply_id
+        reply._state.adding, reply._state.db = False, db.alias  # as if loaded: it is in the database now
+        call.reply = reply
     return True
 
 
@@ -113,6 +121,21 @@ def _fetch_one(db, sql: str, params: dict) -> tuple | None:
     """
     db.close_if_health_check_failed()
     db.ensure_connection()
+    db.validate_thread_sharing()
+    try:
+        return _execute(db, sql, params)
+    except NotSupportedError as error:
+        if getattr(error.__cause__, "sqlstate", None) != "0A000":
+            raise
+        # "cached plan must not change result type": a migration changed a column these prepared
+        # statements read while this worker ran. Forget this connection's prepared statements (psycopg
+        # sees the DEALLOCATE and empties its own cache) and run the statement once more.
+        with db.cursor() as cursor:
+            cursor.execute("DEALLOCATE ALL")
+        return _execute(db, sql, params)
+
+
+def _execute(db, sql: str, params: dict) -> tuple | None:
     raw = psycopg.Cursor(db.connection)
     with db.make_debug_cursor(raw) if db.queries_logged else db.make_cursor(raw) as cursor:
         cursor.execute(sql, params)
@@ -144,6 +167,9 @@ def _claim_sql() -> str:
         for alias, fields in (("claimed", call_fields), ("cv", conversation_fields), ("cn", connection_fields))
         for f in fields
     )
+    # Named columns, never *: a column added by a later migration must not change what a prepared
+    # statement returns.
+    returning = ", ".join(q(f.column) for f in call_fields)
     message = q(Message._meta.db_table)
     # The conversation's newest messages up to the one this call answers; the worker trims them to the
     # token budget. json_agg keeps them in one column of the one row.
@@ -152,7 +178,7 @@ def _claim_sql() -> str:
             UPDATE {q(Call._meta.db_table)}
             SET status = %(running)s, started_at = %(token)s, worker = %(worker)s
             WHERE id = %(id)s AND status = %(queued)s
-            RETURNING *
+            RETURNING {returning}
         )
         SELECT {columns}, (
             SELECT json_agg(
@@ -171,36 +197,48 @@ def _claim_sql() -> str:
     """  # noqa: S608 - the only interpolations are quoted names from the models' _meta
 
 
+# Call fields the record statement sets itself: the reply link and the time it went on record.
+_SET_BY_STATEMENT = ("reply", "finished_at")
+
+
+@cache
+def _reply_fields():
+    """Every column of a reply message but its id, from the model: a new field needs no change here."""
+    return [f for f in Message._meta.concrete_fields if not f.primary_key]
+
+
 @cache
 def _record_sql(fields: tuple[str, ...]) -> str:
     q = connections[DEFAULT_DB_ALIAS].ops.quote_name
-    call_table, message = q(Call._meta.db_table), q(Message._meta.db_table)
+    call_table, conversation_table = q(Call._meta.db_table), q(Conversation._meta.db_table)
     assignments = ", ".join(
-        f"{q(Call._meta.get_field(name).column)} = %(f_{name})s"
-        for name in fields
-        if name not in ("reply", "finished_at")
+        f"{q(Call._meta.get_field(name).column)} = %(f_{name})s" for name in fields if name not in _SET_BY_STATEMENT
     )
+    reply_columns = ", ".join(q(f.column) for f in _reply_fields())
+    reply_values = ", ".join(f"%(m_{f.attname})s" for f in _reply_fields())
     # FOR UPDATE re-checks status and started_at against the newest row version, so a call the sweeper
     # gave to another worker meanwhile matches nothing, and nothing below happens. Data-modifying CTEs
-    # all run, once, whether or not the final SELECT reads them. finished_at is the database's clock as
-    # it writes the row, microseconds before the commit: "finished" means "on record".
+    # all run, once, whether or not the final SELECT reads them. The call's finished_at is the
+    # database's clock as it writes the row, just before the commit.
     return f"""
         WITH held AS (
-            SELECT id, conversation_id, clock_timestamp() AS now FROM {call_table}
+            SELECT id, conversation_id, clock_timestamp() AS recorded_at FROM {call_table}
             WHERE id = %(id)s AND status = %(running)s AND started_at = %(token)s
             FOR UPDATE
         ), reply AS (
-            INSERT INTO {message} (conversation_id, role, content, customer_message, created_at)
-            SELECT conversation_id, %(assistant)s, %(reply_text)s, '', now FROM held
+            INSERT INTO {q(Message._meta.db_table)} ({reply_columns})
+            SELECT {reply_values} FROM held
             WHERE %(has_reply)s
             RETURNING id
         ), recorded AS (
-            UPDATE {call_table} SET {assignments}, finished_at = held.now, reply_id = (SELECT id FROM reply)
+            UPDATE {call_table}
+            SET {assignments}, finished_at = held.recorded_at, reply_id = (SELECT id FROM reply)
             FROM held WHERE {call_table}.id = held.id
             RETURNING finished_at
         ), touched AS (
-            UPDATE {q(Conversation._meta.db_table)} SET updated_at = held.now
-            FROM held WHERE {q(Conversation._meta.db_table)}.id = held.conversation_id
+            UPDATE {conversation_table}
+            SET updated_at = GREATEST({conversation_table}.updated_at, %(touched_at)s)
+            FROM held WHERE {conversation_table}.id = held.conversation_id
         )
         SELECT (SELECT finished_at FROM recorded), (SELECT id FROM reply)
     """  # noqa: S608 - the only interpolations are quoted names from the models' _meta
@@ -235,5 +273,7 @@ def _record_orm(call: Call, fields: list[str], reply_text: str | None) -> bool:
         if not held:
             transaction.set_rollback(True)  # and the reply message above with it
             return False
-        Conversation.objects.filter(pk=call.conversation_id).update(updated_at=call.finished_at)
+        Conversation.objects.filter(pk=call.conversation_id).update(
+            updated_at=Greatest("updated_at", Value(call.finished_at))
+        )
     return True

@@ -1,0 +1,71 @@
+"""The worker's two statements (conversations/store.py), where their PostgreSQL form can go wrong."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+import pytest
+from django.db import connection as db
+from django.utils import timezone
+
+from conversations import delivery, services, store
+from conversations.models import Call, Conversation, Message
+
+pytestmark = pytest.mark.django_db
+
+VARIABLES = {"business_name": "Acme"}
+postgresql_only = pytest.mark.skipif(db.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
+
+
+def queued_call(connection, text="Where is my order?"):
+    """A queued call's rows, written directly: nothing is published to a broker a worker might listen on."""
+    conversation = Conversation.objects.create(contact="+33600000001", connection=connection)
+    message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=text)
+    return Call.objects.create(conversation=conversation, message=message, connection=connection)
+
+
+def test_a_reply_never_moves_the_conversations_latest_activity_back(connection, template):
+    call = services.call_send(connection=connection, template=template, customer_message="Hi", variables=VARIABLES)
+    later = timezone.now() + timedelta(minutes=5)  # say the customer wrote again meanwhile (or clocks differ)
+    Conversation.objects.filter(pk=call.conversation_id).update(updated_at=later)
+
+    delivery.call_execute(call_id=call.pk)
+
+    call.refresh_from_db()
+    assert call.status == Call.Status.SUCCEEDED
+    assert Conversation.objects.get(pk=call.conversation_id).updated_at == later
+
+
+def test_a_failed_call_still_marks_the_conversation_active(connection, template):
+    connection.model = "sandbox-server-error"
+    connection.save()
+    call = services.call_send(connection=connection, template=template, customer_message="Hi", variables=VARIABLES)
+    before = Conversation.objects.get(pk=call.conversation_id).updated_at
+
+    delivery.call_execute(call_id=call.pk)
+
+    call.refresh_from_db()
+    assert call.status == Call.Status.FAILED
+    assert Conversation.objects.get(pk=call.conversation_id).updated_at > before
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_the_prepared_claim_survives_a_migration_that_changes_a_column(connection):
+    first, second = queued_call(connection), queued_call(connection)
+    assert store.call_claim(call_id=first.pk, worker="w", token=timezone.now())  # prepared on this connection
+    settings = db.settings_dict
+    migrate = dict(dbname=settings["NAME"], host=settings["HOST"], port=settings["PORT"], user=settings["USER"])
+    # Another process migrates while this worker runs: the prepared claim now returns a different type.
+    with psycopg.connect(**migrate, autocommit=True) as other:
+        other.execute("ALTER TABLE conversations_conversation ALTER COLUMN contact TYPE varchar(250)")
+        try:
+            claimed = store.call_claim(call_id=second.pk, worker="w", token=timezone.now())
+        finally:
+            other.execute("ALTER TABLE conversations_conversation ALTER COLUMN contact TYPE varchar(200)")
+            with db.cursor() as cursor:
+                cursor.execute("DEALLOCATE ALL")
+
+    assert claimed is not None and claimed.call.pk == second.pk
+    assert Call.objects.get(pk=second.pk).status == Call.Status.RUNNING
