@@ -12,11 +12,12 @@ import json
 import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
+import urllib3
 from django.views.decorators.debug import sensitive_variables
 
 from . import http
@@ -79,46 +80,60 @@ def list_models(*, base_url: str, api_key: str, timeout: float) -> list[str]:
         ) from None
 
 
-# Every frame below this one (requests, urllib3) holds the Authorization header: hide all their
+# Every frame below this one (urllib3, http.client) holds the Authorization header: hide all their
 # variables from Django's error reports.
 @sensitive_variables()
 def _request(
     method: str, url: str, api_key: str, body: dict[str, Any] | None, timeout: float
-) -> tuple[int, str, dict[str, str]]:
+) -> tuple[int, str, Mapping[str, str]]:
     host = urlsplit(url).netloc
+    headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+    payload = None
+    if body is not None:
+        try:
+            payload = json.dumps(body, allow_nan=False).encode()
+        except ValueError:
+            raise ProviderError(
+                ErrorKind.CONFIG, "A setting of this request is NaN or infinite, not a number: nothing was sent."
+            ) from None
+        headers["Content-Type"] = "application/json"
     deadline = time.monotonic() + timeout  # the whole exchange, not each read
+    response = None
     try:
-        response = http.session().request(
+        response = http.pool().request(
             method,
             url,
-            json=body,
-            headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
-            timeout=(min(timeout, 10.0), timeout),
-            allow_redirects=False,  # a redirect could carry the key to another host
-            stream=True,
+            body=payload,
+            headers=headers,
+            timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),
+            redirect=False,  # a redirect could carry the key to another host
+            preload_content=False,
         )
         raw = http.read_capped(response, deadline=deadline)
-    except (requests.Timeout, http.ResponseTooSlow):
-        raise ProviderError(ErrorKind.TIMEOUT, f"No answer from {host} within {timeout:g} s.") from None
-    except requests.ConnectionError as exc:
+    # NewConnectionError is a ConnectTimeoutError in urllib3's family tree: it must be caught first.
+    except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.SSLError) as exc:
         raise ProviderError(ErrorKind.NETWORK, f"Could not reach {host}: {_reason(exc)}.") from None
-    except requests.RequestException as exc:  # e.g. the connection broke off in the middle of the body
+    except (urllib3.exceptions.TimeoutError, http.ResponseTooSlow):
+        raise ProviderError(ErrorKind.TIMEOUT, f"No answer from {host} within {timeout:g} s.") from None
+    except urllib3.exceptions.HTTPError as exc:  # e.g. the connection broke off in the middle of the body
         raise ProviderError(ErrorKind.NETWORK, f"The answer from {host} broke off ({type(exc).__name__}).") from None
+    except OSError as exc:  # a socket error urllib3 did not wrap
+        raise ProviderError(ErrorKind.NETWORK, f"Could not reach {host}: {_reason(exc)}.") from None
     except http.ResponseTooLarge as exc:
-        raise ProviderError(ErrorKind.BAD_RESPONSE, str(exc), status=response.status_code) from None
+        raise ProviderError(ErrorKind.BAD_RESPONSE, str(exc), status=response.status) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ProviderError(
             ErrorKind.BAD_RESPONSE,
             "The answer is not UTF-8 text, so it cannot be JSON. Check that the base URL points at the API.",
-            status=response.status_code,
+            status=response.status,
             body=_scrub(raw[:2000].decode("utf-8", errors="replace"), api_key),
         ) from None
-    return response.status_code, text, dict(response.headers)
+    return response.status, text, response.headers  # a case-insensitive mapping
 
 
-def _reason(exc: requests.ConnectionError) -> str:
+def _reason(exc: Exception) -> str:
     text = str(exc)
     for known in ("Connection refused", "Name or service not known", "No route to host", "Connection reset"):
         if known in text:
@@ -187,7 +202,7 @@ def _int_or_none(value: Any) -> int | None:
 _INVALID_MODEL = re.compile(r"invalid model|unknown model|model\b.*\b(not found|does not exist|not exist)", re.I)
 
 
-def classify(status: int, text: str, headers: dict[str, str] | None = None) -> ProviderError:
+def classify(status: int, text: str, headers: Mapping[str, str] | None = None) -> ProviderError:
     """Turn a non-2xx answer into a ProviderError of the right kind, keeping the provider's message."""
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     data = _json_or_none(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 
 import pytest
 
@@ -243,3 +244,35 @@ def test_a_body_that_trickles_in_past_the_timeout_is_a_timeout(sandbox):
     with pytest.raises(ProviderError) as caught:
         chat(sandbox, model="sandbox-trickle", timeout=1.0)
     assert caught.value.kind == ErrorKind.TIMEOUT
+
+
+def test_an_answer_cut_off_midway_is_a_network_error():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+
+        def answer_a_third_then_hang_up():
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 30\r\n\r\n"
+                conn.sendall(head + b'{"id": "x"')
+
+        thread = threading.Thread(target=answer_a_third_then_hang_up)
+        thread.start()
+        with pytest.raises(ProviderError) as caught:
+            chat_completions.chat(
+                base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, body={"model": "m", "messages": []}, timeout=5
+            )
+        thread.join()
+    assert caught.value.kind == ErrorKind.NETWORK
+    assert f"The answer from 127.0.0.1:{port} broke off" in caught.value.message
+
+
+def test_a_setting_that_is_not_a_number_is_refused_before_anything_is_sent():
+    body = {"model": "m", "messages": [], "temperature": float("nan")}
+    with pytest.raises(ProviderError) as caught:
+        chat_completions.chat(base_url="http://127.0.0.1:9/v1", api_key=KEY, body=body, timeout=1)
+    assert caught.value.kind == ErrorKind.CONFIG
+    assert "NaN or infinite" in caught.value.message

@@ -75,7 +75,7 @@ def test_an_error_report_never_shows_the_key(monkeypatch, sandbox, template, cap
     def explode(*args, **kwargs):  # deep in the HTTP stack, with the Authorization header in its arguments
         raise RuntimeError("connection pool exploded")
 
-    monkeypatch.setattr(http.session(), "request", explode)
+    monkeypatch.setattr(http.pool(), "request", explode)
     with caplog.at_level(logging.ERROR):
         delivery.call_execute(call_id=call.pk)
     logged = next(r for r in caplog.records if r.exc_info)
