@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +16,17 @@ from .helpers import wait_until
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_redis(socket_path: Path) -> subprocess.Popen:
-    """A private, memory-only Redis on a unix socket (restarting it loses every queued message)."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_redis(socket_path: Path, port: int = 0) -> subprocess.Popen:
+    """A private, memory-only Redis on a unix socket, and a TCP port if given (restarting it loses every
+    queued message)."""
     socket_path.unlink(missing_ok=True)
-    process = subprocess.Popen(redis_server_argv(socket_path), stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(redis_server_argv(socket_path, port), stdout=subprocess.DEVNULL)
     wait_until(socket_path.exists, 10, "Redis to listen")
     return process
 

