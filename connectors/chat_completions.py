@@ -80,6 +80,10 @@ def list_models(*, base_url: str, api_key: str, timeout: float) -> list[str]:
         ) from None
 
 
+# What an API key may hold to travel in a header: printable ASCII, no spaces.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]*")
+
+
 # Every frame below this one (urllib3, http.client) holds the Authorization header: hide all their
 # variables from Django's error reports.
 @sensitive_variables()
@@ -87,7 +91,19 @@ def _request(
     method: str, url: str, api_key: str, body: dict[str, Any] | None, timeout: float
 ) -> tuple[int, str, Mapping[str, str]]:
     host = urlsplit(url).netloc
-    headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+    if not _HEADER_SAFE.fullmatch(api_key):
+        # http.client would refuse it with the whole header, key included, in its error message.
+        raise ProviderError(
+            ErrorKind.CONFIG,
+            "The API key has a line break, a space or a character HTTP headers cannot carry: nothing was sent. "
+            "Paste the key again.",
+        )
+    headers = {
+        "Authorization": f"Bearer {api_key}",
+        "Accept": "application/json",
+        "Accept-Encoding": "gzip, deflate",
+        "User-Agent": http.USER_AGENT,  # headers= replaces the pool's own, so every header is named here
+    }
     payload = None
     if body is not None:
         try:
@@ -119,6 +135,8 @@ def _request(
         raise ProviderError(ErrorKind.NETWORK, f"The answer from {host} broke off ({type(exc).__name__}).") from None
     except OSError as exc:  # a socket error urllib3 did not wrap
         raise ProviderError(ErrorKind.NETWORK, f"Could not reach {host}: {_reason(exc)}.") from None
+    except ValueError as exc:  # http.client refusing a header or URL: its message would quote the header
+        raise ProviderError(ErrorKind.NETWORK, f"Could not send to {host} ({type(exc).__name__}).") from None
     except http.ResponseTooLarge as exc:
         raise ProviderError(ErrorKind.BAD_RESPONSE, str(exc), status=response.status) from None
     try:

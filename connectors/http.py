@@ -14,6 +14,7 @@ import os
 import threading
 import time
 
+import certifi
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
@@ -35,7 +36,8 @@ def pool() -> urllib3.PoolManager:
     global _pool, _pool_pid
     with _lock:
         if _pool is None or _pool_pid != os.getpid():
-            _pool = urllib3.PoolManager(num_pools=8, maxsize=256, retries=False, headers={"User-Agent": USER_AGENT})
+            # certifi's CA bundle, as requests uses: the same providers are trusted on every machine.
+            _pool = urllib3.PoolManager(num_pools=8, maxsize=256, retries=False, ca_certs=certifi.where())
             _pool_pid = os.getpid()
         return _pool
 
@@ -60,7 +62,7 @@ class ResponseTooLarge(Exception):
 
 
 class ResponseTooSlow(Exception):
-    """The body kept trickling in past the deadline (requests' own timeout applies to each read only).
+    """The body kept trickling in past the deadline (the read timeout applies to each read only).
 
     Checked between reads, so a slow body is cut at the first read that ends past the deadline.
     """
@@ -74,7 +76,7 @@ def read_capped(
     size = 0
     try:
         declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isdecimal() and declared.isascii() and int(declared) > limit:
             raise ResponseTooLarge(f"The answer is larger than {limit // 1024} KB and was not read.")
         # At most 64 KB at a time, and each piece of a chunked body as it arrives: the size is checked
         # before a big body is in memory, the deadline while a slow one trickles in.
@@ -86,7 +88,8 @@ def read_capped(
                 raise ResponseTooSlow()
             chunks.append(chunk)
     except BaseException:
-        response.close()  # never hand a half-read connection back to the pool
+        response.close()  # never hand a half-read connection back to the pool: close it, then free the slot
+        response.release_conn()
         raise
     response.release_conn()
     return b"".join(chunks)

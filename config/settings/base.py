@@ -164,9 +164,15 @@ SANDBOX_PORT = env.int("SANDBOX_PORT", default=8765)
 # --- Celery ----------------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-if urlsplit(CELERY_BROKER_URL).scheme in ("redis", "rediss"):
-    # kombu's Redis transport with one client per channel (config/broker.py): a third less CPU per message.
-    CELERY_BROKER_TRANSPORT = "config.broker:Transport"
+
+
+def broker_transport(url: str) -> str | None:
+    """kombu's Redis transport with one client per channel (config/broker.py) for a redis:// URL; kombu's
+    own for anything else (rediss:// turns TLS on only under its own name, redis+socket://, sentinel://)."""
+    return "config.broker:Transport" if urlsplit(url).scheme == "redis" else None
+
+
+CELERY_BROKER_TRANSPORT = broker_transport(CELERY_BROKER_URL)  # settings that change the URL call it again
 # The database row is the record of a call, not a Celery result.
 CELERY_TASK_IGNORE_RESULT = True
 # A task is acknowledged after it ran, and goes back to the queue if its worker dies mid-call.

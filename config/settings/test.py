@@ -11,7 +11,7 @@ os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("FIELD_ENCRYPTION_KEY", "x4hv6Ta-qgsAmuZXmLcEc6wPlhHcpLjFeI_9Rd7UzNE=")
 
 from .base import *  # noqa: E402, F403
-from .base import BASE_DIR, DATABASES, env  # noqa: E402
+from .base import BASE_DIR, DATABASES, broker_transport, env  # noqa: E402
 
 ALLOWED_PROVIDER_HOSTS = ["127.0.0.1", "localhost"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -24,6 +24,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # A private Redis on a unix socket, started by the test suite itself (tests/conftest.py), unless the
 # environment names a real one.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=f"redis+socket://{BASE_DIR / '.run' / 'test-redis.sock'}")
+CELERY_BROKER_TRANSPORT = broker_transport(CELERY_BROKER_URL)
 
 # Retries in tests wait tenths of a second, not seconds (a provider's Retry-After still wins).
 CALL_RETRY_BACKOFF_SECONDS = env.float("CALL_RETRY_BACKOFF_SECONDS", default=0.05)

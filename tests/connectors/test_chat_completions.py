@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 
 import pytest
 
@@ -246,28 +247,75 @@ def test_a_body_that_trickles_in_past_the_timeout_is_a_timeout(sandbox):
     assert caught.value.kind == ErrorKind.TIMEOUT
 
 
+class OneAnswerServer:
+    """A bare TCP server that reads one request, keeps its bytes, and sends `answer` (then hangs up)."""
+
+    def __init__(self, answer: bytes, hold: float = 0.0):
+        self.answer, self.hold, self.request = answer, hold, b""
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(1)
+        self.socket.settimeout(10)  # a client that never connects fails the test instead of hanging it
+        self.base_url = f"http://127.0.0.1:{self.socket.getsockname()[1]}/v1"
+        self.thread = threading.Thread(target=self._serve)
+        self.thread.start()
+
+    def _serve(self):
+        conn, _ = self.socket.accept()
+        with conn:
+            conn.settimeout(10)
+            while b"\r\n\r\n" not in self.request:
+                self.request += conn.recv(65536)
+            conn.sendall(self.answer)
+            time.sleep(self.hold)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.thread.join()
+        self.socket.close()
+
+
+def head(length: int) -> bytes:
+    return f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n".encode()
+
+
 def test_an_answer_cut_off_midway_is_a_network_error():
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(1)
-        port = server.getsockname()[1]
-
-        def answer_a_third_then_hang_up():
-            conn, _ = server.accept()
-            with conn:
-                conn.recv(65536)
-                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 30\r\n\r\n"
-                conn.sendall(head + b'{"id": "x"')
-
-        thread = threading.Thread(target=answer_a_third_then_hang_up)
-        thread.start()
-        with pytest.raises(ProviderError) as caught:
-            chat_completions.chat(
-                base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, body={"model": "m", "messages": []}, timeout=5
-            )
-        thread.join()
+    with OneAnswerServer(head(30) + b'{"id": "x"') as server, pytest.raises(ProviderError) as caught:
+        chat_completions.chat(base_url=server.base_url, api_key=KEY, body={"model": "m", "messages": []}, timeout=5)
     assert caught.value.kind == ErrorKind.NETWORK
-    assert f"The answer from 127.0.0.1:{port} broke off" in caught.value.message
+    assert "broke off" in caught.value.message
+
+
+def test_a_declared_giant_answer_is_refused_before_it_is_read():
+    with OneAnswerServer(head(10**9) + b'{"id": ', hold=3) as server:
+        started = time.monotonic()
+        with pytest.raises(ProviderError) as caught:
+            chat_completions.chat(base_url=server.base_url, api_key=KEY, body={"model": "m", "messages": []}, timeout=5)
+        assert time.monotonic() - started < 2  # not waiting for a body that would never fit
+    assert caught.value.kind == ErrorKind.BAD_RESPONSE
+    assert "larger than 2048 KB" in caught.value.message
+
+
+def test_the_request_names_switchboard_and_carries_the_key_only_in_its_header():
+    reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}]})
+    with OneAnswerServer(head(len(reply)) + reply.encode()) as server:
+        chat_completions.chat(base_url=server.base_url, api_key=KEY, body={"model": "m", "messages": []}, timeout=5)
+    request = server.request.decode()
+    assert request.startswith("POST /v1/chat/completions HTTP/1.1\r\n")
+    assert "\r\nUser-Agent: Switchboard/1.0" in request
+    assert f"\r\nAuthorization: Bearer {KEY}\r\n" in request
+    assert "\r\nAccept-Encoding: gzip, deflate\r\n" in request
+
+
+@pytest.mark.parametrize("bad_key", ["sk-first\nInjected: yes", "sk with space", "sk-clé"])
+def test_a_key_no_header_can_carry_is_refused_without_quoting_it(bad_key):
+    with pytest.raises(ProviderError) as caught:
+        chat_completions.chat(base_url="http://127.0.0.1:9/v1", api_key=bad_key, body={"model": "m"}, timeout=1)
+    assert caught.value.kind == ErrorKind.CONFIG
+    assert "Paste the key again" in caught.value.message
+    assert bad_key not in str(caught.value) and "sk" not in caught.value.message
 
 
 def test_a_setting_that_is_not_a_number_is_refused_before_anything_is_sent():
