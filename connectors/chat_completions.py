@@ -11,13 +11,10 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-import urllib3
 from django.views.decorators.debug import sensitive_variables
 
 from . import http
@@ -57,8 +54,10 @@ def build_body(
 @sensitive_variables("api_key")
 def chat(*, base_url: str, api_key: str, body: dict[str, Any], timeout: float) -> ChatReply:
     """Send one chat completion and return the reply, or raise ProviderError."""
-    status, text, headers = _request("POST", f"{base_url.rstrip('/')}/chat/completions", api_key, body, timeout)
-    text = _scrub(text, api_key)
+    status, text, headers = http.provider_request(
+        "POST", f"{base_url.rstrip('/')}/chat/completions", api_key, body, timeout
+    )
+    text = http.scrub(text, api_key)
     if status >= 300:
         raise classify(status, text, headers)
     return parse_reply(status, text, headers.get("Content-Type", ""))
@@ -67,8 +66,8 @@ def chat(*, base_url: str, api_key: str, body: dict[str, Any], timeout: float) -
 @sensitive_variables("api_key")
 def list_models(*, base_url: str, api_key: str, timeout: float) -> list[str]:
     """The model ids the provider offers this key (`GET {base_url}/models`)."""
-    status, text, headers = _request("GET", f"{base_url.rstrip('/')}/models", api_key, None, timeout)
-    text = _scrub(text, api_key)
+    status, text, headers = http.provider_request("GET", f"{base_url.rstrip('/')}/models", api_key, None, timeout)
+    text = http.scrub(text, api_key)
     if status >= 300:
         raise classify(status, text, headers)
     try:
@@ -78,92 +77,6 @@ def list_models(*, base_url: str, api_key: str, timeout: float) -> list[str]:
         raise ProviderError(
             ErrorKind.BAD_RESPONSE, "The model list is not in the expected shape.", status=status, body=text
         ) from None
-
-
-# What an API key may hold to travel in a header: printable ASCII, no spaces.
-_HEADER_SAFE = re.compile(r"[\x21-\x7e]*")
-
-
-# Every frame below this one (urllib3, http.client) holds the Authorization header: hide all their
-# variables from Django's error reports.
-@sensitive_variables()
-def _request(
-    method: str, url: str, api_key: str, body: dict[str, Any] | None, timeout: float
-) -> tuple[int, str, Mapping[str, str]]:
-    host = urlsplit(url).netloc
-    if not _HEADER_SAFE.fullmatch(api_key):
-        # http.client would refuse it with the whole header, key included, in its error message.
-        raise ProviderError(
-            ErrorKind.CONFIG,
-            "The API key has a line break, a space or a character HTTP headers cannot carry: nothing was sent. "
-            "Paste the key again.",
-        )
-    headers = {
-        "Authorization": f"Bearer {api_key}",
-        "Accept": "application/json",
-        "Accept-Encoding": "gzip, deflate",
-        "User-Agent": http.USER_AGENT,  # headers= replaces the pool's own, so every header is named here
-    }
-    payload = None
-    if body is not None:
-        try:
-            payload = json.dumps(body, allow_nan=False).encode()
-        except ValueError:
-            raise ProviderError(
-                ErrorKind.CONFIG, "A setting of this request is NaN or infinite, not a number: nothing was sent."
-            ) from None
-        headers["Content-Type"] = "application/json"
-    deadline = time.monotonic() + timeout  # the whole exchange, not each read
-    response = None
-    try:
-        response = http.pool().request(
-            method,
-            url,
-            body=payload,
-            headers=headers,
-            timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),
-            redirect=False,  # a redirect could carry the key to another host
-            preload_content=False,
-        )
-        raw = http.read_capped(response, deadline=deadline)
-    # NewConnectionError is a ConnectTimeoutError in urllib3's family tree: it must be caught first.
-    except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.SSLError) as exc:
-        raise ProviderError(ErrorKind.NETWORK, f"Could not reach {host}: {_reason(exc)}.") from None
-    except (urllib3.exceptions.TimeoutError, http.ResponseTooSlow):
-        raise ProviderError(ErrorKind.TIMEOUT, f"No answer from {host} within {timeout:g} s.") from None
-    except urllib3.exceptions.HTTPError as exc:  # e.g. the connection broke off in the middle of the body
-        raise ProviderError(ErrorKind.NETWORK, f"The answer from {host} broke off ({type(exc).__name__}).") from None
-    except OSError as exc:  # a socket error urllib3 did not wrap
-        raise ProviderError(ErrorKind.NETWORK, f"Could not reach {host}: {_reason(exc)}.") from None
-    except ValueError as exc:  # http.client refusing a header or URL: its message would quote the header
-        raise ProviderError(ErrorKind.NETWORK, f"Could not send to {host} ({type(exc).__name__}).") from None
-    except http.ResponseTooLarge as exc:
-        raise ProviderError(ErrorKind.BAD_RESPONSE, str(exc), status=response.status) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ProviderError(
-            ErrorKind.BAD_RESPONSE,
-            "The answer is not UTF-8 text, so it cannot be JSON. Check that the base URL points at the API.",
-            status=response.status,
-            body=_scrub(raw[:2000].decode("utf-8", errors="replace"), api_key),
-        ) from None
-    return response.status, text, response.headers  # a case-insensitive mapping
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc)
-    for known in ("Connection refused", "Name or service not known", "No route to host", "Connection reset"):
-        if known in text:
-            return known.lower()
-    if "Temporary failure in name resolution" in text or "nodename nor servname" in text:
-        return "the host name does not resolve"
-    return "the connection failed"
-
-
-def _scrub(text: str, api_key: str) -> str:
-    # Some gateways echo the key back in their error text.
-    return text.replace(api_key, "[redacted]") if api_key and len(api_key) >= 4 else text
 
 
 def parse_reply(status: int, text: str, content_type: str = "application/json") -> ChatReply:

@@ -1,4 +1,5 @@
-"""The HTTP connection pools a process uses, and a response reader with a size and time cap.
+"""The HTTP side of provider calls: `provider_request` (one JSON exchange, every failure a ProviderError),
+the connection pools a process uses, and a response reader with a size and time cap.
 
 Provider calls, made for every message, go through urllib3 directly (`pool()`): requests builds a
 PreparedRequest, merges session settings and cookies on every call, which doubled the client's CPU per
@@ -10,14 +11,22 @@ fork, so each process builds its own on first use.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
 
 import certifi
 import requests
 import urllib3
+from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
+
+from .errors import ErrorKind, ProviderError
 
 USER_AGENT = "Switchboard/1.0 (+https://github.com/switchboard)"
 # Answers past this size are refused rather than read into memory: no chat reply is this big.
@@ -93,3 +102,94 @@ def read_capped(
         raise
     response.release_conn()
     return b"".join(chunks)
+
+
+# What an API key may hold to travel in a header: printable ASCII, no spaces.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]*")
+
+
+# Every frame below this one (urllib3, http.client) holds the Authorization header: hide all their
+# variables from Django's error reports.
+@sensitive_variables()
+def provider_request(
+    method: str, url: str, api_key: str, body: dict[str, Any] | None, timeout: float
+) -> tuple[int, str, Mapping[str, str]]:
+    """One JSON exchange with a provider: (status, body text, case-insensitive headers), or ProviderError.
+
+    No redirects, no retries (a retry is a new attempt), one deadline for the whole exchange, and an error
+    message that never quotes the key.
+    """
+    host = urlsplit(url).netloc
+    if not _HEADER_SAFE.fullmatch(api_key):
+        # http.client would refuse it with the whole header, key included, in its error message.
+        raise ProviderError(
+            ErrorKind.CONFIG,
+            "The API key has a line break, a space or a character HTTP headers cannot carry: nothing was sent. "
+            "Paste the key again.",
+        )
+    headers = {
+        "Authorization": f"Bearer {api_key}",
+        "Accept": "application/json",
+        "Accept-Encoding": "gzip, deflate",
+        "User-Agent": USER_AGENT,  # headers= replaces the pool's own, so every header is named here
+    }
+    payload = None
+    if body is not None:
+        try:
+            payload = json.dumps(body, allow_nan=False).encode()
+        except ValueError:
+            raise ProviderError(
+                ErrorKind.CONFIG, "A setting of this request is NaN or infinite, not a number: nothing was sent."
+            ) from None
+        headers["Content-Type"] = "application/json"
+    deadline = time.monotonic() + timeout  # the whole exchange, not each read
+    response = None
+    try:
+        response = pool().request(
+            method,
+            url,
+            body=payload,
+            headers=headers,
+            timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),
+            redirect=False,  # a redirect could carry the key to another host
+            preload_content=False,
+        )
+        raw = read_capped(response, deadline=deadline)
+    # NewConnectionError is a ConnectTimeoutError in urllib3's family tree: it must be caught first.
+    except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.SSLError) as exc:
+        raise ProviderError(ErrorKind.NETWORK, f"Could not reach {host}: {_reason(exc)}.") from None
+    except (urllib3.exceptions.TimeoutError, ResponseTooSlow):
+        raise ProviderError(ErrorKind.TIMEOUT, f"No answer from {host} within {timeout:g} s.") from None
+    except urllib3.exceptions.HTTPError as exc:  # e.g. the connection broke off in the middle of the body
+        raise ProviderError(ErrorKind.NETWORK, f"The answer from {host} broke off ({type(exc).__name__}).") from None
+    except OSError as exc:  # a socket error urllib3 did not wrap
+        raise ProviderError(ErrorKind.NETWORK, f"Could not reach {host}: {_reason(exc)}.") from None
+    except ValueError as exc:  # http.client refusing a header or URL: its message would quote the header
+        raise ProviderError(ErrorKind.NETWORK, f"Could not send to {host} ({type(exc).__name__}).") from None
+    except ResponseTooLarge as exc:
+        raise ProviderError(ErrorKind.BAD_RESPONSE, str(exc), status=response.status) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProviderError(
+            ErrorKind.BAD_RESPONSE,
+            "The answer is not UTF-8 text, so it cannot be JSON. Check that the base URL points at the API.",
+            status=response.status,
+            body=scrub(raw[:2000].decode("utf-8", errors="replace"), api_key),
+        ) from None
+    return response.status, text, response.headers  # a case-insensitive mapping
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    for known in ("Connection refused", "Name or service not known", "No route to host", "Connection reset"):
+        if known in text:
+            return known.lower()
+    if "Temporary failure in name resolution" in text or "nodename nor servname" in text:
+        return "the host name does not resolve"
+    return "the connection failed"
+
+
+def scrub(text: str, api_key: str) -> str:
+    # Some gateways echo the key back in their error text.
+    return text.replace(api_key, "[redacted]") if api_key and len(api_key) >= 4 else text
