@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import pytest
@@ -133,6 +134,15 @@ def test_the_sweeper_requeues_calls_stuck_queued_or_running(connection, template
     assert Call.objects.get(pk=dead_worker.pk).status == Call.Status.QUEUED
     assert Call.objects.get(pk=fresh.pk).status == Call.Status.QUEUED
     assert sweeper.calls_sweep() == []  # swept calls are due again from now, not swept twice
+
+
+def test_an_empty_broker_queue_is_a_backlog_of_zero_without_a_warning(broker_url, caplog):
+    from config.celery import app
+
+    app.control.purge()  # Redis then holds no key for the queue, and kombu calls it "not found"
+    with caplog.at_level(logging.WARNING, logger="conversations.sweeper"):
+        assert sweeper.broker_backlog() == 0
+    assert not caplog.records  # the sweeper runs every 30 s: an idle system must not log a traceback each time
 
 
 def test_a_backlog_in_the_broker_is_not_queued_twice(connection, template, queued, settings, monkeypatch):
