@@ -28,13 +28,14 @@ def main() -> int:
     import django
 
     django.setup()
-    from . import data, suite
+    from . import data, suite, web
 
     data.prepare_database()
     results, started = [], time.monotonic()
     for name in args.only or BENCHMARKS:
         data.clear_logs()
-        for result in getattr(suite, name)(env, args.quick):
+        benchmark = getattr(suite, name, None) or getattr(web, name)
+        for result in benchmark(env, args.quick):
             result["benchmark"] = name
             print(json.dumps(result), flush=True)
             results.append(result)
@@ -69,8 +70,8 @@ def write_docs(results, args, elapsed: float) -> None:
         )
     lines += [
         "",
-        "What each one measures is in `bench/suite.py`; the README's Performance section explains the",
-        "choices they led to.",
+        "What each one measures is in `bench/suite.py` and `bench/web.py`; the README's Performance section",
+        "explains the choices they led to.",
         "",
     ]
     (harness.ROOT / "docs").mkdir(exist_ok=True)
