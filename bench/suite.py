@@ -1,4 +1,5 @@
-"""The benchmarks. Each returns result rows: {"name", "value", "unit", "baseline", "ratio", "goal", "met"}.
+"""The worker-side benchmarks (web.py has the pages and the API). Each returns result rows: {"name", "value",
+"unit", "baseline", "ratio", "goal", "met"}.
 
 Every figure that has a baseline is measured against it in the same run, on the same machine, with the
 same sandbox, so the ratio means something on any machine; absolute numbers are printed for context.
