@@ -4,13 +4,13 @@ kombu's Redis channel builds a new `redis.Redis` client for every publish, every
 every step of its unacked-message bookkeeping (`Channel.conn_or_acquire`), and redis-py 8 fills ~170
 response callbacks into a case-insensitive dict for each new client (redis/redis-py#3624). That was the
 largest single cost per message in the worker and in the web process that queues calls: with one client
-per channel, Celery moves 958 no-op tasks/s where it moved 822, and the pipeline 416 sends/s where it
+per channel, Celery moves 955 no-op tasks/s where it moved 822, and the pipeline 404 sends/s where it
 made 370 (`python -m bench --only pipeline`, 2 cores).
 
 Sharing is safe: a `redis.Redis` client takes a connection from the channel's pool for each command, and
 pipelines are objects of their own. The client is made again whenever kombu replaces the pool (after a
-fork, after a connection error). Used for redis:// and rediss:// broker URLs (settings), where
-CELERY_BROKER_TRANSPORT names it; other schemes keep kombu's own transport.
+fork, after a connection error). Used for redis:// broker URLs only (settings.broker_transport names
+it); rediss://, redis+socket:// and sentinel:// keep kombu's own transport.
 """
 
 from __future__ import annotations

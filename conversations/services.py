@@ -52,10 +52,12 @@ def call_send(
     overrides: dict[str, object] | None = None,
     integration=None,
     channel=None,
+    external_id: str | None = None,
 ) -> Call:
     """Start a new conversation with the customer's message and queue the call that answers it.
 
     `overrides` may set model, temperature and max_tokens for this conversation instead of the connection's.
+    `external_id` is the channel's own id for the message (WhatsApp's wamid), unique where set.
     """
     check_message(customer_message)
     variables = dict(variables or {})
@@ -72,10 +74,10 @@ def call_send(
             integration=integration,
             channel=channel,
         )
-        return queue_call(conversation, user_text, customer_message)
+        return queue_call(conversation, user_text, customer_message, external_id)
 
 
-def conversation_reply(*, conversation: Conversation, customer_message: str) -> Call:
+def conversation_reply(*, conversation: Conversation, customer_message: str, external_id: str | None = None) -> Call:
     """Add the customer's next message to a conversation and queue the call that answers it."""
     check_message(customer_message)
     if conversation.template is None:  # arrived as chat messages: the text is sent as it is
@@ -83,7 +85,7 @@ def conversation_reply(*, conversation: Conversation, customer_message: str) -> 
     else:
         _, user_text = conversation.template.render(variables=conversation.variables, customer_message=customer_message)
     with transaction.atomic():
-        return queue_call(conversation, user_text, customer_message)
+        return queue_call(conversation, user_text, customer_message, external_id)
 
 
 def check_message(customer_message: str) -> None:
@@ -106,12 +108,18 @@ def check_message(customer_message: str) -> None:
         )
 
 
-def queue_call(conversation: Conversation, user_text: str, customer_message: str) -> Call:
+def queue_call(
+    conversation: Conversation, user_text: str, customer_message: str, external_id: str | None = None
+) -> Call:
     """Record the customer's message and a queued call for it; the task is sent once this commits."""
     from .tasks import execute_call  # the task module imports this one
 
     message = Message.objects.create(
-        conversation=conversation, role=Message.Role.USER, content=user_text, customer_message=customer_message
+        conversation=conversation,
+        role=Message.Role.USER,
+        content=user_text,
+        customer_message=customer_message,
+        external_id=external_id,
     )
     call = Call.objects.create(
         conversation=conversation,

@@ -94,10 +94,8 @@ def call_record(*, call: Call, fields: list[str], reply_text: str | None) -> boo
     for field in _reply_fields():
         value = getattr(reply, field.attname) if reply else field.get_default()
         params[f"m_{field.attname}"] = field.get_db_prep_save(value, db)
-    for name in fields:
-        if name not in _SET_BY_STATEMENT:
-            field = Call._meta.get_field(name)
-            params[f"f_{name}"] = field.get_db_prep_save(getattr(call, field.attname), db)
+    for field in _outcome_fields(tuple(fields)):
+        params[f"f_{field.name}"] = field.get_db_prep_save(getattr(call, field.attname), db)
     finished_at, reply_id = _fetch_one(db, _record_sql(tuple(fields)), params)
     if finished_at is None:
         return False
@@ -202,6 +200,12 @@ _SET_BY_STATEMENT = ("reply", "finished_at")
 
 
 @cache
+def _outcome_fields(names: tuple[str, ...]):
+    """The call fields among `names` that the record statement takes as parameters."""
+    return [Call._meta.get_field(name) for name in names if name not in _SET_BY_STATEMENT]
+
+
+@cache
 def _reply_fields():
     """Every column of a reply message but its id, from the model: a new field needs no change here."""
     return [f for f in Message._meta.concrete_fields if not f.primary_key]
@@ -211,9 +215,7 @@ def _reply_fields():
 def _record_sql(fields: tuple[str, ...]) -> str:
     q = connections[DEFAULT_DB_ALIAS].ops.quote_name
     call_table, conversation_table = q(Call._meta.db_table), q(Conversation._meta.db_table)
-    assignments = ", ".join(
-        f"{q(Call._meta.get_field(name).column)} = %(f_{name})s" for name in fields if name not in _SET_BY_STATEMENT
-    )
+    assignments = ", ".join(f"{q(f.column)} = %(f_{f.name})s" for f in _outcome_fields(fields))
     reply_columns = ", ".join(q(f.column) for f in _reply_fields())
     reply_values = ", ".join(f"%(m_{f.attname})s" for f in _reply_fields())
     # FOR UPDATE re-checks status and started_at against the newest row version, so a call the sweeper

@@ -74,11 +74,8 @@ def incoming_messages(payload: Any, phone_number_id: str | None = None) -> list[
             value = change.get("value", {}) if isinstance(change, dict) else {}
             if not isinstance(value, dict):
                 continue
-            number = (
-                (value.get("metadata") or {}).get("phone_number_id")
-                if isinstance(value.get("metadata"), dict)
-                else None
-            )
+            metadata = value.get("metadata")
+            number = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
             if phone_number_id and number and number != phone_number_id:
                 continue
             for message in value.get("messages", []):
@@ -126,10 +123,12 @@ def channel_receive(*, channel: WhatsAppChannel, payload: Any) -> list[Call]:
                         variables=channel.variables,
                         contact=incoming.wa_id,
                         channel=channel,
+                        external_id=incoming.message_id,
                     )
                 else:
-                    call = services.conversation_reply(conversation=conversation, customer_message=text)
-                Message.objects.filter(pk=call.message_id).update(external_id=incoming.message_id)
+                    call = services.conversation_reply(
+                        conversation=conversation, customer_message=text, external_id=incoming.message_id
+                    )
         except IntegrityError:  # the same message id arrived twice at once: the other delivery has it
             continue
         except (services.SendRefused, services.TemplateVariableError) as error:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from kombu import Connection
 
+from bench.harness import free_port
 from config.settings.base import broker_transport
-from tests.processes import free_port, start_redis, stop
+from tests.processes import start_redis, stop
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,13 @@ import sys
 import pytest
 import redis
 
+from bench.harness import free_port
 from connectors.sandbox import SandboxServer
 from conversations import services
 from conversations.models import Call, Message
 from tests.factories import ConnectionFactory, TemplateFactory
 from tests.helpers import wait_until
-from tests.processes import ROOT, free_port, kill_hard, start_beat, start_redis, start_worker, stop
+from tests.processes import ROOT, kill_hard, start_beat, start_redis, start_worker, stop
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
