@@ -1,24 +1,69 @@
-"""Celery's Redis transport, with one Redis client per channel instead of one per broker operation.
+"""Celery's Redis transport with two changes: one Redis client per channel, and no Redis bookkeeping for the
+messages of tasks whose work the database already keeps track of.
 
-kombu's Redis channel builds a new `redis.Redis` client for every publish, every acknowledgement and
-every step of its unacked-message bookkeeping (`Channel.conn_or_acquire`), and redis-py 8 fills ~170
-response callbacks into a case-insensitive dict for each new client (redis/redis-py#3624). That was the
-largest single cost per message in the worker and in the web process that queues calls: with one client
-per channel, Celery moves 955 no-op tasks/s where it moved 822, and the pipeline 404 sends/s where it
-made 370 (`python -m bench --only pipeline`, 2 cores).
+One client per channel. kombu's Redis channel builds a new `redis.Redis` client for every publish, every
+acknowledgement and every step of its unacked-message bookkeeping (`Channel.conn_or_acquire`), and redis-py 8
+fills ~170 response callbacks into a case-insensitive dict for each new client (redis/redis-py#3624). With one
+client per channel, Celery moves 955 no-op tasks/s where it moved 822 (`python -m bench --only pipeline`,
+2 cores). Sharing is safe: a `redis.Redis` client takes a connection from the channel's pool for each
+command, and pipelines are objects of their own. The client is made again whenever kombu replaces the pool
+(after a fork, after a connection error).
 
-Sharing is safe: a `redis.Redis` client takes a connection from the channel's pool for each command, and
-pipelines are objects of their own. The client is made again whenever kombu replaces the pool (after a
-fork, after a connection error). Used for redis:// broker URLs only (settings.broker_transport names
-it); rediss://, redis+socket:// and sentinel:// keep kombu's own transport.
+Untracked tasks. Until a message is acknowledged, kombu keeps a copy of it in two Redis keys (a pipeline when
+it arrives, another when it is acknowledged), so that another worker can put it back in the queue an hour
+(the visibility timeout) after its worker died. A provider call does not need that copy: the call row is its
+record, and the sweeper queues a call again within minutes when its message is lost (conversations/sweeper.py).
+The messages of the tasks named in the transport option `untracked_tasks` are therefore kept in the worker's
+memory only: acknowledging one costs nothing, a warm shutdown or a requeue still puts it back in the queue,
+and a worker killed outright loses it to the sweeper. That takes a fifth of the worker's CPU per call.
+
+Used for redis:// broker URLs only (settings.broker_transport names it); rediss://, redis+socket:// and
+sentinel:// keep kombu's own transport, which tracks every message.
 """
 
 from __future__ import annotations
 
-from kombu.transport import redis
+from kombu.transport import redis, virtual
+
+
+class QoS(redis.QoS):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._untracked: set[str] = set()  # delivery tags held in memory only
+
+    def append(self, message, delivery_tag):
+        if message.headers.get("task") in self.channel.untracked_tasks:
+            self._untracked.add(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)
+        else:
+            super().append(message, delivery_tag)
+
+    def ack(self, delivery_tag):
+        if delivery_tag in self._untracked:
+            self._untracked.discard(delivery_tag)
+            virtual.QoS.ack(self, delivery_tag)
+        else:
+            super().ack(delivery_tag)
+
+    def reject(self, delivery_tag, requeue=False):
+        if delivery_tag in self._untracked:
+            virtual.QoS.reject(self, delivery_tag, requeue=requeue)  # requeues through Channel._restore
+            self._untracked.discard(delivery_tag)
+        else:
+            super().reject(delivery_tag, requeue=requeue)
+
+    def restore_unacked(self, client=None):
+        """At shutdown: put every unacknowledged message back, from memory or from Redis."""
+        for tag in [tag for tag in self._delivered if tag in self._untracked]:
+            self.channel._restore(self._delivered.pop(tag))
+        self._untracked.clear()
+        super().restore_unacked(client)
 
 
 class Channel(redis.Channel):
+    QoS = QoS
+    untracked_tasks: frozenset[str] | list[str] = frozenset()
+    from_transport_options = (*redis.Channel.from_transport_options, "untracked_tasks")
     _shared_client = None
 
     def _create_client(self, asynchronous=False):
@@ -28,6 +73,11 @@ class Channel(redis.Channel):
         if client is None or client.connection_pool is not self.pool:
             client = self._shared_client = super()._create_client()
         return client
+
+    def _restore(self, message, leftmost=False):
+        if message.delivery_tag in self.qos._untracked:
+            return virtual.Channel._restore(self, message)  # the message itself, not Redis's copy of it
+        return super()._restore(message, leftmost)
 
 
 class Transport(redis.Transport):

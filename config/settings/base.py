@@ -173,9 +173,13 @@ def broker_transport(url: str) -> str | None:
 
 
 CELERY_BROKER_TRANSPORT = broker_transport(CELERY_BROKER_URL)  # settings that change the URL call it again
+# A call's broker message is only a doorbell: the call row is the record and the sweeper rings again when a
+# message is lost, so config/broker.py keeps no copy of it in Redis while it runs.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"untracked_tasks": ["conversations.execute_call"]}
 # The database row is the record of a call, not a Celery result.
 CELERY_TASK_IGNORE_RESULT = True
-# A task is acknowledged after it ran, and goes back to the queue if its worker dies mid-call.
+# A task is acknowledged after it ran. If its worker dies mid-task, kombu's copy in Redis brings a callback or
+# a WhatsApp send back after the visibility timeout (an hour), and the sweeper brings a call back sooner.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
