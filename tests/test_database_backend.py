@@ -1,0 +1,56 @@
+"""config/postgresql: pooled connections go out without a round trip, and one the server closed is replaced."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from django.db import connection as db
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),  # each borrow below is a real one from the pool
+    pytest.mark.skipif(
+        db.vendor != "postgresql" or not db.settings_dict["OPTIONS"].get("pool"),  # (db.pool would open it now)
+        reason="the connection pool is PostgreSQL's",
+    ),
+]
+
+
+def _borrow_and_return(times: int) -> set[int]:
+    """Take a connection from the pool and give it back, running nothing on it; their server process ids."""
+    pids = set()
+    for _ in range(times):
+        db.ensure_connection()
+        pids.add(db.connection.info.backend_pid)
+        db.close()
+    return pids
+
+
+def _last_statements(pids: set[int]) -> dict[int, str]:
+    """What each server process ran last, asked over a connection of its own (outside the pool)."""
+    params = db.get_connection_params()
+    with psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"}, autocommit=True) as other:
+        rows = other.execute("SELECT pid, query FROM pg_stat_activity WHERE pid = ANY(%s)", [list(pids)]).fetchall()
+    return dict(rows)
+
+
+def test_a_healthy_pooled_connection_goes_out_without_a_round_trip():
+    pids = _borrow_and_return(4)
+    for pid in pids:  # mark each pooled connection with a statement of its own
+        with db.cursor() as cursor:
+            cursor.execute("SELECT %s::text AS marker", [f"marker {db.connection.info.backend_pid}"])
+        db.close()
+    _borrow_and_return(8)
+    # psycopg_pool's own check would have run an empty query on each borrow, leaving '' as the last statement.
+    assert all(query.startswith("SELECT") for query in _last_statements(pids).values())
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced_without_an_error():
+    pids = _borrow_and_return(4)
+    params = db.get_connection_params()
+    with psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"}, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [list(pids)])
+    for _ in range(4):  # every connection the pool held is dead now; each borrow must still work
+        with db.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            assert cursor.fetchone()[0] not in pids
+        db.close()
