@@ -7,6 +7,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 from django.db import connection as db
+from django.db import transaction
 from django.utils import timezone
 
 from conversations import delivery, services, store
@@ -69,3 +70,19 @@ def test_the_prepared_claim_survives_a_migration_that_changes_a_column(connectio
 
     assert claimed is not None and claimed.call.pk == second.pk
     assert Call.objects.get(pk=second.pk).status == Call.Status.RUNNING
+
+
+def _synchronous_commit() -> str:
+    with db.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_only_the_claim_commits_without_waiting_for_the_disk(connection):
+    call = queued_call(connection)
+    with transaction.atomic():  # in the worker the claim is a transaction of its own; here we can look inside
+        assert store.call_claim(call_id=call.pk, worker="w", token=timezone.now())
+        assert _synchronous_commit() == "off"
+    assert _synchronous_commit() == "on"  # the next transaction on this connection, the outcome's, waits again
