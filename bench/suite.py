@@ -47,39 +47,35 @@ def _wait_finished(call_ids, seconds):
 
 
 def pipeline(env, quick: bool) -> list[dict]:
-    """Sends/s through queue → worker → sandbox → log, against a bare requests loop at the same concurrency."""
+    """Sends/s through queue → worker → sandbox → log, against a bare requests loop at the same concurrency.
+
+    Measured in rounds (three in a full run), each timing the bare loop and then the pipeline back to back
+    (the workers already up, idle during the loop); the figures are those of the round with the median
+    ratio. This shared machine's speed drifts from minute to minute: single rounds of one commit gave
+    0.49 to 0.61 in four runs, and a median of three is less at the mercy of one slow minute.
+    """
     count = 400 if quick else 2000
     concurrency = WORKER_PROCESSES * WORKER_THREADS
+    rounds = []
     with harness.sandbox(env) as base_url:
-        body = {"model": "mistral-small-latest", "messages": [{"role": "user", "content": "Where is my order?"}]}
-
-        def loop(n):
-            session = requests.Session()
-            for _ in range(n):
-                session.post(f"{base_url}/chat/completions", json=body, headers={"Authorization": "Bearer k"}).json()
-
-        threads = [threading.Thread(target=loop, args=(count // concurrency,)) for _ in range(concurrency)]
-        started = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        baseline = (count // concurrency) * concurrency / (time.monotonic() - started)
-
         connection = data.connection_for(base_url)
         with ExitStack() as stack:
             for n in range(WORKER_PROCESSES):
                 stack.enter_context(
                     harness.worker(env, f"pipe{n}", pool="threads", concurrency=WORKER_THREADS, include="bench.tasks")
                 )
-            call_ids = data.queued_calls(connection, count)
-            cpu_before = harness.cpu_snapshot()
-            started = time.monotonic()
-            _publish(call_ids)
-            _wait_finished(call_ids, 600)
-            rate = count / (time.monotonic() - started)
-            cpu_used = harness.cpu_used_by_role(cpu_before, harness.cpu_snapshot())
+            for _ in range(1 if quick else 3):
+                baseline = _bare_loop(base_url, count, concurrency)
+                call_ids = data.queued_calls(connection, count)
+                cpu_before = harness.cpu_snapshot()
+                started = time.monotonic()
+                _publish(call_ids)
+                _wait_finished(call_ids, 600)
+                rate = count / (time.monotonic() - started)
+                cpu_used = harness.cpu_used_by_role(cpu_before, harness.cpu_snapshot())
+                rounds.append((rate / baseline, rate, baseline, cpu_used))
             ceiling = _celery_ceiling(count)
+    ratio, rate, baseline, cpu_used = sorted(rounds, key=lambda r: r[0])[len(rounds) // 2]
     # Where the machine's CPU went, per send: what limits the rate on a box where everything shares 2 cores.
     # (PostgreSQL's and the publisher's include the benchmark's own polling: one count query every 50 ms.)
     cpu_ms = {role: seconds * 1000 / count for role, seconds in cpu_used.items()}
@@ -89,11 +85,12 @@ def pipeline(env, quick: bool) -> list[dict]:
             rate,
             "sends/s",
             "ratio >= 0.5",
-            rate / baseline >= 0.5,
+            ratio >= 0.5,
             baseline=baseline,
-            ratio=rate / baseline,
+            ratio=ratio,
             sends=count,
             concurrency=concurrency,
+            round_ratios=[round(r[0], 3) for r in rounds],
         ),
         *(
             row(f"pipeline_cpu_ms_per_send_{role}", cpu_ms.get(role, 0.0), "ms", "reported", None)
@@ -111,6 +108,24 @@ def pipeline(env, quick: bool) -> list[dict]:
             "the most the pipeline could reach against this baseline",
         ),
     ]
+
+
+def _bare_loop(base_url: str, count: int, concurrency: int) -> float:
+    """Requests/s of `concurrency` threads, each with its own requests.Session, posting a chat to the sandbox."""
+    body = {"model": "mistral-small-latest", "messages": [{"role": "user", "content": "Where is my order?"}]}
+
+    def loop(n):
+        session = requests.Session()
+        for _ in range(n):
+            session.post(f"{base_url}/chat/completions", json=body, headers={"Authorization": "Bearer k"}).json()
+
+    threads = [threading.Thread(target=loop, args=(count // concurrency,)) for _ in range(concurrency)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return (count // concurrency) * concurrency / (time.monotonic() - started)
 
 
 def _celery_ceiling(count: int) -> float:
