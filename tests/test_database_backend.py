@@ -6,6 +6,8 @@ import psycopg
 import pytest
 from django.db import connection as db
 
+from tests.helpers import wait_until
+
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # each borrow below is a real one from the pool
     pytest.mark.skipif(
@@ -49,8 +51,17 @@ def test_a_pooled_connection_the_server_closed_is_replaced_without_an_error():
     params = db.get_connection_params()
     with psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"}, autocommit=True) as other:
         other.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [list(pids)])
-    for _ in range(4):  # every connection the pool held is dead now; each borrow must still work
-        with db.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            assert cursor.fetchone()[0] not in pids
-        db.close()
+        # pg_terminate_backend only signals: wait until the server processes have said goodbye and gone.
+        wait_until(
+            lambda: not other.execute("SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", [list(pids)]).fetchone(),
+            10,
+            "the terminated connections to go",
+        )
+    try:
+        for _ in range(4):  # every connection the pool held is dead now; each borrow must still work
+            with db.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                assert cursor.fetchone()[0] not in pids
+            db.close()
+    finally:
+        db.close()  # never leave a dead connection to the next test
