@@ -29,14 +29,16 @@ def calls_sweep() -> list[int]:
             status=Call.Status.QUEUED, started_at=None, run_after=now
         ):
             swept.append(call_id)
-    stale = now - timedelta(seconds=settings.CALL_QUEUED_STALE_SECONDS)
-    stuck_queued = []
     # While the broker still holds messages, overdue calls are most likely a backlog being worked through:
-    # queueing them again would only grow it. Once it is empty, a queued call's message is truly gone.
-    if broker_backlog() == 0:
-        stuck_queued = list(
-            Call.objects.filter(status=Call.Status.QUEUED, run_after__lt=stale).values_list("pk", flat=True)[:5000]
-        )
+    # queueing them again would only grow it. Once it is empty, a queued call's message is truly gone. A
+    # call overdue by CALL_QUEUED_LOST_SECONDS is queued again even through a backlog: a worker killed
+    # outright takes its calls' messages with it (config/broker.py keeps no copy in Redis), and a busy
+    # queue might never be empty. Each call is queued again at most once per that period.
+    overdue = settings.CALL_QUEUED_STALE_SECONDS if broker_backlog() == 0 else settings.CALL_QUEUED_LOST_SECONDS
+    due_before = now - timedelta(seconds=overdue)
+    stuck_queued = list(
+        Call.objects.filter(status=Call.Status.QUEUED, run_after__lt=due_before).values_list("pk", flat=True)[:5000]
+    )
     Call.objects.filter(pk__in=stuck_queued, status=Call.Status.QUEUED).update(run_after=now)
     swept += stuck_queued
     for call_id in swept:

@@ -180,7 +180,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"untracked_tasks": ["conversations.execute_ca
 # The database row is the record of a call, not a Celery result.
 CELERY_TASK_IGNORE_RESULT = True
 # A task is acknowledged after it ran. If its worker dies mid-task, kombu's copy in Redis brings a callback or
-# a WhatsApp send back after the visibility timeout (an hour), and the sweeper brings a call back sooner.
+# a WhatsApp send back after the visibility timeout (an hour), and the sweeper brings a call back.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -236,6 +236,9 @@ CALL_RETRY_BACKOFF_MAX_SECONDS = env.float("CALL_RETRY_BACKOFF_MAX_SECONDS", def
 # and a call running longer than its connection's timeout plus this grace (its worker died).
 CALL_SWEEP_INTERVAL_SECONDS = env.float("CALL_SWEEP_INTERVAL_SECONDS", default=30.0)
 CALL_QUEUED_STALE_SECONDS = env.float("CALL_QUEUED_STALE_SECONDS", default=120.0)
+# ...and this long after it was due even while the queue still holds other messages (a worker killed
+# outright loses the messages it held, and a busy queue might never be empty).
+CALL_QUEUED_LOST_SECONDS = env.float("CALL_QUEUED_LOST_SECONDS", default=900.0)
 CALL_RUNNING_GRACE_SECONDS = env.float("CALL_RUNNING_GRACE_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-calls": {"task": "conversations.sweep_calls", "schedule": CALL_SWEEP_INTERVAL_SECONDS},

@@ -154,6 +154,21 @@ def test_a_backlog_in_the_broker_is_not_queued_twice(connection, template, queue
     assert sweeper.calls_sweep() == []
 
 
+def test_a_call_lost_long_ago_is_queued_again_even_through_a_backlog(
+    connection, template, queued, settings, monkeypatch
+):
+    settings.CALL_QUEUED_STALE_SECONDS, settings.CALL_QUEUED_LOST_SECONDS = 60, 900
+    monkeypatch.setattr(sweeper, "broker_backlog", lambda: 250)  # the queue never empties
+    lost = send(connection, template)
+    Call.objects.filter(pk=lost.pk).update(run_after=timezone.now() - timedelta(minutes=20))
+    overdue = send(connection, template)  # probably still waiting in that backlog
+    Call.objects.filter(pk=overdue.pk).update(run_after=timezone.now() - timedelta(minutes=10))
+
+    assert sweeper.calls_sweep() == [lost.pk]
+    assert [call_id for call_id, _ in queued] == [lost.pk]
+    assert sweeper.calls_sweep() == []  # due again from now: not queued again until another 15 minutes pass
+
+
 def test_a_retry_scheduled_for_later_is_not_swept_early(connection, template, queued, settings, monkeypatch):
     settings.CALL_QUEUED_STALE_SECONDS = 60
     monkeypatch.setattr(sweeper, "broker_backlog", lambda: 0)
