@@ -12,7 +12,8 @@ command, and pipelines are objects of their own. The client is made again whenev
 Untracked tasks. Until a message is acknowledged, kombu keeps a copy of it in two Redis keys (a pipeline when
 it arrives, another when it is acknowledged), so that another worker can put it back in the queue an hour
 (the visibility timeout) after its worker died. A provider call does not need that copy: the call row is its
-record, and the sweeper queues a call again within minutes when its message is lost (conversations/sweeper.py).
+record, and the sweeper queues a call again when its message is lost (conversations/sweeper.py: within
+minutes, or CALL_QUEUED_LOST_SECONDS through a queue that never empties).
 The messages of the tasks named in the transport option `untracked_tasks` are therefore kept in the worker's
 memory only: acknowledging one costs nothing, a warm shutdown or a requeue still puts it back in the queue,
 and a worker killed outright loses it to the sweeper. That takes a fifth of the worker's CPU per call.
@@ -53,11 +54,21 @@ class QoS(redis.QoS):
             super().reject(delivery_tag, requeue=requeue)
 
     def restore_unacked(self, client=None):
-        """At shutdown: put every unacknowledged message back, from memory or from Redis."""
+        """At shutdown: put every unacknowledged message back, from memory or from Redis.
+
+        Returns the untracked messages that could not be put back, with their errors: kombu logs them and
+        writes them to a file (the calls among them are the sweeper's anyway).
+        """
+        unrestored = []
         for tag in [tag for tag in self._delivered if tag in self._untracked]:
-            self.channel._restore(self._delivered.pop(tag))
+            message = self._delivered.pop(tag)
+            try:
+                self.channel._restore(message)
+            except Exception as error:  # noqa: BLE001 - Redis gone: keep going, report them all
+                unrestored.append((error, message))
         self._untracked.clear()
         super().restore_unacked(client)
+        return unrestored
 
 
 class Channel(redis.Channel):
@@ -75,9 +86,13 @@ class Channel(redis.Channel):
         return client
 
     def _restore(self, message, leftmost=False):
-        if message.delivery_tag in self.qos._untracked:
-            return virtual.Channel._restore(self, message)  # the message itself, not Redis's copy of it
-        return super()._restore(message, leftmost)
+        if message.delivery_tag not in self.qos._untracked:
+            return super()._restore(message, leftmost)
+        # The message itself, held in memory, goes back the way kombu puts back its copy from Redis (marked
+        # redelivered, to its queue and priority).
+        delivery = message.delivery_info
+        with self.conn_or_acquire() as client:
+            self._do_restore_message(message._raw, delivery["exchange"], delivery["routing_key"], client, leftmost)
 
 
 class Transport(redis.Transport):

@@ -89,6 +89,7 @@ def test_an_untracked_message_rejected_with_requeue_goes_back_to_the_queue(tcp_r
         queue.get(timeout=5).reject(requeue=True)
         again = queue.get(timeout=5)
         assert again.payload == {"call": 7} and again.headers["task"] == "calls.run"
+        assert again.delivery_info["redelivered"] is True  # marked as kombu marks a message it restores
         again.ack()
         queue.close()
 
