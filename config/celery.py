@@ -10,7 +10,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
 
 class DjangoCelerySettings(Mapping):
-    """Django's CELERY_* settings, copied into a dict the first time Celery reads its configuration.
+    """Django's CELERY_* settings (and TIME_ZONE), copied into a dict when Celery first reads its configuration.
 
     Celery looks settings up on every publish and every task, most of them names we never set. Through
     `django.conf.settings` each of those misses raises and catches an AttributeError; from a dict they are
@@ -22,7 +22,9 @@ class DjangoCelerySettings(Mapping):
     def _values(self) -> dict:
         from django.conf import settings
 
-        return {name: getattr(settings, name) for name in dir(settings) if name.startswith("CELERY_")}
+        values = {name: getattr(settings, name) for name in dir(settings) if name.startswith("CELERY_")}
+        values["TIME_ZONE"] = settings.TIME_ZONE  # Celery's timezone falls back to Django's, as before
+        return values
 
     def __getitem__(self, key):
         return self._values[key]

@@ -16,3 +16,4 @@ def test_celery_runs_with_the_django_settings():
     assert conf.worker_prefetch_multiplier == 1
     assert conf.beat_schedule["sweep-stuck-calls"]["task"] == "conversations.sweep_calls"
     assert conf.task_default_queue == "celery"  # a name we never set: Celery's own default still applies
+    assert app.timezone.key == settings.TIME_ZONE  # no CELERY_TIMEZONE: Celery takes Django's
