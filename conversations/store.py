@@ -51,7 +51,9 @@ def call_claim(*, call_id: int, worker: str, token: datetime) -> Claimed | None:
         "worker": worker,
         "limit": limit,
     }
-    row = _fetch_one(db, _claim_sql(), params)
+    # In autocommit (a worker) the claim is a transaction of its own and need not wait for the disk; inside
+    # a caller's transaction, it must not make that transaction's commit skip the wait.
+    row = _fetch_one(db, _claim_sql(no_wait=db.get_autocommit()), params)
     if row is None:
         return None
     call_fields, conversation_fields, connection_fields = _fields()
@@ -157,7 +159,7 @@ def _instance(db, model, fields, values):
 
 
 @cache
-def _claim_sql() -> str:
+def _claim_sql(*, no_wait: bool) -> str:
     q = connections[DEFAULT_DB_ALIAS].ops.quote_name
     call_fields, conversation_fields, connection_fields = _fields()
     columns = ", ".join(
@@ -171,8 +173,8 @@ def _claim_sql() -> str:
     message = q(Message._meta.db_table)
     # The conversation's newest messages up to the one this call answers; the worker trims them to the
     # token budget. json_agg keeps them in one column of the one row.
-    # The claim's commit does not wait for its WAL flush (synchronous_commit off for this transaction
-    # only; the outcome's commit still waits, and flushes the claim with it). A claim lost with a crash
+    # With no_wait, the claim's commit does not wait for its WAL flush (synchronous_commit off for this
+    # transaction only; the outcome's commit still waits, and flushes the claim with it). A claim lost with a crash
     # of the database costs nothing but time: the call is queued again, the sweeper sends it again, and
     # this worker's outcome finds its token gone and records nothing. The flush was 0.3-0.6 ms of the
     # time before every provider request on the 2-core benchmark machine.
@@ -197,7 +199,7 @@ def _claim_sql() -> str:
         FROM claimed
         JOIN {q(Conversation._meta.db_table)} cv ON cv.id = claimed.conversation_id
         JOIN {q(ProviderConnection._meta.db_table)} cn ON cn.id = claimed.connection_id
-        CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS claim_commit_does_not_wait
+        {"CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS no_wait" if no_wait else ""}
     """  # noqa: S608 - the only interpolations are quoted names from the models' _meta
 
 

@@ -80,9 +80,13 @@ def _synchronous_commit() -> str:
 
 @postgresql_only
 @pytest.mark.django_db(transaction=True)
-def test_only_the_claim_commits_without_waiting_for_the_disk(connection):
-    call = queued_call(connection)
-    with transaction.atomic():  # in the worker the claim is a transaction of its own; here we can look inside
-        assert store.call_claim(call_id=call.pk, worker="w", token=timezone.now())
-        assert _synchronous_commit() == "off"
-    assert _synchronous_commit() == "on"  # the next transaction on this connection, the outcome's, waits again
+def test_a_workers_claim_commits_without_waiting_for_the_disk_and_nothing_else_does(connection):
+    first, second = queued_call(connection), queued_call(connection)
+    assert store.call_claim(call_id=first.pk, worker="w", token=timezone.now())  # autocommit, as in a worker
+    with db.cursor() as cursor:  # what this connection ran: the claim turned synchronous_commit off for itself
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%synchronous_commit%"])
+        assert cursor.fetchone()[0] == 1
+    assert _synchronous_commit() == "on"  # and only for itself: the outcome's transaction waits again
+    with transaction.atomic():  # a claim inside someone else's transaction leaves that transaction's commit alone
+        assert store.call_claim(call_id=second.pk, worker="w", token=timezone.now())
+        assert _synchronous_commit() == "on"
