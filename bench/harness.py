@@ -45,6 +45,24 @@ def wait_until(condition, seconds: float, what: str, interval: float = 0.05) -> 
     raise TimeoutError(f"timed out after {seconds} s waiting for {what}")
 
 
+def wait_quiet(busy_below: float = 0.15, seconds: float = 15) -> None:
+    """Wait until the machine's CPUs are mostly idle (under `busy_below` over half a second), at most
+    `seconds`: what one measurement left behind (autovacuum, WAL writes) must not slow the next one."""
+
+    def busy_and_total():
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle and iowait
+        return sum(fields) - idle, sum(fields)
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        busy, total = busy_and_total()
+        time.sleep(0.5)
+        busy2, total2 = busy_and_total()
+        if total2 > total and (busy2 - busy) / (total2 - total) < busy_below:
+            return
+
+
 @contextmanager
 def process(argv: list[str], env: dict[str, str], log_name: str, ready=None, ready_seconds: float = 30):
     RUN.mkdir(parents=True, exist_ok=True)

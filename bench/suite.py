@@ -50,9 +50,11 @@ def pipeline(env, quick: bool) -> list[dict]:
     """Sends/s through queue → worker → sandbox → log, against a bare requests loop at the same concurrency.
 
     Measured in rounds (three in a full run), each timing the bare loop and then the pipeline back to back
-    (the workers already up, idle during the loop); the figures are those of the round with the median
-    ratio. This shared machine's speed drifts from minute to minute: single rounds of one commit gave
-    0.49 to 0.61 in four runs, and a median of three is less at the mercy of one slow minute.
+    (the workers already up, idle during the loop), each from a quiet machine (harness.wait_quiet: what
+    a pipeline round leaves PostgreSQL to do must not slow the next bare loop); the figures are those of
+    the round with the median ratio. This shared machine's speed drifts from minute to minute: single
+    rounds of one commit gave 0.49 to 0.61 in four runs, and a median of three is less at the mercy of one
+    slow minute.
     """
     count = 400 if quick else 2000
     concurrency = WORKER_PROCESSES * WORKER_THREADS
@@ -65,8 +67,10 @@ def pipeline(env, quick: bool) -> list[dict]:
                     harness.worker(env, f"pipe{n}", pool="threads", concurrency=WORKER_THREADS, include="bench.tasks")
                 )
             for _ in range(1 if quick else 3):
+                harness.wait_quiet()
                 baseline = _bare_loop(base_url, count, concurrency)
                 call_ids = data.queued_calls(connection, count)
+                harness.wait_quiet()
                 cpu_before = harness.cpu_snapshot()
                 started = time.monotonic()
                 _publish(call_ids)
