@@ -57,7 +57,6 @@ def chat(*, base_url: str, api_key: str, body: dict[str, Any], timeout: float) -
     status, text, headers = http.provider_request(
         "POST", f"{base_url.rstrip('/')}/chat/completions", api_key, body, timeout
     )
-    text = http.scrub(text, api_key)
     if status >= 300:
         raise classify(status, text, headers)
     return parse_reply(status, text, headers.get("Content-Type", ""))
@@ -67,7 +66,6 @@ def chat(*, base_url: str, api_key: str, body: dict[str, Any], timeout: float) -
 def list_models(*, base_url: str, api_key: str, timeout: float) -> list[str]:
     """The model ids the provider offers this key (`GET {base_url}/models`)."""
     status, text, headers = http.provider_request("GET", f"{base_url.rstrip('/')}/models", api_key, None, timeout)
-    text = http.scrub(text, api_key)
     if status >= 300:
         raise classify(status, text, headers)
     try:

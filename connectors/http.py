@@ -116,8 +116,8 @@ def provider_request(
 ) -> tuple[int, str, Mapping[str, str]]:
     """One JSON exchange with a provider: (status, body text, case-insensitive headers), or ProviderError.
 
-    No redirects, no retries (a retry is a new attempt), one deadline for the whole exchange, and an error
-    message that never quotes the key.
+    No redirects, no retries (a retry is a new attempt), one deadline for the whole exchange, an error
+    message that never quotes the key, and a body with the key redacted where the provider echoed it.
     """
     host = urlsplit(url).netloc
     if not _HEADER_SAFE.fullmatch(api_key):
@@ -175,9 +175,9 @@ def provider_request(
             ErrorKind.BAD_RESPONSE,
             "The answer is not UTF-8 text, so it cannot be JSON. Check that the base URL points at the API.",
             status=response.status,
-            body=scrub(raw[:2000].decode("utf-8", errors="replace"), api_key),
+            body=_scrub(raw[:2000].decode("utf-8", errors="replace"), api_key),
         ) from None
-    return response.status, text, response.headers  # a case-insensitive mapping
+    return response.status, _scrub(text, api_key), response.headers  # headers: a case-insensitive mapping
 
 
 def _reason(exc: Exception) -> str:
@@ -190,6 +190,6 @@ def _reason(exc: Exception) -> str:
     return "the connection failed"
 
 
-def scrub(text: str, api_key: str) -> str:
+def _scrub(text: str, api_key: str) -> str:
     # Some gateways echo the key back in their error text.
     return text.replace(api_key, "[redacted]") if api_key and len(api_key) >= 4 else text
