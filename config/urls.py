@@ -11,3 +11,8 @@ urlpatterns = [
     path("api/", include("conversations.api.urls")),
     path("", include("conversations.urls")),
 ]
+
+# Every failure names its problem; an outage of the database or the broker is a 503 (config/errors.py).
+handler400 = "config.errors.bad_request"
+handler404 = "config.errors.not_found"
+handler500 = "config.errors.server_error"

@@ -1,15 +1,22 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db import models
+from simple_history.admin import SimpleHistoryAdmin
 
+from connectors.safety import url_save_check
+
+from .forms import PrintableJSONField
 from .models import (
     Call,
     CallbackAttempt,
     Conversation,
     Integration,
     Message,
+    Outbound,
     PromptTemplate,
     WhatsAppChannel,
+    WhatsAppRefusal,
     WhatsAppSend,
 )
 
@@ -75,14 +82,25 @@ class CallAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Integration)
-class IntegrationAdmin(admin.ModelAdmin):
-    """The token is made when an integration is created and shown once, in the confirmation message."""
+class IntegrationAdmin(SimpleHistoryAdmin):
+    """The token is made when an integration is created and shown once, in the confirmation message. The
+    dashboard's Integrations page also rotates tokens and signing secrets, and disables integrations."""
 
-    list_display = ["name", "token_hint", "default_connection", "callback_url", "created_at", "last_used_at"]
+    list_display = [
+        "name",
+        "is_active",
+        "token_hint",
+        "default_connection",
+        "callback_url",
+        "created_at",
+        "last_used_at",
+    ]
     filter_horizontal = ["templates", "connections"]
-    readonly_fields = ["token_hint", "created_at", "last_used_at"]
+    readonly_fields = ["token_hint", "token_changed_at", "callback_secret_changed_at", "created_at", "last_used_at"]
 
     def save_model(self, request, obj, form, change):
+        from django.utils import timezone
+
         from connectors import crypto
 
         from .api.tokens import new_callback_secret, new_token
@@ -90,15 +108,18 @@ class IntegrationAdmin(admin.ModelAdmin):
         token = None
         if not change:
             token, obj.token_hash, obj.token_hint = new_token()
+            obj.token_changed_at = timezone.now()
         new_secret = bool(obj.callback_url) and not obj.callback_secret_encrypted
         if new_secret:
             obj.callback_secret_encrypted = new_callback_secret()
+            obj.callback_secret_changed_at = timezone.now()
         super().save_model(request, obj, form, change)
         if token:
             self.message_user(request, f"Token for {obj.name} (copy it now, it is not shown again): {token}")
         if new_secret:
             secret = crypto.decrypt(obj.callback_secret_encrypted)
             self.message_user(request, f"Callback signing secret (copy it now, it is not shown again): {secret}")
+        _warn_unresolved(self, request, obj.callback_url)
 
 
 @admin.register(CallbackAttempt)
@@ -111,6 +132,12 @@ class WhatsAppChannelAdmin(admin.ModelAdmin):
     """Secrets are set with `manage.py add_whatsapp_channel` and never shown here."""
 
     list_display = ["name", "phone_number_id", "template", "connection", "graph_base_url", "created_at"]
+    formfield_overrides = {models.JSONField: {"form_class": PrintableJSONField}}
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        _warn_unresolved(self, request, obj.graph_base_url)
+
     fields = [
         "name",
         "phone_number_id",
@@ -126,3 +153,25 @@ class WhatsAppChannelAdmin(admin.ModelAdmin):
 @admin.register(WhatsAppSend)
 class WhatsAppSendAdmin(ReadOnlyAdmin):
     list_display = ["call", "attempt", "http_status", "message_id", "error_code", "error", "created_at"]
+
+
+@admin.register(WhatsAppRefusal)
+class WhatsAppRefusalAdmin(ReadOnlyAdmin):
+    list_display = ["channel", "message_id", "sender", "reason", "created_at"]
+    list_filter = ["channel"]
+
+
+def _warn_unresolved(model_admin: admin.ModelAdmin, request, url: str) -> None:
+    """A URL saved although its name does not resolve yet: say so (it is checked before each request)."""
+    _, warning = url_save_check(url) if url else (None, None)
+    if warning:
+        model_admin.message_user(request, warning, level=messages.WARNING)
+
+
+@admin.register(Outbound)
+class OutboundAdmin(ReadOnlyAdmin):
+    """Every message going out (callbacks, WhatsApp replies) and where its delivery stands."""
+
+    list_display = ["id", "kind", "status", "tries", "call", "created_at", "finished_at", "last_error"]
+    list_filter = ["kind", "status"]
+    show_full_result_count = False

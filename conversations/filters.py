@@ -64,10 +64,22 @@ class ConversationFilter(django_filters.FilterSet):
         return queryset.filter(pk__in=Conversation.objects.filter(messages__content__icontains=value).values("pk"))
 
 
+# Far past any real log (5,000,000 rows at 50 a page), and far inside what OFFSET can hold.
+MAX_PAGE = 100_000
+
+
+class PageRefused(ValueError):
+    """A page number that is not one: the message says which numbers are."""
+
+
 def page(queryset: QuerySet, number: str | None, size: int | None = None) -> tuple[list, int, bool]:
     """One page of rows, the page number, and whether there is a next one: size + 1 rows read, no COUNT(*)."""
     size = size or PAGE_SIZE
-    number_int = int(number) if number and number.isascii() and number.isdigit() and int(number) > 0 else 1
+    number_int = 1
+    if number not in (None, ""):
+        if not (number.isascii() and number.isdigit() and len(number) <= 6 and 1 <= int(number) <= MAX_PAGE):
+            raise PageRefused(f"page must be a whole number from 1 to {MAX_PAGE:,}; narrow the filters to go further.")
+        number_int = int(number)
     offset = (number_int - 1) * size
     rows = list(queryset[offset : offset + size + 1])
     return rows[:size], number_int, len(rows) > size

@@ -5,8 +5,17 @@ from django import forms
 from connectors.models import ProviderConnection
 
 from .models import PromptTemplate
+from .payloads import printable
 
 VARIABLE_PREFIX = "var_"
+
+
+class PrintableJSONField(forms.JSONField):
+    """A JSON form field that shows a refused value back safely: `"\\ud800"` typed into it decodes to a lone
+    surrogate, which the model's validator refuses, and which no HTML page can be encoded with."""
+
+    def prepare_value(self, value):
+        return printable(super().prepare_value(value))
 
 
 class TestSendForm(forms.Form):

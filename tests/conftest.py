@@ -15,6 +15,7 @@ from django.conf import settings
 from connectors.sandbox import SandboxServer
 
 from .factories import ConnectionFactory, TemplateFactory
+from .pages import world  # noqa: F401 - a fixture: one of everything a page can show
 from .processes import start_redis
 
 
@@ -33,18 +34,35 @@ def connection(db, sandbox):
 
 
 @pytest.fixture
+def integration_token(sandbox, db):
+    """An integration allowed one template ("Support") and one connection ("Sandbox"), and its token."""
+    from conversations.api.tokens import integration_create
+
+    connection = ConnectionFactory(name="Sandbox", base_url=sandbox.base_url, max_attempts=1)
+    template = TemplateFactory(name="Support")
+    integration, token = integration_create(name="Chatbot", templates=[template], connections=[connection])
+    return integration, token
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """Stand in for the broker: record each task published, as (task name, row id, countdown)."""
+    from conversations import queue
+
+    sent = []
+    monkeypatch.setattr(queue, "publish", lambda task, row_id, countdown=None: sent.append((task, row_id, countdown)))
+    return sent
+
+
+@pytest.fixture
 def template(db):
     return TemplateFactory(name="Support")
 
 
 def user_in(django_user_model, username: str, group: str):
-    """A user with one of the two roles the roles migration creates."""
-    from django.apps import apps
+    """A user with one of the two roles every migrate creates (and every flush of a transactional test)."""
     from django.contrib.auth.models import Group
 
-    from conversations.roles import ensure_roles
-
-    ensure_roles(apps)  # transactional tests empty every table, the migration's groups included
     user = django_user_model.objects.create_user(username, password=f"{username}-password-1")
     user.groups.add(Group.objects.get(name=group))
     return user

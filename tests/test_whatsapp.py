@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 
 from conversations import whatsapp
-from conversations.models import Call, Conversation, Message, WhatsAppChannel, WhatsAppSend
+from conversations.models import Call, Conversation, Message, WhatsAppChannel, WhatsAppRefusal, WhatsAppSend
 from conversations.views.whatsapp import simulated_payload
 from tests.factories import ConnectionFactory, TemplateFactory
 from tests.helpers import wait_until
@@ -177,3 +177,66 @@ def test_messages_for_another_number_of_the_same_app_are_left_alone(client, chan
 def test_a_non_ascii_verify_token_is_refused_not_a_crash(client, channel):
     url = f"/whatsapp/{channel.pk}/webhook/"
     assert client.get(url, {"hub.mode": "subscribe", "hub.challenge": "1", "hub.verify_token": "é"}).status_code == 403
+
+
+@pytest.mark.django_db
+class TestRefusals:
+    """A malformed message in a correctly signed delivery is refused alone, and its refusal shown to staff."""
+
+    def test_a_bad_message_is_refused_and_its_good_neighbour_answered(self, client, channel, staff_client):
+        payload = text(channel, "The good one", message_id="wamid.GOOD")
+        messages = payload["entry"][0]["changes"][0]["value"]["messages"]
+        messages.insert(0, {**messages[0], "id": "wamid.BAD", "text": {"body": ["not", "a", "string"]}})
+
+        response = deliver(client, channel, payload)
+
+        assert response.status_code == 200
+        assert response.json()["refused"] == ["The message's text part is not in Meta's shape."]
+        assert Call.objects.get().message.external_id == "wamid.GOOD"
+        page = staff_client.get(f"/whatsapp/{channel.pk}/").content.decode()
+        assert "wamid.BAD" in page and "The message&#x27;s text part is not in Meta&#x27;s shape." in page
+
+    @pytest.mark.parametrize(
+        ("change", "reason"),
+        [
+            ({"id": "x" * 300}, "The message id is 300 characters; Meta's are under 200."),
+            ({"id": "wamid.\x00"}, "The message's id contains a NUL character"),
+            ({"from": ["15550001111"]}, "The message's sender (from) is missing or not a WhatsApp id."),
+            ({"from": "1555\ud800"}, "The message's sender (from) is missing or not a WhatsApp id."),
+            ({"id": None}, "The message has no id as text"),
+        ],
+    )
+    def test_each_kind_of_malformed_message_is_named(self, client, channel, change, reason):
+        payload = text(channel, "Hi")
+        payload["entry"][0]["changes"][0]["value"]["messages"][0].update(change)
+        body = json.dumps(payload).encode()  # surrogates escaped as \\ud800, as a client would send them
+
+        response = client.post(
+            f"/whatsapp/{channel.pk}/webhook/",
+            data=body,
+            content_type="application/json",
+            HTTP_X_HUB_SIGNATURE_256=whatsapp.sign(channel, body),
+        )
+
+        assert response.status_code == 200
+        assert response.json()["refused"][0].startswith(reason)
+        assert not Call.objects.exists()
+        assert WhatsAppRefusal.objects.get().reason.startswith(reason)
+
+    def test_messages_that_is_not_a_list_is_refused_not_a_500(self, client, channel):
+        payload = text(channel, "Hi")
+        payload["entry"][0]["changes"][0]["value"]["messages"] = {"id": "wamid.X"}
+        assert deliver(client, channel, payload).json()["refused"] == ["The change's messages field is not a list."]
+
+    def test_meta_delivering_the_same_body_again_records_the_refusal_once(self, client, channel):
+        payload = text(channel, "Hi")
+        payload["entry"][0]["changes"][0]["value"]["messages"][0]["from"] = ["bad"]
+        deliver(client, channel, payload)
+        deliver(client, channel, payload)
+        assert WhatsAppRefusal.objects.count() == 1
+
+    def test_a_body_of_nearly_3_mb_is_read(self, client, channel):
+        payload = text(channel, "Hi")
+        payload["padding"] = "x" * 2_900_000
+        assert deliver(client, channel, payload).status_code == 200
+        assert Call.objects.count() == 1

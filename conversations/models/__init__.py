@@ -1,7 +1,8 @@
 """The conversation log (templates, conversations, messages, calls) and the channels messages arrive through."""
 
-from .channels import CallbackAttempt, IdempotencyKey, Integration, WhatsAppChannel, WhatsAppSend
+from .channels import CallbackAttempt, IdempotencyKey, Integration, WhatsAppChannel, WhatsAppRefusal, WhatsAppSend
 from .log import Call, Conversation, Message, PromptTemplate
+from .outbound import Outbound
 
 __all__ = [
     "Call",
@@ -10,7 +11,9 @@ __all__ = [
     "IdempotencyKey",
     "Integration",
     "Message",
+    "Outbound",
     "PromptTemplate",
     "WhatsAppChannel",
+    "WhatsAppRefusal",
     "WhatsAppSend",
 ]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from django.db import models
+from simple_history.models import HistoricalRecords
 
-from connectors.models import ProviderConnection
+from connectors.models import OutboundURLValidator, ProviderConnection
 
+from ..payloads import validate_variables
 from .log import Call, PromptTemplate
 
 
@@ -29,10 +31,24 @@ class Integration(models.Model):
         related_name="+",
         help_text="Used when a request names no connection (and by the chat-completions endpoint).",
     )
-    callback_url = models.URLField(blank=True, help_text="Receives each final reply as a signed POST.")
+    callback_url = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[OutboundURLValidator("https://chatbot.example.com/switchboard-callback")],
+        help_text="Receives each final reply as a signed POST (https, or a host in ALLOWED_PROVIDER_HOSTS).",
+    )
     callback_secret_encrypted = models.TextField(blank=True, editable=False)
+    is_active = models.BooleanField(
+        "enabled", default=True, help_text="A disabled integration's token is refused (401) from the next request on."
+    )
+    # When the token or the signing secret was last replaced: the history shows these, never the secrets.
+    token_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    callback_secret_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    history = HistoricalRecords(
+        excluded_fields=["token_hash", "token_hint", "callback_secret_encrypted", "last_used_at"]
+    )
 
     class Meta:
         ordering = ["name"]
@@ -42,24 +58,40 @@ class Integration(models.Model):
 
 
 class IdempotencyKey(models.Model):
-    """The first call made for a client's Idempotency-Key: a repeat returns it and makes no second call."""
+    """The first call made for a client's key for a request: a repeat returns it and makes no second call.
+
+    Two kinds of key: the Idempotency-Key header, and the platform's own `message_id` in the body. Each is
+    unique per integration, and remembers a fingerprint of the body it came with, so a repeat with a
+    different body is refused (422) instead of answered with another message's reply.
+    """
+
+    class Kind(models.TextChoices):
+        HEADER = "header", "Idempotency-Key"
+        MESSAGE_ID = "message_id", "message_id"
 
     integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="idempotency_keys")
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.HEADER)
     key = models.CharField(max_length=200)
+    request_hash = models.CharField(max_length=64, blank=True, help_text="SHA-256 of the body, without wait.")
     call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["integration", "key"], name="idempotency_key_once")]
+        constraints = [
+            models.UniqueConstraint(fields=["integration", "kind", "key"], name="idempotency_key_once_per_kind")
+        ]
 
     def __str__(self) -> str:
-        return f"{self.integration}: {self.key}"
+        return f"{self.integration}: {self.get_kind_display()} {self.key}"
 
 
 class CallbackAttempt(models.Model):
     """One try at posting a final reply to an integration's callback URL."""
 
     call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="callback_attempts")
+    outbound = models.ForeignKey(
+        "Outbound", on_delete=models.CASCADE, null=True, blank=True, related_name="callback_attempts"
+    )
     attempt = models.PositiveSmallIntegerField()
     url = models.URLField()
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -82,11 +114,21 @@ class WhatsAppChannel(models.Model):
     verify_token = models.CharField(max_length=100, help_text="Typed into Meta's webhook setup; checked on GET.")
     app_secret_encrypted = models.TextField(editable=False)
     access_token_encrypted = models.TextField(editable=False)
-    graph_base_url = models.CharField(max_length=200, default="https://graph.facebook.com")
+    graph_base_url = models.CharField(
+        max_length=200,
+        default="https://graph.facebook.com",
+        validators=[OutboundURLValidator("https://graph.facebook.com")],
+        help_text="Meta's Graph API; the sandbox's address in a demo.",
+    )
     graph_version = models.CharField(max_length=10, default="v23.0")
     template = models.ForeignKey(PromptTemplate, on_delete=models.PROTECT, related_name="channels")
     connection = models.ForeignKey(ProviderConnection, on_delete=models.PROTECT, related_name="channels")
-    variables = models.JSONField(default=dict, blank=True, help_text="The template's variables, e.g. business_name.")
+    variables = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_variables],
+        help_text='The template\'s variables, e.g. {"business_name": "Acme"}.',
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -96,10 +138,38 @@ class WhatsAppChannel(models.Model):
         return self.name
 
 
+class WhatsAppRefusal(models.Model):
+    """A message in a correctly signed webhook that Switchboard could not take, and why.
+
+    Kept so that a malformed message is acknowledged (Meta would deliver the whole body again for days)
+    without being lost silently: the channel's page lists them. Every text here has been made printable.
+    """
+
+    channel = models.ForeignKey(WhatsAppChannel, on_delete=models.CASCADE, related_name="refusals")
+    message_id = models.CharField(max_length=200, blank=True, help_text="Meta's id for it, if it had a usable one.")
+    sender = models.CharField(max_length=50, blank=True)
+    reason = models.TextField()
+    excerpt = models.TextField(blank=True, help_text="The start of the message as received.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The channel page's list of its latest refusals.
+            models.Index(fields=["channel", "-created_at"], name="whatsapp_refusal_recent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Refused on {self.channel}: {self.reason[:60]}"
+
+
 class WhatsAppSend(models.Model):
     """One try at sending a reply to the customer through the Graph API."""
 
-    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="whatsapp_sends")
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="whatsapp_sends", null=True, blank=True)
+    outbound = models.ForeignKey(
+        "Outbound", on_delete=models.CASCADE, null=True, blank=True, related_name="whatsapp_sends"
+    )
     attempt = models.PositiveSmallIntegerField()
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     message_id = models.CharField(max_length=200, blank=True, help_text="Meta's wamid of the sent message.")

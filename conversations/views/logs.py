@@ -12,7 +12,9 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
-from ..filters import CallFilter, ConversationFilter, page
+from config.errors import error_page
+
+from ..filters import CallFilter, ConversationFilter, PageRefused, page
 from ..forms import ReplyForm
 from ..models import Call, Conversation
 
@@ -46,7 +48,10 @@ def _querystring_without_page(request: HttpRequest) -> str:
 
 def _log_page(request: HttpRequest, filterset, template: str, rows_name: str) -> HttpResponse:
     """A filtered log page: one page of rows and whether another follows, never a count of the table."""
-    rows, number, has_next = page(filterset.qs, request.GET.get("page"))
+    try:
+        rows, number, has_next = page(filterset.qs, request.GET.get("page"))
+    except PageRefused as refused:
+        return error_page(400, "No such page", str(refused))
     context = {
         "filter": filterset,
         rows_name: rows,

@@ -28,12 +28,15 @@ def webhook(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method != "POST":
         return HttpResponse(status=405)
     try:
-        calls = whatsapp.webhook_accept(
+        received = whatsapp.webhook_accept(
             channel=channel, raw_body=request.body, signature=request.headers.get("X-Hub-Signature-256", "")
         )
     except whatsapp.WebhookRefused as refused:
         return JsonResponse({"error": str(refused)}, status=refused.status)
-    return JsonResponse({"queued": [call.pk for call in calls]})
+    # 200 once every message is stored or its refusal recorded: Meta must not deliver this body again.
+    return JsonResponse(
+        {"queued": [call.pk for call in received.calls], "refused": [r.reason for r in received.refused]}
+    )
 
 
 def simulated_payload(channel: WhatsAppChannel, wa_id: str, text: str) -> dict:
@@ -98,17 +101,21 @@ def _chat(channel: WhatsAppChannel) -> dict:
     delivered = list(
         WhatsAppSend.objects.filter(
             call__conversation__channel=channel, call__conversation__contact=SIMULATED_WA_ID
-        ).select_related("call")
+        ).select_related("call", "outbound")
     )
     bubbles = [{"at": m.created_at, "mine": True, "text": m.customer_message or m.content} for m in said]
     bubbles += [
-        {"at": s.created_at, "mine": False, "text": s.call.reply_text if s.message_id else None, "error": s.error}
+        {"at": s.created_at, "mine": False, "text": _sent_text(s) if s.message_id else None, "error": s.error}
         for s in delivered
     ]
     return {
         "bubbles": sorted(bubbles, key=lambda b: b["at"]),
         "waiting": len(said) > sum(1 for s in delivered if s.message_id),
     }
+
+
+def _sent_text(send: WhatsAppSend) -> str:
+    return send.outbound.text if send.outbound_id else send.call.reply_text
 
 
 @login_required
@@ -120,3 +127,16 @@ def channel_list(request: HttpRequest) -> HttpResponse:
         for c in WhatsAppChannel.objects.select_related("template", "connection")
     ]
     return render(request, "conversations/whatsapp_channels.html", {"channels": channels})
+
+
+@login_required
+@permission_required("conversations.send_test", raise_exception=True)
+def channel_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """One number: Meta's setup values, and the messages its webhook could not take, with why."""
+    channel = get_object_or_404(WhatsAppChannel.objects.select_related("template", "connection"), pk=pk)
+    context = {
+        "channel": channel,
+        "webhook_url": request.build_absolute_uri(f"/whatsapp/{channel.pk}/webhook/"),
+        "refusals": channel.refusals.all()[:50],
+    }
+    return render(request, "conversations/whatsapp_channel.html", context)

@@ -1,0 +1,80 @@
+"""How requests fail: a 4xx naming the problem, a 503 with Retry-After when the database or broker is away."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import OperationalError
+from django.test import Client
+from kombu.exceptions import OperationalError as BrokerError
+
+from conversations.api import views as api_views
+from conversations.views import logs
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def client_without_reraise():
+    return Client(raise_request_exception=False)
+
+
+def test_a_nul_in_a_query_string_is_a_400_naming_the_parameter(staff_client):
+    response = staff_client.get("/calls/?contact=%2B1%00")
+    assert response.status_code == 400
+    assert "The query parameter &#x27;contact&#x27; contains a NUL character" in response.content.decode()
+
+
+def test_an_unknown_api_address_is_a_json_404(client):
+    response = client.get("/api/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"]["field"] == "path"
+
+
+@pytest.mark.parametrize(
+    ("error", "service"),
+    [(OperationalError("connection refused"), "database"), (BrokerError("Error 111 connecting"), "message broker")],
+)
+def test_an_outage_under_the_api_is_a_json_503_with_retry_after(
+    client_without_reraise, integration_token, monkeypatch, error, service
+):
+    def unavailable(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(api_views, "integration_for", unavailable)
+    response = client_without_reraise.post(
+        "/api/v1/messages", data={}, content_type="application/json", HTTP_AUTHORIZATION="Bearer sb_x"
+    )
+
+    assert (response.status_code, response["Retry-After"]) == (503, "5")
+    assert response.json()["error"] == {
+        "field": "service",
+        "message": f"Switchboard is briefly unavailable: the {service} did not answer. Try again in a few seconds.",
+    }
+
+
+def test_an_outage_on_a_dashboard_page_says_to_retry(client_without_reraise, support_user, monkeypatch):
+    client_without_reraise.force_login(support_user)
+
+    def unavailable(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(logs, "page", unavailable)
+    response = client_without_reraise.get("/calls/")
+
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert "Switchboard is briefly unavailable: the database did not answer." in response.content.decode()
+
+
+def test_a_bug_under_the_api_is_still_a_json_answer(client_without_reraise, integration_token, monkeypatch):
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(api_views, "message_receive", broken)
+    response = client_without_reraise.post(
+        "/api/v1/messages",
+        data={},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {integration_token[1]}",
+    )
+    assert response.status_code == 500
+    assert response.json()["error"]["field"] == "server"
