@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from simple_history.admin import SimpleHistoryAdmin
 
 from .forms import ProviderConnectionForm
 from .models import ModelPrice, ProviderConnection
+from .safety import url_save_check
 
 
 @admin.register(ProviderConnection)
@@ -19,6 +20,19 @@ class ProviderConnectionAdmin(SimpleHistoryAdmin):
         ("Delivery", {"fields": ["timeout_seconds", "max_attempts", "rate_limit_per_second", "max_concurrent"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        _, warning = url_save_check(obj.base_url)
+        if warning:
+            self.message_user(request, warning, level=messages.WARNING)
+
+    def get_fieldsets(self, request, obj=None):
+        """The write-only key field only for those who may write it; everyone else sees the hint."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if self.has_change_permission(request, obj) or (obj is None and self.has_add_permission(request)):
+            return fieldsets
+        return [(name, {**opts, "fields": [f for f in opts["fields"] if f != "api_key"]}) for name, opts in fieldsets]
 
     @admin.display(description="API key")
     def key_hint(self, obj: ProviderConnection) -> str:

@@ -37,7 +37,7 @@ def rotate(token: str) -> str:
         return _current().rotate(token.encode()).decode()
     except InvalidToken:
         raise SecretUnreadable(
-            "A stored API key cannot be decrypted with any key in FIELD_ENCRYPTION_KEY; keep the old key in the "
+            "A stored secret cannot be decrypted with any key in FIELD_ENCRYPTION_KEY; keep the old key in the "
             "list until rotation has run."
         ) from None
 

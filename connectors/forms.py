@@ -40,8 +40,10 @@ class ProviderConnectionForm(forms.ModelForm):
                 "api_key"
             ].help_text = "The provider's secret key. It is stored encrypted and never shown again."
 
-        # Offer the models the last "Check connection" found, while still allowing any name.
-        self.fields["model"].widget.attrs["list"] = "available-models"
+        # Offer the models the last "Check connection" found, while still allowing any name. (A view-only
+        # admin page builds this form with no editable fields at all.)
+        if "model" in self.fields:
+            self.fields["model"].widget.attrs["list"] = "available-models"
 
     def clean_api_key(self) -> str:
         key = self.cleaned_data["api_key"]

@@ -5,20 +5,35 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+from django.utils.deconstruct import deconstructible
 from simple_history.models import HistoricalRecords
 
 from . import crypto
-from .safety import url_problem
+from .safety import url_save_check
 
 MISTRAL_BASE_URL = "https://api.mistral.ai/v1"
 DEFAULT_MODEL = "mistral-small-latest"
 
 
-def validate_base_url(value: str) -> None:
-    """A provider base URL: https, or http to a host listed in ALLOWED_PROVIDER_HOSTS; no internal IPs."""
-    problem = url_problem(value)
-    if problem:
-        raise ValidationError(problem)
+@deconstructible
+class OutboundURLValidator:
+    """A URL Switchboard will call (connectors/safety.py decides): https, public, or a host listed in
+    ALLOWED_PROVIDER_HOSTS. A name that does not resolve yet passes; `url_save_check` warns about it."""
+
+    def __init__(self, example: str = "https://api.mistral.ai/v1"):
+        self.example = example
+
+    def __call__(self, value: str) -> None:
+        if value:
+            problem, _ = url_save_check(value, self.example)
+            if problem:
+                raise ValidationError(problem)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OutboundURLValidator) and other.example == self.example
+
+
+validate_base_url = OutboundURLValidator()
 
 
 class ProviderConnection(models.Model):
@@ -89,10 +104,6 @@ class ProviderConnection(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def api_key(self) -> str:
-        return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
-
     def set_api_key(self, raw_key: str) -> None:
         raw_key = raw_key.strip()
         self.api_key_encrypted = crypto.encrypt(raw_key) if raw_key else ""
@@ -105,6 +116,15 @@ class ProviderConnection(models.Model):
         if not self.api_key_encrypted:
             return "not set"
         return f"…{self.api_key_last4}" if self.api_key_last4 else "set"
+
+
+def decrypted_api_key(connection: ProviderConnection) -> str:
+    """The connection's key in the clear, for the one place that sends it (and the checks around it).
+
+    A function, not a property or method: templates and the admin's readonly fields resolve attribute
+    names on a model, so a key reachable as one was printed on a view-only admin page.
+    """
+    return crypto.decrypt(connection.api_key_encrypted) if connection.api_key_encrypted else ""
 
 
 class ModelPrice(models.Model):

@@ -11,7 +11,7 @@ from django.views.decorators.debug import sensitive_variables
 from . import chat_completions
 from .crypto import SecretUnreadable
 from .errors import ErrorKind, Help, ProviderError
-from .models import ProviderConnection
+from .models import ProviderConnection, decrypted_api_key
 from .safety import check_reachable
 
 
@@ -40,7 +40,7 @@ def connection_check(*, connection: ProviderConnection) -> CheckResult:
     result = CheckResult(ok=False)
     try:
         check_reachable(connection.base_url)
-        api_key = connection.api_key
+        api_key = decrypted_api_key(connection)
         if not api_key:
             raise ProviderError(ErrorKind.CONFIG, "The connection has no API key. Enter one and save.")
         result.step = "listing models"

@@ -1,7 +1,9 @@
 """The two roles, as groups: "Support staff" test-send and read the logs; "Admins" may do everything.
 
-The roles migration creates them; `ensure_roles` does the same for a database whose tables were emptied
-(transactional tests) or for an operator repairing them.
+Every `migrate` ends with `roles_after_migrate` (a post_migrate handler), which creates the groups if need
+be and gives them every permission they should have, including those of models added since: permissions
+granted inside a migration only cover the models that existed at that step. Permissions are only added,
+never taken away, so an operator's additions to a group survive an upgrade.
 """
 
 from __future__ import annotations
@@ -31,8 +33,17 @@ def ensure_roles(apps) -> None:
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     staff, _ = Group.objects.get_or_create(name=SUPPORT_STAFF)
-    staff.permissions.set(
-        [Permission.objects.get(content_type__app_label=app, codename=code) for app, code in SUPPORT_STAFF_PERMISSIONS]
+    staff.permissions.add(
+        *[Permission.objects.get(content_type__app_label=app, codename=code) for app, code in SUPPORT_STAFF_PERMISSIONS]
     )
     admins, _ = Group.objects.get_or_create(name=ADMINS)
-    admins.permissions.set(Permission.objects.filter(content_type__app_label__in=ADMIN_APPS))
+    admins.permissions.add(*Permission.objects.filter(content_type__app_label__in=ADMIN_APPS))
+
+
+def roles_after_migrate(sender, apps=None, using="default", **kwargs) -> None:
+    """post_migrate: bring both roles up to date with every model the migrations created."""
+    from django.apps import apps as global_apps
+
+    if not global_apps.is_installed("django.contrib.auth"):
+        return
+    ensure_roles(apps or global_apps)

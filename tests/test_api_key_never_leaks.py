@@ -8,9 +8,9 @@ import pytest
 from django.db import connection as db
 from django.urls import reverse
 
+from connectors.models import decrypted_api_key
 from conversations import delivery, services
 from conversations.models import Call
-from conversations.tasks import execute_call
 
 pytestmark = pytest.mark.django_db
 
@@ -45,7 +45,7 @@ def every_stored_text() -> str:
 
 
 def test_the_key_is_encrypted_at_rest(keyed):
-    assert keyed.api_key == SECRET
+    assert decrypted_api_key(keyed) == SECRET
     assert SECRET not in every_stored_text()
     assert keyed.key_hint == "…a8c1"
 
@@ -92,18 +92,54 @@ def test_saving_the_admin_form_keeps_the_key_when_left_empty(keyed, admin_client
 
     assert response.status_code == 302
     keyed.refresh_from_db()
-    assert keyed.api_key == SECRET and keyed.model == "mistral-large-latest"
+    assert decrypted_api_key(keyed) == SECRET and keyed.model == "mistral-large-latest"
     history = admin_client.get(reverse("admin:connectors_providerconnection_history", args=[keyed.pk]))
     assert SECRET not in history.content.decode()
 
 
 def test_the_task_carries_only_the_call_id(keyed, template, django_capture_on_commit_callbacks, monkeypatch):
+    from config.celery import app
+
     sent = []
-    monkeypatch.setattr(execute_call, "delay", lambda *args, **kwargs: sent.append((args, kwargs)))
+    monkeypatch.setattr(app, "send_task", lambda name, args, **kwargs: sent.append((name, args)))
 
     with django_capture_on_commit_callbacks(execute=True):
         call = services.call_send(
             connection=keyed, template=template, customer_message="Hi", variables={"business_name": "Acme"}
         )
 
-    assert sent == [((call.pk,), {})]
+    assert sent == [("conversations.execute_call", (call.pk,))]
+
+
+@pytest.fixture
+def view_only_staff(django_user_model):
+    """A Support-staff member who may also open the admin, and see (never change) every model in it."""
+    from django.contrib.auth.models import Group, Permission
+
+    user = django_user_model.objects.create_user("viewer", password="viewer-password-1", is_staff=True)
+    user.groups.add(Group.objects.get(name="Support staff"))
+    user.user_permissions.add(*Permission.objects.filter(codename__startswith="view_"))
+    return user
+
+
+def test_no_page_ever_shows_a_secret_to_anyone(world, view_only_staff):
+    """Every admin page of every model and every dashboard page, as a superuser and as a view-only staff
+    user, with canary secrets stored: none of them appears anywhere."""
+    from django.test import Client
+
+    from tests.pages import CANARIES, admin_pages, dashboard_pages
+
+    secrets = [*CANARIES.values(), world["token"], world["callback_secret"]]
+    for user in (world["admin"], view_only_staff):
+        client = Client(raise_request_exception=True)
+        client.force_login(user)
+        for path in admin_pages() + dashboard_pages(world):
+            response = client.get(path)
+            body = b"".join(response.streaming_content) if response.streaming else response.content
+            assert response.status_code in (200, 302, 403), (user.username, path, response.status_code)
+            for secret in secrets:
+                assert secret.encode() not in body, (user.username, path)
+    viewer = Client()
+    viewer.force_login(view_only_staff)
+    change = viewer.get(reverse("admin:connectors_providerconnection_change", args=[world["connection"].pk]))
+    assert "…1111" in change.content.decode()  # the hint, as everywhere

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from django.core.management import CommandError, call_command
 
-from connectors.models import ProviderConnection
+from connectors.models import ProviderConnection, decrypted_api_key
 from conversations.models import Call, PromptTemplate
 from tests.processes import ROOT
 
@@ -22,7 +22,11 @@ def test_add_connection_creates_then_updates(sandbox, capsys):
     call_command("add_connection", "Main", base_url=sandbox.base_url, api_key="sb-second-key-98765", model="m2")
 
     connection = ProviderConnection.objects.get()
-    assert (connection.model, connection.api_key, connection.key_hint) == ("m2", "sb-second-key-98765", "…8765")
+    assert (connection.model, decrypted_api_key(connection), connection.key_hint) == (
+        "m2",
+        "sb-second-key-98765",
+        "…8765",
+    )
     out = capsys.readouterr().out
     assert "Created connection 'Main'" in out and "Updated connection 'Main'" in out
     assert "sb-first-key" not in out and "sb-second-key" not in out

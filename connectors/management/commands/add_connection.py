@@ -4,7 +4,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from connectors.crypto import SecretUnreadable
-from connectors.models import DEFAULT_MODEL, MISTRAL_BASE_URL, ProviderConnection
+from connectors.models import DEFAULT_MODEL, MISTRAL_BASE_URL, ProviderConnection, decrypted_api_key
+from connectors.safety import url_save_check
 
 
 class Command(BaseCommand):
@@ -39,6 +40,9 @@ class Command(BaseCommand):
             problems = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in error.message_dict.items())
             raise CommandError(problems) from None
         connection.save()
+        _, warning = url_save_check(connection.base_url)
+        if warning:
+            self.stderr.write(f"Warning: {warning}")
         verb = "Created" if created else "Updated"
         self.stdout.write(
             f"{verb} connection {name!r}: {connection.base_url}, model {connection.model}, key {connection.key_hint}."
@@ -47,6 +51,6 @@ class Command(BaseCommand):
 
 def _same_key(connection: ProviderConnection, api_key: str) -> bool:
     try:
-        return connection.api_key == api_key.strip()
+        return decrypted_api_key(connection) == api_key.strip()
     except SecretUnreadable:
         return False
