@@ -1,31 +1,41 @@
-"""The HTTP side of provider calls: `provider_request` (one JSON exchange, every failure a ProviderError),
-the connection pools a process uses, and a response reader with a size and time cap.
+"""The one HTTP transport for everything Switchboard sends out: provider calls, model lists, callbacks and
+the WhatsApp Graph API.
 
-Provider calls, made for every message, go through urllib3 directly (`pool()`): requests builds a
-PreparedRequest, merges session settings and cookies on every call, which doubled the client's CPU per
-call (0.60 against 0.34 ms to the sandbox). Callbacks and WhatsApp sends keep requests' friendlier API
-(`session()`). Either keeps TCP and TLS connections open between calls, which is most of the cost of a
-short call. Celery's prefork pool forks workers after import, and a pool must not be shared across a
-fork, so each process builds its own on first use.
+Guarantees, and how they are kept:
+- Every request goes only where connectors/safety.py allowed: `outbound_request` asks it for the URL's
+  destination (the addresses the host resolved to, each checked), then connects to one of those
+  addresses itself, with the host name in the Host header, in SNI and in the certificate check. urllib3
+  never resolves the name again, so an answer that changes between the check and the connection (DNS
+  rebinding) cannot send a request inside our network.
+- No redirects (one could carry a key to another host), no retries (a retry is a new, recorded
+  attempt), no proxy from the environment, one deadline for the whole exchange, a size cap on answers.
+- `provider_request` adds the provider's key and makes every failure a ProviderError whose message never
+  quotes the key; a body in which the provider echoed the key comes back with it redacted.
+
+urllib3 directly, not requests: requests builds a PreparedRequest, merges session settings and cookies on
+every call, which doubled the client's CPU per call (0.60 against 0.34 ms to the sandbox). Connections
+stay open between calls (most of the cost of a short call) in one pool per checked address and host name.
+Celery's prefork pool forks workers after import, and a pool must not be shared across a fork, so each
+process builds its own on first use.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import certifi
-import requests
 import urllib3
 from django.views.decorators.debug import sensitive_variables
-from requests.adapters import HTTPAdapter
 
+from . import safety
 from .errors import ErrorKind, ProviderError
 
 USER_AGENT = "Switchboard/1.0 (+https://github.com/switchboard)"
@@ -33,37 +43,95 @@ USER_AGENT = "Switchboard/1.0 (+https://github.com/switchboard)"
 MAX_RESPONSE_BYTES = 2 * 1024 * 1024
 
 _lock = threading.Lock()
-_session: requests.Session | None = None
-_session_pid: int | None = None
 _pool: urllib3.PoolManager | None = None
 _pool_pid: int | None = None
 
 
 def pool() -> urllib3.PoolManager:
-    """Connections to providers: no retries (Switchboard retries as a new attempt), no proxy from the
+    """Connections to checked addresses: no retries (Switchboard retries as a new attempt), no proxy from the
     environment (urllib3 reads none), sized for a threaded worker keeping many calls in flight."""
     global _pool, _pool_pid
     with _lock:
         if _pool is None or _pool_pid != os.getpid():
-            # certifi's CA bundle, as requests uses: the same providers are trusted on every machine.
-            _pool = urllib3.PoolManager(num_pools=8, maxsize=256, retries=False, ca_certs=certifi.where())
+            # certifi's CA bundle, as requests uses: the same hosts are trusted on every machine.
+            _pool = urllib3.PoolManager(num_pools=32, maxsize=256, retries=False, ca_certs=certifi.where())
             _pool_pid = os.getpid()
         return _pool
 
 
-def session() -> requests.Session:
-    global _session, _session_pid
-    with _lock:
-        if _session is None or _session_pid != os.getpid():
-            s = requests.Session()
-            # Sized for a threaded worker keeping many calls in flight to one provider host.
-            adapter = HTTPAdapter(pool_connections=8, pool_maxsize=256, max_retries=0)
-            s.mount("https://", adapter)
-            s.mount("http://", adapter)
-            s.headers["User-Agent"] = USER_AGENT
-            s.trust_env = False  # a stray HTTPS_PROXY in a worker's environment must not reroute keys
-            _session, _session_pid = s, os.getpid()
-        return _session
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: Mapping[str, str]  # case-insensitive
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+class OutboundError(Exception):
+    """A request that got no answer: refused by the guard, unreachable, too slow, too large or broken off.
+
+    `kind` is one of ProviderError's kinds; the message names the host, never a header.
+    """
+
+    def __init__(self, kind: ErrorKind, message: str, status: int | None = None):
+        super().__init__(message)
+        self.kind, self.message, self.status = kind, message, status
+
+
+# Every frame below this one (urllib3, http.client) holds the request's headers, an Authorization among
+# them: hide all their variables from Django's error reports.
+@sensitive_variables()
+def outbound_request(
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str],
+    body: bytes | None = None,
+    timeout: float,
+    connect_timeout: float = 10.0,
+    limit: int = MAX_RESPONSE_BYTES,
+) -> Answer:
+    """One exchange with a checked destination, or OutboundError."""
+    try:
+        where = safety.destination(url)
+    except ProviderError as error:
+        raise OutboundError(error.kind, error.message) from None
+    address = where.addresses[0] if len(where.addresses) == 1 else random.choice(where.addresses)  # noqa: S311
+    pool_kwargs = {"server_hostname": where.host, "assert_hostname": where.host} if where.scheme == "https" else {}
+    deadline = time.monotonic() + timeout  # the whole exchange, not each read
+    response = None
+    try:
+        connections = pool().connection_from_host(address, where.port, where.scheme, pool_kwargs=pool_kwargs)
+        response = connections.urlopen(
+            method,
+            where.target,
+            body=body,
+            headers={"Host": where.host_header, "User-Agent": USER_AGENT, **headers},
+            timeout=urllib3.Timeout(connect=min(timeout, connect_timeout), read=timeout),
+            redirect=False,
+            retries=False,
+            preload_content=False,
+            assert_same_host=False,
+        )
+        raw = read_capped(response, limit=limit, deadline=deadline)
+    # NewConnectionError is a ConnectTimeoutError in urllib3's family tree: it must be caught first.
+    except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.SSLError) as exc:
+        raise OutboundError(ErrorKind.NETWORK, f"Could not reach {where.host}: {_reason(exc)}.") from None
+    except (urllib3.exceptions.TimeoutError, ResponseTooSlow):
+        raise OutboundError(ErrorKind.TIMEOUT, f"No answer from {where.host} within {timeout:g} s.") from None
+    except urllib3.exceptions.HTTPError as exc:  # e.g. the connection broke off in the middle of the body
+        message = f"The answer from {where.host} broke off ({type(exc).__name__})."
+        raise OutboundError(ErrorKind.NETWORK, message) from None
+    except OSError as exc:  # a socket error urllib3 did not wrap
+        raise OutboundError(ErrorKind.NETWORK, f"Could not reach {where.host}: {_reason(exc)}.") from None
+    except ValueError as exc:  # http.client refusing a header or URL: its message would quote the header
+        raise OutboundError(ErrorKind.NETWORK, f"Could not send to {where.host} ({type(exc).__name__}).") from None
+    except ResponseTooLarge as exc:
+        raise OutboundError(ErrorKind.BAD_RESPONSE, str(exc), status=response.status) from None
+    return Answer(response.status, raw, response.headers)
 
 
 class ResponseTooLarge(Exception):
@@ -108,18 +176,14 @@ def read_capped(
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]*")
 
 
-# Every frame below this one (urllib3, http.client) holds the Authorization header: hide all their
-# variables from Django's error reports.
 @sensitive_variables()
 def provider_request(
     method: str, url: str, api_key: str, body: dict[str, Any] | None, timeout: float
 ) -> tuple[int, str, Mapping[str, str]]:
     """One JSON exchange with a provider: (status, body text, case-insensitive headers), or ProviderError.
 
-    No redirects, no retries (a retry is a new attempt), one deadline for the whole exchange, an error
-    message that never quotes the key, and a body with the key redacted where the provider echoed it.
+    An error message that never quotes the key, and a body with the key redacted where the provider echoed it.
     """
-    host = urlsplit(url).netloc
     if not _HEADER_SAFE.fullmatch(api_key):
         # http.client would refuse it with the whole header, key included, in its error message.
         raise ProviderError(
@@ -127,12 +191,7 @@ def provider_request(
             "The API key has a line break, a space or a character HTTP headers cannot carry: nothing was sent. "
             "Paste the key again.",
         )
-    headers = {
-        "Authorization": f"Bearer {api_key}",
-        "Accept": "application/json",
-        "Accept-Encoding": "gzip, deflate",
-        "User-Agent": USER_AGENT,  # headers= replaces the pool's own, so every header is named here
-    }
+    headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
     payload = None
     if body is not None:
         try:
@@ -142,42 +201,20 @@ def provider_request(
                 ErrorKind.CONFIG, "A setting of this request is NaN or infinite, not a number: nothing was sent."
             ) from None
         headers["Content-Type"] = "application/json"
-    deadline = time.monotonic() + timeout  # the whole exchange, not each read
-    response = None
     try:
-        response = pool().request(
-            method,
-            url,
-            body=payload,
-            headers=headers,
-            timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),
-            redirect=False,  # a redirect could carry the key to another host
-            preload_content=False,
-        )
-        raw = read_capped(response, deadline=deadline)
-    # NewConnectionError is a ConnectTimeoutError in urllib3's family tree: it must be caught first.
-    except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.SSLError) as exc:
-        raise ProviderError(ErrorKind.NETWORK, f"Could not reach {host}: {_reason(exc)}.") from None
-    except (urllib3.exceptions.TimeoutError, ResponseTooSlow):
-        raise ProviderError(ErrorKind.TIMEOUT, f"No answer from {host} within {timeout:g} s.") from None
-    except urllib3.exceptions.HTTPError as exc:  # e.g. the connection broke off in the middle of the body
-        raise ProviderError(ErrorKind.NETWORK, f"The answer from {host} broke off ({type(exc).__name__}).") from None
-    except OSError as exc:  # a socket error urllib3 did not wrap
-        raise ProviderError(ErrorKind.NETWORK, f"Could not reach {host}: {_reason(exc)}.") from None
-    except ValueError as exc:  # http.client refusing a header or URL: its message would quote the header
-        raise ProviderError(ErrorKind.NETWORK, f"Could not send to {host} ({type(exc).__name__}).") from None
-    except ResponseTooLarge as exc:
-        raise ProviderError(ErrorKind.BAD_RESPONSE, str(exc), status=response.status) from None
+        answer = outbound_request(method, url, headers=headers, body=payload, timeout=timeout)
+    except OutboundError as error:
+        raise ProviderError(error.kind, error.message, status=error.status) from None
     try:
-        text = raw.decode("utf-8")
+        text = answer.body.decode("utf-8")
     except UnicodeDecodeError:
         raise ProviderError(
             ErrorKind.BAD_RESPONSE,
             "The answer is not UTF-8 text, so it cannot be JSON. Check that the base URL points at the API.",
-            status=response.status,
-            body=_scrub(raw[:2000].decode("utf-8", errors="replace"), api_key),
+            status=answer.status,
+            body=_scrub(answer.body[:2000].decode("utf-8", errors="replace"), api_key),
         ) from None
-    return response.status, _scrub(text, api_key), response.headers  # headers: a case-insensitive mapping
+    return answer.status, _scrub(text, api_key), answer.headers
 
 
 def _reason(exc: Exception) -> str:

@@ -1,95 +1,241 @@
-"""Which provider URLs Switchboard may call: no plain http, no internal addresses, unless an operator says so.
+"""Which URLs Switchboard may call: one decision for every outbound request and every URL field.
 
-A connection's base URL is typed by staff, and the worker sends an API key to it, so it must not become a
-way to reach the metadata service (169.254.169.254), the database or anything else inside our network
-(server-side request forgery), nor to send a key unencrypted. Hosts in ALLOWED_PROVIDER_HOSTS (the
-sandbox, a local Ollama or vLLM) are exempt from both rules.
+Staff type URLs that the workers then call with secrets attached: a connection's base URL (with its API
+key), an integration's callback URL (with signed customer messages), a WhatsApp channel's Graph API base
+URL (with Meta's access token). None of them may become a way into our own network (server-side request
+forgery: the metadata service at 169.254.169.254, the database, anything on loopback), nor carry a secret
+over plain http.
+
+Guarantees, and how they are kept:
+- A host is judged by the addresses it reaches, not by how it is spelled. Every IPv4 spelling the C
+  resolver accepts (`2852039166`, `0x7f000001`, `0177.0.0.1`, `127.1`, `0`) is read as that resolver
+  reads it; IPv6 literals, IPv4-mapped, 6to4, Teredo and NAT64 addresses are judged by the IPv4 address
+  inside them; a trailing dot and letter case change nothing; userinfo is refused.
+- A name is resolved, and every address it resolves to must be public. `destination` returns those
+  checked addresses, and connectors/http.py connects to one of them (TLS still verified against the
+  name), so a second lookup that answers differently (DNS rebinding) is never made.
+- ALLOWED_PROVIDER_HOSTS is the one exception, for every outbound kind: a host listed there, written
+  exactly as listed (the sandbox, a local model server, a test receiver), may be plain http and internal.
+  Another spelling of the same host (`127.1`, `localhost.`) is not listed.
+- On save, `url_save_check` refuses what is wrong on its face or resolves inside the network; a name that
+  does not resolve yet is saved with a warning, and judged again before each request.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 import socket
+import threading
 import time
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
 
 from .errors import ErrorKind, ProviderError
 
+# Cloud metadata services by name; most resolve to 169.254.169.254 only inside their cloud.
+METADATA_HOSTS = {
+    "metadata",
+    "metadata.google.internal",
+    "metadata.goog",
+    "instance-data",
+    "instance-data.ec2.internal",
+    "metadata.azure.com",
+    "metadata.packet.net",
+    "metadata.platformequinix.com",
+}
+# Characters a URL of ours never needs and that parsers disagree about (a backslash, whitespace, controls).
+_AMBIGUOUS = re.compile(r"[\\\s\x00-\x1f\x7f]")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+VERDICT_SECONDS = 60.0
 
-def url_problem(url: str) -> str | None:
-    """What is wrong with a base URL on its face (no DNS lookup), or None."""
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a request goes: the host as written (for the Host header, SNI and the certificate), the
+    checked addresses to connect to, and the rest of the URL."""
+
+    scheme: str
+    host: str
+    port: int
+    target: str  # path and query, as sent in the request line
+    addresses: tuple[str, ...]
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def url_problem(url: str, example: str = "https://api.mistral.ai/v1") -> str | None:
+    """What is wrong with a URL on its face, before any lookup, or None."""
+    parsed = _parse(url, example)
+    return parsed if isinstance(parsed, str) else None
+
+
+def url_save_check(url: str, example: str = "https://api.mistral.ai/v1") -> tuple[str | None, str | None]:
+    """(problem, warning) for a URL about to be saved: a problem refuses it; a warning (the name does not
+    resolve yet) lets it be saved, and the name is judged again before each request."""
+    problem = url_problem(url, example)
+    if problem:
+        return problem, None
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        return f"{url} is not a valid URL. Use the provider's API root, for example https://api.mistral.ai/v1."
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"{url} is not a base URL. Use the provider's API root, for example https://api.mistral.ai/v1."
-    if parts.username or parts.password:
-        return "Put the API key in the API key field, not in the base URL."
-    if _allowed(parts.hostname):
-        return None
-    if parts.scheme == "http":
-        return (
-            f"{parts.hostname} is reached over plain http, which would send the API key unencrypted. Use https, "
-            "or add the host to ALLOWED_PROVIDER_HOSTS if it is a local server such as the sandbox."
-        )
-    try:
-        literal = ipaddress.ip_address(parts.hostname)
-    except ValueError:
-        return None
-    return None if literal.is_global else _internal(parts.hostname, str(literal))
+        destination(url)
+    except ProviderError as error:
+        if error.kind == ErrorKind.NETWORK:
+            return None, f"{error.message} It is saved, and will be checked again before each request."
+        return error.message, None
+    return None, None
+
+
+def destination(url: str) -> Destination:
+    """The checked destination of a URL, or ProviderError: CONFIG for a URL that may not be called,
+    NETWORK for a name that does not resolve."""
+    parsed = _parse(url)
+    if isinstance(parsed, str):
+        raise ProviderError(ErrorKind.CONFIG, parsed)
+    scheme, host, port, target, listed = parsed
+    addresses = _resolve(host, port, check=not listed)
+    return Destination(scheme, host, port, target, addresses)
 
 
 def check_reachable(url: str) -> None:
-    """Raise ProviderError(CONFIG) unless the URL is well-formed and every address of its host is public."""
-    problem = url_problem(url)
-    if problem:
-        raise ProviderError(ErrorKind.CONFIG, problem)
-    host = urlsplit(url).hostname or ""
-    if _allowed(host):
-        return
-    verdict = _resolved_verdict(host)
-    if verdict:
-        raise verdict
+    destination(url)
 
 
-def _resolved_verdict(host: str) -> ProviderError | None:
-    """Whether every address of `host` is public, remembered for a minute: a lookup per call would add its
-    latency to every call. (The HTTP client resolves again; pinning the checked address is not done.)"""
-    now = time.monotonic()
-    cached = _verdicts.get(host)
-    if cached and cached[0] > now:
-        return cached[1]
+def is_public(address: str) -> bool:
+    """Whether an address is on the public internet, judging embedded IPv4 addresses by themselves."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            return is_public(str(embedded))
+    return ip.is_global and not ip.is_multicast
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    if ip.sixtofour:
+        return ip.sixtofour
+    if ip.teredo:
+        return ip.teredo[1]
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _parse(url: str, example: str = "https://api.mistral.ai/v1") -> tuple[str, str, int, str, bool] | str:
+    """(scheme, host, port, target, listed) or a problem. `host` is lower case, without brackets or a
+    trailing dot; `listed` says it is in ALLOWED_PROVIDER_HOSTS."""
+    if not isinstance(url, str) or _AMBIGUOUS.search(url):
+        return f"{url!r} is not a usable URL: it holds a space, a backslash or a control character."
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
-    except OSError:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return f"{url} is not a valid URL. Use the full address, for example {example}."
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url} is not a web address. Use the full address with https://, for example {example}."
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        return "A URL here may not carry a user name or password (user@host); put the key in its own field."
+    host = parts.hostname[:-1] if parts.hostname.endswith(".") else parts.hostname  # the root's dot
+    if not host:
+        return f"{url} has no host name."
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            return f"{parts.hostname} is not a valid host name."
+    listed = _listed(parts.hostname)  # exactly as written: `localhost.` is not the listed `localhost`
+    if parts.scheme == "http" and not listed:
+        return (
+            f"{host} is reached over plain http, which would send secrets unencrypted. Use https, or add the "
+            "host to ALLOWED_PROVIDER_HOSTS if it is a local server such as the sandbox."
+        )
+    if not listed:
+        literal = _literal_address(host)
+        if literal is not None and not is_public(literal):
+            return _internal(host, literal)
+        if literal is None and (host in METADATA_HOSTS or host == "localhost" or host.endswith(".localhost")):
+            return _internal(host, "an internal address")
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80), target, listed
+
+
+def _literal_address(host: str) -> str | None:
+    """The address a host written as an IP literal means, in any spelling the C resolver accepts."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9a-fx.]+", host) and re.search(r"\d", host):
+        try:
+            return socket.inet_ntoa(socket.inet_aton(host))  # 2852039166, 0x7f000001, 0177.0.0.1, 127.1, 0
+        except OSError:
+            return None
+    return None
+
+
+_verdicts: dict[tuple[str, int, bool], tuple[float, tuple[str, ...] | ProviderError]] = {}
+_verdicts_lock = threading.Lock()
+
+
+def _resolve(host: str, port: int, *, check: bool) -> tuple[str, ...]:
+    """Every address of `host` (all public when `check`), remembered for a minute: a lookup per call would
+    add its latency to every provider call. What is remembered is what is connected to."""
+    key = (host, port, check)
+    now = time.monotonic()
+    cached = _verdicts.get(key)
+    if cached is None or cached[0] <= now:
+        cached = (now + VERDICT_SECONDS, _lookup(host, port, check))
+        with _verdicts_lock:
+            if len(_verdicts) > 10_000:
+                _verdicts.clear()
+            _verdicts[key] = cached
+    if isinstance(cached[1], ProviderError):
+        raise cached[1]
+    return cached[1]
+
+
+def _lookup(host: str, port: int, check: bool) -> tuple[str, ...] | ProviderError:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
         return ProviderError(ErrorKind.NETWORK, f"Could not reach {host}: the host name does not resolve.")
-    verdict = next(
-        (
-            ProviderError(ErrorKind.CONFIG, _internal(host, a))
-            for a in sorted(addresses)
-            if not ipaddress.ip_address(a.split("%")[0]).is_global
-        ),
-        None,
-    )
-    _verdicts[host] = (now + VERDICT_SECONDS, verdict)
-    return verdict
+    addresses = tuple(dict.fromkeys(info[4][0] for info in infos))
+    if not addresses:
+        return ProviderError(ErrorKind.NETWORK, f"Could not reach {host}: the host name does not resolve.")
+    if check:
+        for address in addresses:
+            if not is_public(address):
+                return ProviderError(ErrorKind.CONFIG, _internal(host, address))
+    return addresses
 
 
-VERDICT_SECONDS = 60.0
-_verdicts: dict[str, tuple[float, ProviderError | None]] = {}
+def forget_verdicts() -> None:
+    """Drop every remembered lookup (tests, and after ALLOWED_PROVIDER_HOSTS changes)."""
+    with _verdicts_lock:
+        _verdicts.clear()
 
 
-def _allowed(host: str) -> bool:
-    return host.lower() in {h.lower() for h in settings.ALLOWED_PROVIDER_HOSTS}
+def _listed(host: str) -> bool:
+    return host in _listed_hosts(tuple(settings.ALLOWED_PROVIDER_HOSTS))
+
+
+@functools.cache
+def _listed_hosts(listed: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(h.strip().lower().strip("[]") for h in listed)
 
 
 def _internal(host: str, address: str) -> str:
     return (
         f"{host} points to {address}, an internal address (private, loopback, link-local or metadata), so "
-        "nothing was sent. Use the provider's public URL, or add the host to ALLOWED_PROVIDER_HOSTS if it "
-        "really is a provider inside your network."
+        "nothing was sent. Use the public URL, or add the host to ALLOWED_PROVIDER_HOSTS if it really is a "
+        "server inside your network."
     )

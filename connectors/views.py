@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 
 from .forms import ProviderConnectionForm
 from .models import ProviderConnection
+from .safety import url_save_check
 from .services import connection_check
 
 
@@ -30,6 +31,9 @@ def connection_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse
     if request.method == "POST" and form.is_valid():
         saved = form.save()
         messages.success(request, f"Saved connection {saved.name}.")
+        _, warning = url_save_check(saved.base_url)
+        if warning:
+            messages.warning(request, warning)
         return redirect("connectors:edit", pk=saved.pk)
     context = {
         "heading": f"Connection {connection.name}" if connection else "New connection",
@@ -63,6 +67,14 @@ def history_of(instance) -> list[dict[str, object]]:
     return changes
 
 
+# Secrets are never in the history: their replacement shows as a new time in a field of its own.
+_SECRET_CHANGES = {
+    "api_key_changed_at": "API key replaced",
+    "token_changed_at": "token rotated",
+    "callback_secret_changed_at": "signing secret replaced",
+}
+
+
 def _differences(older, newer) -> list[str]:
     what = []
     for field in newer.tracked_fields:
@@ -71,8 +83,10 @@ def _differences(older, newer) -> list[str]:
         before, after = getattr(older, field.attname), getattr(newer, field.attname)
         if before == after:
             continue
-        # The key itself is never in the history; its change shows as a new api_key_changed_at.
-        what.append(
-            "API key replaced" if field.name == "api_key_changed_at" else f"{field.name}: {before!r} → {after!r}"
-        )
+        if field.name in _SECRET_CHANGES:
+            what.append(_SECRET_CHANGES[field.name])
+        elif field.name == "is_active":
+            what.append("enabled" if after else "disabled")
+        else:
+            what.append(f"{field.name}: {before!r} → {after!r}")
     return what

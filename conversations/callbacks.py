@@ -1,59 +1,73 @@
-"""Posting a finished call to its integration's callback URL, signed, retried, and recorded."""
+"""Posting a call's outcome to its integration's callback URL: signed, one try per call of `callback_try`.
+
+The outbox (conversations/outbox.py) decides when to try and whether to try again; this module makes one
+try and records it as a CallbackAttempt, durably: a callback that was delivered keeps its row even if the
+database blinked meanwhile.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 
-import requests
-
 from connectors import crypto, http
-from connectors.errors import ProviderError
-from connectors.safety import check_reachable
+from connectors.errors import TRANSIENT_KINDS
 
 from .inbound import call_outcome
-from .models import Call, CallbackAttempt
+from .models import CallbackAttempt, Outbound
 
 SIGNATURE_HEADER = "X-Switchboard-Signature"
+DELIVERY_HEADER = "X-Switchboard-Delivery"
 
 
-class CallbackFailed(Exception):
-    """A try that may succeed later (network, timeout, 429, 5xx): the task retries it with backoff."""
+def callback_body(row: Outbound) -> bytes:
+    call = row.call
+    return json.dumps(
+        {"event": "call.finished", "delivery_id": row.pk, "contact": row.conversation.contact, **call_outcome(call)}
+    ).encode()
 
 
-def callback_deliver(*, call_id: int, attempt: int) -> CallbackAttempt | None:
-    """POST the call's outcome as JSON with an HMAC-SHA256 signature of the raw body; record the try."""
-    call = Call.objects.select_related("conversation__integration").get(pk=call_id)
-    integration = call.conversation.integration
+def callback_try(row: Outbound):
+    """POST the outcome as JSON with an HMAC-SHA256 signature of the raw body; record the try."""
+    from .outbox import TryResult, durably
+
+    integration = row.conversation.integration
     if integration is None or not integration.callback_url:
-        return None
-    body = json.dumps({"event": "call.finished", "contact": call.conversation.contact, **call_outcome(call)}).encode()
-    record = CallbackAttempt(call=call, attempt=attempt, url=integration.callback_url)
-    started = time.monotonic()
+        return TryResult(False, "The integration has no callback URL any more, so nothing was sent.")
+    record = CallbackAttempt(call=row.call, outbound=row, attempt=row.tries, url=integration.callback_url)
     try:
         secret = crypto.decrypt(integration.callback_secret_encrypted)
     except crypto.SecretUnreadable:
-        record.error = "The integration has no readable signing secret; set its callback URL again to make one."
-        record.save()
-        return record  # a retry cannot fix this
+        record.error = "The integration has no readable signing secret; make a new one on its page."
+        durably(record.save)
+        return TryResult(False, record.error)  # a retry cannot fix this
+    body = callback_body(row)
+    started = time.monotonic()
+    transient = False
     try:
-        check_reachable(integration.callback_url)
-        response = http.session().post(
+        answer = http.outbound_request(
+            "POST",
             integration.callback_url,
-            data=body,
             headers={
                 "Content-Type": "application/json",
                 SIGNATURE_HEADER: crypto.body_signature(secret, body),
+                DELIVERY_HEADER: str(row.pk),
             },
-            timeout=(5, 10),
-            allow_redirects=False,
+            body=body,
+            timeout=10,
+            connect_timeout=5,
+            limit=1024 * 1024,  # the receiver's answer is not used, only its status
         )
-        record.http_status = response.status_code
-        response.close()
-    except (requests.RequestException, ProviderError) as error:
-        record.error = str(error)[:500]
+        record.http_status = answer.status
+    except http.OutboundError as error:
+        record.error = error.message[:500]
+        transient = error.kind in TRANSIENT_KINDS  # a URL the guard refuses stays refused
     record.latency_ms = round((time.monotonic() - started) * 1000)
-    record.save()
-    if record.error or record.http_status == 429 or (record.http_status or 0) >= 500:
-        raise CallbackFailed(f"callback for call {call_id} failed: {record.error or record.http_status}")
-    return record
+    durably(record.save)
+    status = record.http_status or 0
+    if 200 <= status < 300:
+        return TryResult(True)
+    if status:
+        record.error = f"The callback URL answered HTTP {status}."
+        transient = status == 429 or status >= 500
+    return TryResult(False, record.error, transient=transient)

@@ -15,7 +15,7 @@ from django.views.debug import ExceptionReporter
 
 from connectors import http
 from connectors.errors import ErrorKind, ProviderError
-from connectors.models import ProviderConnection
+from connectors.models import ProviderConnection, decrypted_api_key
 from connectors.safety import check_reachable, url_problem
 from tests.factories import ConnectionFactory
 from tests.processes import ROOT
@@ -33,8 +33,8 @@ def test_rotate_keys_moves_every_key_to_the_new_encryption_key(settings, capsys)
     call_command("rotate_keys")
     settings.FIELD_ENCRYPTION_KEY = [NEW]
 
-    assert ProviderConnection.objects.get().api_key == "sb-rotate-me-0000001"
-    assert "Re-encrypted 1 API key(s)" in capsys.readouterr().out
+    assert decrypted_api_key(ProviderConnection.objects.get()) == "sb-rotate-me-0000001"
+    assert "Re-encrypted 1 secret(s)" in capsys.readouterr().out
 
 
 @pytest.mark.django_db
@@ -44,7 +44,7 @@ def test_rotate_keys_without_the_old_key_changes_nothing(settings):
     before = ProviderConnection.objects.get().api_key_encrypted
 
     settings.FIELD_ENCRYPTION_KEY = [NEW]
-    with pytest.raises(CommandError, match="Connection 'Main'.*keep the old key"):
+    with pytest.raises(CommandError, match="Provider connection 'Main'.*keep the old key"):
         call_command("rotate_keys")
     assert ProviderConnection.objects.get().api_key_encrypted == before
 
@@ -75,7 +75,7 @@ def test_an_error_report_never_shows_the_key(monkeypatch, sandbox, template, cap
     def explode(*args, **kwargs):  # deep in the HTTP stack, with the Authorization header in its arguments
         raise RuntimeError("connection pool exploded")
 
-    monkeypatch.setattr(http.pool(), "request", explode)
+    monkeypatch.setattr(http.pool(), "connection_from_host", explode)
     with caplog.at_level(logging.ERROR):
         delivery.call_execute(call_id=call.pk)
     logged = next(r for r in caplog.records if r.exc_info)
@@ -94,10 +94,10 @@ def test_an_error_report_never_shows_the_key(monkeypatch, sandbox, template, cap
         ("https://169.254.169.254/latest/meta-data", "internal address"),
         ("https://10.1.2.3/v1", "internal address"),
         ("https://[::1]/v1", "internal address"),
-        ("ftp://api.mistral.ai/v1", "is not a base URL"),
-        ("https://user:sk-secret@api.mistral.ai/v1", "not in the base URL"),
+        ("ftp://api.mistral.ai/v1", "is not a web address"),
+        ("https://user:sk-secret@api.mistral.ai/v1", "may not carry a user name or password"),
         ("https://api.mistral.ai:99999/v1", "not a valid URL"),
-        ("api.mistral.ai/v1", "is not a base URL"),
+        ("api.mistral.ai/v1", "is not a web address"),
     ],
 )
 def test_unsafe_base_urls_are_refused_with_the_reason(url, problem):

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from connectors.models import ProviderConnection
+from connectors.safety import url_save_check
 from conversations.api.tokens import integration_create
 from conversations.models import Integration, PromptTemplate
 
@@ -24,6 +25,12 @@ class Command(BaseCommand):
             raise CommandError(
                 f"An integration named {name!r} exists. Tokens are shown once: delete it to get a new one."
             )
+        if callback_url:
+            problem, warning = url_save_check(callback_url, "https://chatbot.example.com/switchboard-callback")
+            if problem:
+                raise CommandError(f"--callback-url: {problem}")
+            if warning:
+                self.stderr.write(f"Warning: {warning}")
         templates = [_get(PromptTemplate, t, "template") for t in template]
         connections = [_get(ProviderConnection, c, "connection") for c in connection]
         integration, token = integration_create(

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from connectors import crypto
 from connectors.models import ProviderConnection
+from connectors.safety import url_save_check
 from conversations.models import PromptTemplate, WhatsAppChannel
 
 
@@ -32,6 +33,11 @@ class Command(BaseCommand):
         connection = ProviderConnection.objects.filter(name=o["connection"]).first()
         if template is None or connection is None:
             raise CommandError(f"Unknown template {o['template']!r} or connection {o['connection']!r}.")
+        problem, warning = url_save_check(o["graph_base_url"], "https://graph.facebook.com")
+        if problem:
+            raise CommandError(f"--graph-base-url: {problem}")
+        if warning:
+            self.stderr.write(f"Warning: {warning}")
         variables = dict(pair.partition("=")[::2] for pair in o["var"])
         channel = WhatsAppChannel.objects.filter(name=name).first() or WhatsAppChannel(name=name)
         channel.phone_number_id = o["phone_number_id"]
