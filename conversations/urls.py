@@ -1,5 +1,6 @@
 from django.urls import path
 
+from .api import pages as integrations
 from .views import console, logs, overview, prompt_templates, whatsapp
 
 app_name = "conversations"
@@ -17,9 +18,16 @@ urlpatterns = [
     path("conversations/<int:pk>/reply/", console.conversation_reply, name="reply"),
     path("overview/", overview.overview, name="overview"),
     path("whatsapp/", whatsapp.channel_list, name="whatsapp_channels"),
+    path("whatsapp/<int:pk>/", whatsapp.channel_detail, name="whatsapp_channel"),
     path("whatsapp/<int:pk>/webhook/", whatsapp.webhook, name="whatsapp_webhook"),
     path("whatsapp/<int:pk>/simulator/", whatsapp.simulator, name="whatsapp_simulator"),
     path("whatsapp/<int:pk>/simulator/messages/", whatsapp.simulator_messages, name="whatsapp_messages"),
+    path("integrations/", integrations.integration_list, name="integrations"),
+    path("integrations/new/", integrations.integration_new, name="integration_new"),
+    path("integrations/<int:pk>/", integrations.integration_edit, name="integration_edit"),
+    path("integrations/<int:pk>/token/", integrations.integration_rotate_token, name="integration_rotate_token"),
+    path("integrations/<int:pk>/secret/", integrations.integration_signing_secret, name="integration_signing_secret"),
+    path("integrations/<int:pk>/enabled/", integrations.integration_enabled, name="integration_enabled"),
     path("templates/", prompt_templates.template_list, name="templates"),
     path("templates/new/", prompt_templates.template_edit, name="template_new"),
     path("templates/<int:pk>/", prompt_templates.template_edit, name="template_edit"),

@@ -1,0 +1,135 @@
+"""Scope and revocation: an integration reaches only its own connections; Admins disable it and rotate its
+secrets from the dashboard, effective at the next request, each change in the history without the secret."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from django.urls import reverse
+
+from conversations.models import Call, Integration
+from tests.factories import ConnectionFactory
+
+from .conftest import auth
+
+pytestmark = pytest.mark.django_db
+MESSAGE = {"template": "Support", "contact": "+16505551234", "message": "Hi", "variables": {"business_name": "Acme"}}
+
+
+def send(client, token):
+    return client.post("/api/v1/messages", data=json.dumps(MESSAGE), content_type="application/json", **auth(token))
+
+
+def test_a_connection_outside_the_scope_is_refused_by_name_with_no_provider_request(client, integration_token):
+    ConnectionFactory(name="Finance bot")  # exists, but not this integration's
+    response = client.post(
+        "/api/v1/chat/completions",
+        data=json.dumps({"model": "Finance bot", "messages": [{"role": "user", "content": "Hi"}]}),
+        content_type="application/json",
+        **auth(integration_token[1]),
+    )
+
+    assert response.status_code == 403
+    assert response.json()["error"] == {
+        "field": "model",
+        "message": "'Finance bot' is a connection this integration may not use. Allowed: Sandbox. "
+        "An Admin can allow it on the integration's page.",
+    }
+    assert not Call.objects.exists()
+
+
+def test_a_disabled_integration_is_refused_at_once_and_enabled_again(client, lead_client, integration_token):
+    integration, token = integration_token
+    assert send(client, token).status_code == 202
+
+    lead_client.post(reverse("conversations:integration_enabled", args=[integration.pk]), {"enabled": "no"})
+    refused = send(client, token)
+    lead_client.post(reverse("conversations:integration_enabled", args=[integration.pk]), {"enabled": "yes"})
+
+    assert refused.status_code == 401
+    assert refused.json()["error"]["message"] == "This integration is disabled. An Admin can enable it on its page."
+    assert send(client, token).status_code == 202
+    page = lead_client.get(reverse("conversations:integration_edit", args=[integration.pk])).content.decode()
+    assert "by <strong>lead</strong>:\n      disabled" in page and "by <strong>lead</strong>:\n      enabled" in page
+
+
+def test_rotating_the_token_shows_the_new_one_once_and_refuses_the_old(client, lead_client, integration_token):
+    integration, old = integration_token
+
+    response = lead_client.post(reverse("conversations:integration_rotate_token", args=[integration.pk]))
+
+    new = re.search(r'value="(sb_[^"]+)"', response.content.decode()).group(1)
+    assert response["Cache-Control"] == "no-store"
+    assert send(client, old).status_code == 401
+    assert send(client, new).status_code == 202
+    page = lead_client.get(reverse("conversations:integration_edit", args=[integration.pk])).content.decode()
+    assert "token rotated" in page and new not in page and new[:8] in page
+    listing = lead_client.get(reverse("conversations:integrations")).content.decode()
+    assert new not in listing
+
+
+def test_a_new_signing_secret_signs_the_next_callbacks_and_is_shown_once(lead_client, integration_token):
+    from connectors import crypto
+
+    integration, _ = integration_token
+    Integration.objects.filter(pk=integration.pk).update(callback_url="http://127.0.0.1:9/hook")
+
+    response = lead_client.post(reverse("conversations:integration_signing_secret", args=[integration.pk]))
+
+    secret = re.search(r'id="new-secret" type="text" readonly value="([^"]+)"', response.content.decode()).group(1)
+    integration.refresh_from_db()
+    assert crypto.decrypt(integration.callback_secret_encrypted) == secret
+    page = lead_client.get(reverse("conversations:integration_edit", args=[integration.pk])).content.decode()
+    assert "signing secret replaced" in page and secret not in page
+
+
+def test_an_admin_creates_an_integration_from_the_dashboard(client, lead_client, connection, template):
+    response = lead_client.post(
+        reverse("conversations:integration_new"),
+        {"name": "Shopbot", "templates": [template.pk], "connections": [connection.pk]},
+    )
+
+    token = re.search(r'value="(sb_[^"]+)"', response.content.decode()).group(1)
+    integration = Integration.objects.get(name="Shopbot")
+    assert integration.default_connection == connection  # the first allowed one
+    body = {**MESSAGE, "template": template.name}
+    answer = client.post("/api/v1/messages", data=json.dumps(body), content_type="application/json", **auth(token))
+    assert answer.status_code == 202
+
+
+def test_the_default_connection_must_be_an_allowed_one(lead_client, connection, template):
+    other = ConnectionFactory(name="Other")
+    response = lead_client.post(
+        reverse("conversations:integration_new"),
+        {"name": "Shopbot", "connections": [connection.pk], "default_connection": other.pk},
+    )
+    assert "The default connection must be one of the connections it may use." in response.content.decode()
+    assert not Integration.objects.exists()
+
+
+def test_support_staff_cannot_manage_integrations(staff_client, integration_token):
+    integration, _ = integration_token
+    for url in [
+        reverse("conversations:integrations"),
+        reverse("conversations:integration_edit", args=[integration.pk]),
+    ]:
+        assert staff_client.get(url).status_code == 403
+    response = staff_client.post(reverse("conversations:integration_rotate_token", args=[integration.pk]))
+    assert response.status_code == 403
+
+
+def test_replacing_a_connection_key_shows_in_its_history_without_the_key(lead_client, connection):
+    data = {
+        "name": connection.name,
+        "provider": "mistral",
+        "base_url": connection.base_url,
+        "api_key": "sk-replaced-key-55555555",
+        "model": connection.model,
+        "timeout_seconds": "30",
+        "max_attempts": "3",
+    }
+    lead_client.post(reverse("connectors:edit", args=[connection.pk]), data)
+    page = lead_client.get(reverse("connectors:edit", args=[connection.pk])).content.decode()
+    assert "API key replaced" in page and "sk-replaced-key-55555555" not in page
