@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format clean bench screenshots
+.PHONY: run test faults lint format clean bench screenshots
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ run: $(VENV)/.installed .env
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+# Outages under traffic with real processes: a Redis and a PostgreSQL cluster of the tests' own, restarted
+# and crashed (a few minutes; `.ci/run` runs it after `make test`).
+faults: $(VENV)/.installed
+	$(PY) -m pytest -m faults tests/faults
 
 # Retake the README's screenshots (docs/screenshots/) with the browser tests.
 screenshots: $(VENV)/.installed

@@ -24,7 +24,12 @@ sentinel:// keep kombu's own transport, which tracks every message.
 
 from __future__ import annotations
 
+import logging
+
 from kombu.transport import redis, virtual
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+logger = logging.getLogger(__name__)
 
 
 class QoS(redis.QoS):
@@ -67,7 +72,13 @@ class QoS(redis.QoS):
             except Exception as error:  # noqa: BLE001 - Redis gone: keep going, report them all
                 unrestored.append((error, message))
         self._untracked.clear()
-        super().restore_unacked(client)
+        try:
+            super().restore_unacked(client)
+        except Exception:  # noqa: BLE001 - see below
+            # Closing after Redis went away: kombu builds a new pool for its copies in Redis, from a
+            # connection that is already gone (AttributeError), and the worker would stop with "Unrecoverable
+            # error". Those copies died with Redis anyway; keep going, so the worker reconnects.
+            logger.warning("could not put unacknowledged messages back in Redis; it is away", exc_info=True)
         return unrestored
 
 
@@ -80,6 +91,11 @@ class Channel(redis.Channel):
     def _create_client(self, asynchronous=False):
         if asynchronous:  # the event loop's own client, made once by kombu already
             return super()._create_client(asynchronous=True)
+        if self.connection is None or self.connection.client is None:
+            # A channel closed when Redis went away, asked to acknowledge a message it delivered before.
+            # kombu would build a pool from the missing connection (AttributeError) and the worker would stop
+            # with "Unrecoverable error"; as a connection error it is logged, and the worker reconnects.
+            raise RedisConnectionError("The broker connection of this channel is closed.")
         client = self._shared_client
         if client is None or client.connection_pool is not self.pool:
             client = self._shared_client = super()._create_client()

@@ -27,12 +27,13 @@ from django.db import transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from config.errors import service_unavailable
 from connectors import chat_completions, ratelimit
 from connectors.errors import ErrorKind, ProviderError
-from connectors.models import ProviderConnection
+from connectors.models import ProviderConnection, decrypted_api_key
 from connectors.safety import check_reachable
 
-from . import prices, store
+from . import outbox, prices, queue, store
 from .models import Call
 from .services import request_settings
 
@@ -71,6 +72,10 @@ def call_execute(*, call_id: int, worker: str = "") -> Call | None:
     try:
         return _attempt(call, claimed.history)
     except Exception as exc:
+        if service_unavailable(exc):
+            # The database went away (for longer than `durably` waits): the call stays running, and the
+            # sweeper queues it again once its worker's time is up. Not a failure of the call.
+            raise
         # A bug or an input nobody foresaw must end as a recorded failure, not a call stuck in "running"
         # that the sweeper would replay for ever. The type only: exception text can quote anything.
         logger.exception("call %s failed inside Switchboard", call_id)
@@ -141,7 +146,7 @@ def _usable_key(connection: ProviderConnection, model: str) -> str:
         )
     check_reachable(connection.base_url)
     try:
-        api_key = connection.api_key
+        api_key = decrypted_api_key(connection)
     except SecretUnreadable as error:
         raise ProviderError(ErrorKind.CONFIG, str(error)) from None
     if not api_key:
@@ -151,13 +156,11 @@ def _usable_key(connection: ProviderConnection, model: str) -> str:
 
 def _defer(call: Call, deferred: ratelimit.Deferred) -> None:
     """Hand the call back to the queue until its connection's limits let it through (still this attempt)."""
-    from .tasks import execute_call
-
     run_after = timezone.now() + timedelta(seconds=deferred.seconds)
     if Call.objects.filter(pk=call.pk, status=Call.Status.RUNNING, started_at=call.started_at).update(
         status=Call.Status.QUEUED, started_at=None, run_after=run_after
     ):
-        execute_call.apply_async((call.pk,), countdown=deferred.seconds)
+        queue.publish(queue.EXECUTE_CALL, call.pk, countdown=deferred.seconds)
         logger.info("call %s waits %.1f s: %s", call.pk, deferred.seconds, deferred)
     call.status = Call.Status.QUEUED
 
@@ -212,29 +215,29 @@ OUTCOME_FIELDS = [
 
 
 def _finish(call: Call, *, reply: chat_completions.ChatReply | None = None, error: ProviderError | None = None) -> bool:
-    """Store the outcome if this worker still holds the call; schedule the next attempt if one can help."""
+    """Store the outcome if this worker still holds the call; schedule the next attempt if one can help, or
+    put what the outcome sends out (a callback, a WhatsApp reply) in the outbox.
+
+    A database that blinks meanwhile is waited for (`outbox.durably`): the provider's answer is in hand,
+    and losing it would mean asking again.
+    """
     retry = error is not None and not error.permanent and call.attempt < call.connection.max_attempts
-    # The outcome is one statement on PostgreSQL; only a retry needs a transaction around it and the next
-    # attempt's row, so that a worker dying in between cannot leave a transient failure without its retry.
-    with transaction.atomic() if retry else nullcontext():
-        if not store.call_record(call=call, fields=OUTCOME_FIELDS, reply_text=reply.content if reply else None):
-            logger.warning("call %s was handed to another worker meanwhile; dropping this outcome", call.pk)
-            return False
-        if retry:
-            _schedule_retry(call, error)
-        else:
-            _deliver_outcome(call)
-    return True
 
+    def record() -> bool:
+        outgoing = [] if retry else outbox.outbound_kinds(call)
+        # The outcome is one statement on PostgreSQL; a retry's next row, or the outbox rows, share its
+        # transaction, so that a worker dying in between cannot leave an outcome without what follows it.
+        with transaction.atomic() if retry or outgoing else nullcontext():
+            if not store.call_record(call=call, fields=OUTCOME_FIELDS, reply_text=reply.content if reply else None):
+                logger.warning("call %s was handed to another worker meanwhile; dropping this outcome", call.pk)
+                return False
+            if retry:
+                _schedule_retry(call, error)
+            elif outgoing:
+                outbox.outbound_create(call=call, kinds=outgoing)
+        return True
 
-def _deliver_outcome(call: Call) -> None:
-    """A final outcome goes back where the message came from: a callback URL, or the WhatsApp customer."""
-    from .tasks import deliver_callback, send_whatsapp_reply
-
-    if call.conversation.integration_id:
-        transaction.on_commit(lambda: deliver_callback.delay(call.pk))
-    if call.conversation.channel_id and call.status == Call.Status.SUCCEEDED:
-        transaction.on_commit(lambda: send_whatsapp_reply.delay(call.pk))
+    return outbox.durably(record)
 
 
 def retry_delay(attempt: int, retry_after: float | None) -> float:
@@ -248,8 +251,6 @@ def retry_delay(attempt: int, retry_after: float | None) -> float:
 
 
 def _schedule_retry(call: Call, error: ProviderError) -> Call:
-    from .tasks import execute_call
-
     delay = retry_delay(call.attempt, error.retry_after)
     retry = Call.objects.create(
         conversation_id=call.conversation_id,
@@ -259,6 +260,6 @@ def _schedule_retry(call: Call, error: ProviderError) -> Call:
         attempt=call.attempt + 1,
         run_after=timezone.now() + timedelta(seconds=delay),
     )
-    transaction.on_commit(lambda: execute_call.apply_async((retry.pk,), countdown=delay))
+    queue.publish_on_commit(queue.EXECUTE_CALL, retry.pk, countdown=delay)
     logger.info("call %s: %s; attempt %s in %.1f s as call %s", call.pk, error.kind, retry.attempt, delay, retry.pk)
     return retry

@@ -5,16 +5,20 @@ Everything is checked before anything is written, so a refused request leaves no
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, close_old_connections, transaction
 
+from config.errors import service_unavailable
 from connectors.models import ProviderConnection
 
 from . import services
 from .models import Call, Conversation, IdempotencyKey, Integration, Message, PromptTemplate
+from .payloads import printable, unstorable
 
 
 @dataclass
@@ -27,11 +31,12 @@ class Refused(Exception):
 
 
 def _text(value: Any, field: str, limit: int | None = None, example: str = "") -> str:
-    """A string field: text, no NUL (PostgreSQL cannot store it), at most `limit` characters."""
+    """A string field: text the database can store (no NUL, no lone surrogate), at most `limit` characters."""
     if not isinstance(value, str) or not value.strip():
         raise Refused(400, field, f'"{field}" must be non-empty text{example}.')
-    if "\x00" in value:
-        raise Refused(400, field, f'"{field}" contains a NUL character; remove it.')
+    problem = unstorable(value)
+    if problem:
+        raise Refused(400, field, f'"{field}" {problem}.')
     if limit and len(value) > limit:
         raise Refused(400, field, f'"{field}" is {len(value)} characters; at most {limit}.')
     return value
@@ -77,15 +82,61 @@ def _variables(value: Any) -> dict[str, str]:
     return variables
 
 
+MESSAGE_FIELDS = ("template", "contact", "message", "variables", "connection", "wait", "message_id")
+
+
+def _fingerprint(payload: dict[str, Any]) -> str:
+    """What makes two requests the same message: the body, less `wait` (how long to wait for the answer)."""
+    same = {k: v for k, v in payload.items() if k != "wait"}
+    return hashlib.sha256(json.dumps(same, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _request_keys(payload: dict[str, Any], idempotency_key: str) -> list[tuple[str, str]]:
+    keys = []
+    if idempotency_key:
+        keys.append((IdempotencyKey.Kind.HEADER, _text(idempotency_key, "Idempotency-Key", 200)))
+    if payload.get("message_id") is not None:
+        message_id = _text(payload["message_id"], "message_id", 200, ", your platform's id for the message")
+        keys.append((IdempotencyKey.Kind.MESSAGE_ID, message_id))
+    return keys
+
+
+def _earlier(integration: Integration, keys: list[tuple[str, str]], fingerprint: str) -> Call | None:
+    """The call a repeated key made, or None; a key first used with another body is refused (422)."""
+    for kind, key in keys:
+        earlier = IdempotencyKey.objects.filter(integration=integration, kind=kind, key=key).select_related("call")
+        earlier = earlier.first()
+        if earlier is None:
+            continue
+        if earlier.request_hash and earlier.request_hash != fingerprint:
+            label = "Idempotency-Key" if kind == IdempotencyKey.Kind.HEADER else "message_id"
+            raise Refused(
+                422,
+                label,
+                f"{label} {key!r} was first used with a different body (call {earlier.call_id}). Send the same "
+                f"body to get that result again, or a new {label} for a new message.",
+            )
+        return earlier.call
+    return None
+
+
 def message_receive(
     *, integration: Integration, payload: dict[str, Any], idempotency_key: str = ""
 ) -> tuple[Call, bool]:
-    """Queue the answer to one customer message; returns the call and whether it was a repeat of a key."""
-    if idempotency_key:
-        idempotency_key = _text(idempotency_key, "Idempotency-Key", 200)
-        earlier = IdempotencyKey.objects.filter(integration=integration, key=idempotency_key).select_related("call")
-        if earlier:
-            return earlier[0].call, True
+    """Queue the answer to one customer message; returns the call and whether it repeats an earlier request
+    (the same Idempotency-Key or message_id with the same body)."""
+    unknown = sorted(set(payload) - set(MESSAGE_FIELDS))
+    if unknown:
+        raise Refused(
+            400,
+            printable(unknown[0]),
+            f"Unknown field {printable(unknown[0])!r}. The fields are: {', '.join(MESSAGE_FIELDS)}.",
+        )
+    keys = _request_keys(payload, idempotency_key)
+    fingerprint = _fingerprint(payload)
+    earlier = _earlier(integration, keys, fingerprint) if keys else None
+    if earlier is not None:
+        return earlier, True
     template = _allowed_template(integration, payload.get("template"))
     connection = allowed_connection(integration, payload.get("connection"))
     contact = _text(payload.get("contact"), "contact", 200, ": who the customer is, e.g. their WhatsApp number")
@@ -118,14 +169,19 @@ def message_receive(
                     conversation.variables = variables
                     conversation.save(update_fields=["variables", "system_prompt"])
                 call = services.conversation_reply(conversation=conversation, customer_message=message)
-            if idempotency_key:
-                IdempotencyKey.objects.create(integration=integration, key=idempotency_key, call=call)
+            IdempotencyKey.objects.bulk_create(
+                IdempotencyKey(integration=integration, kind=kind, key=key, request_hash=fingerprint, call=call)
+                for kind, key in keys
+            )
     except services.TemplateVariableError as error:
         raise Refused(422, "variables", str(error)) from None
     except services.SendRefused as error:
         raise Refused(413 if "limit is" in str(error) else 400, "message", str(error)) from None
-    except IntegrityError:  # the same Idempotency-Key raced in twice: the other request made the call
-        return IdempotencyKey.objects.get(integration=integration, key=idempotency_key).call, True
+    except IntegrityError:  # the same key raced in twice: the other request made the call
+        earlier = _earlier(integration, keys, fingerprint)
+        if earlier is None:
+            raise
+        return earlier, True
     return call, False
 
 
@@ -146,6 +202,14 @@ def chat_receive(*, integration: Integration, payload: dict[str, Any], contact: 
     if model is not None and not isinstance(model, str):
         raise Refused(400, "model", '"model" is text: a connection name, or a model for the default connection.')
     names = set(integration.connections.values_list("name", flat=True))
+    if model and model not in names and ProviderConnection.objects.filter(name=model).exists():
+        # A connection by name, but not one of this integration's: never send its name to another provider.
+        raise Refused(
+            403,
+            "model",
+            f"{model!r} is a connection this integration may not use. Allowed: {', '.join(sorted(names)) or 'none yet'}"
+            ". An Admin can allow it on the integration's page.",
+        )
     connection = allowed_connection(integration, model if model in names else None)
     overrides = {"model": model if model and model not in names else None}
     temperature, max_tokens = payload.get("temperature"), payload.get("max_tokens")
@@ -179,10 +243,19 @@ def chat_receive(*, integration: Integration, payload: dict[str, Any], contact: 
 
 
 def wait_for(call: Call, seconds: float) -> Call:
-    """The call's newest attempt once it has finished, or as it is after `seconds`."""
+    """The call's newest attempt once it has finished, or as last seen after `seconds`.
+
+    A database that is briefly away while waiting is waited for too: the message is already committed.
+    """
     deadline = time.monotonic() + max(0.0, seconds)
+    latest = call
     while True:
-        latest = call.latest_attempt()
+        try:
+            latest = call.latest_attempt()
+        except Exception as error:
+            if not service_unavailable(error):
+                raise
+            close_old_connections()
         if latest.finished or time.monotonic() >= deadline:
             return latest
         time.sleep(0.02)

@@ -14,6 +14,7 @@ from django.db import transaction
 
 from connectors.models import ProviderConnection
 
+from . import queue
 from .models import Call, Conversation, Message, PromptTemplate
 from .rendering import TemplateVariableError
 
@@ -112,8 +113,6 @@ def queue_call(
     conversation: Conversation, user_text: str, customer_message: str, external_id: str | None = None
 ) -> Call:
     """Record the customer's message and a queued call for it; the task is sent once this commits."""
-    from .tasks import execute_call  # the task module imports this one
-
     message = Message.objects.create(
         conversation=conversation,
         role=Message.Role.USER,
@@ -128,7 +127,7 @@ def queue_call(
         model=request_settings(conversation.connection, conversation.overrides)["model"],
     )
     conversation.save(update_fields=["updated_at"])
-    transaction.on_commit(lambda: execute_call.delay(call.pk))
+    queue.publish_on_commit(queue.EXECUTE_CALL, call.pk)
     return call
 
 

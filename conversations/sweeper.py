@@ -1,50 +1,66 @@
-"""The safety net under the broker: calls the database accepted but no worker is going to finish."""
+"""The safety net under the broker: rows the database accepted but no worker is going to finish.
+
+Calls and outbound messages are swept alike. A row running past its own deadline plus a grace
+(CALL_RUNNING_GRACE_SECONDS) lost its worker: it is queued again. A row queued well past its time lost its
+broker message: it is published again, after CALL_QUEUED_STALE_SECONDS once the broker's queue is empty
+(while it still holds messages, an overdue row is most likely part of a backlog being worked through), or
+after CALL_QUEUED_LOST_SECONDS even through a busy queue (a worker killed outright takes the messages it
+held with it, and a busy queue might never be empty). Each row is queued again at most once per period.
+"""
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
 
-from .models import Call
+from . import outbox, queue
+from .models import Call, Outbound
 
 logger = logging.getLogger(__name__)
 
 
 def calls_sweep() -> list[int]:
     """Queue again the calls whose broker message was lost or whose worker died. Returns their ids."""
-    from .tasks import execute_call
-
-    now = timezone.now()
-    swept: list[int] = []
-    grace = timedelta(seconds=settings.CALL_RUNNING_GRACE_SECONDS)
-    stuck_running = Call.objects.filter(status=Call.Status.RUNNING, started_at__lt=now - grace)
-    for call_id, started_at, timeout in stuck_running.values_list("pk", "started_at", "connection__timeout_seconds"):
-        # A running call is only stuck once its own timeout has passed too: the HTTP call has ended by then.
-        if started_at + timedelta(seconds=timeout) + grace > now:
-            continue
-        if Call.objects.filter(pk=call_id, status=Call.Status.RUNNING, started_at=started_at).update(
-            status=Call.Status.QUEUED, started_at=None, run_after=now
-        ):
-            swept.append(call_id)
-    # While the broker still holds messages, overdue calls are most likely a backlog being worked through:
-    # queueing them again would only grow it. Once it is empty, a queued call's message is truly gone. A
-    # call overdue by CALL_QUEUED_LOST_SECONDS is queued again even through a backlog: a worker killed
-    # outright takes its calls' messages with it (config/broker.py keeps no copy in Redis), and a busy
-    # queue might never be empty. Each call is queued again at most once per that period.
-    overdue = settings.CALL_QUEUED_STALE_SECONDS if broker_backlog() == 0 else settings.CALL_QUEUED_LOST_SECONDS
-    due_before = now - timedelta(seconds=overdue)
-    stuck_queued = list(
-        Call.objects.filter(status=Call.Status.QUEUED, run_after__lt=due_before).values_list("pk", flat=True)[:5000]
+    stuck = Call.objects.filter(status=Call.Status.RUNNING).values_list(
+        "pk", "started_at", "connection__timeout_seconds"
     )
-    Call.objects.filter(pk__in=stuck_queued, status=Call.Status.QUEUED).update(run_after=now)
+    return _sweep(Call, queue.EXECUTE_CALL, stuck, lambda timeout: timeout)
+
+
+def outbound_sweep() -> list[int]:
+    """The same for outbound messages (callbacks, WhatsApp replies)."""
+    stuck = Outbound.objects.filter(status=Outbound.Status.RUNNING).values_list("pk", "started_at", "kind", "text")
+    rows = [(pk, started, (kind, len(text))) for pk, started, kind, text in stuck]
+    return _sweep(Outbound, queue.DELIVER_OUTBOUND, rows, lambda kind_size: outbox.running_timeout(*kind_size))
+
+
+def _sweep(model, task: str, running, timeout_of: Callable[[object], float]) -> list[int]:
+    now = timezone.now()
+    grace = timedelta(seconds=settings.CALL_RUNNING_GRACE_SECONDS)
+    swept: list[int] = []
+    for pk, started_at, how_long in running:
+        # A running row is only stuck once its own deadline has passed too: its request has ended by then.
+        if started_at is None or started_at + timedelta(seconds=timeout_of(how_long)) + grace > now:
+            continue
+        if model.objects.filter(pk=pk, status=model.Status.RUNNING, started_at=started_at).update(
+            status=model.Status.QUEUED, started_at=None, run_after=now
+        ):
+            swept.append(pk)
+    overdue = settings.CALL_QUEUED_STALE_SECONDS if broker_backlog() == 0 else settings.CALL_QUEUED_LOST_SECONDS
+    due_before: datetime = now - timedelta(seconds=overdue)
+    stuck_queued = list(
+        model.objects.filter(status=model.Status.QUEUED, run_after__lt=due_before).values_list("pk", flat=True)[:5000]
+    )
+    model.objects.filter(pk__in=stuck_queued, status=model.Status.QUEUED).update(run_after=now)
     swept += stuck_queued
-    for call_id in swept:
-        execute_call.delay(call_id)
+    for pk in swept:
+        queue.publish(task, pk)
     if swept:
-        logger.warning("sweeper queued %s stuck calls again: %s", len(swept), swept[:20])
+        logger.warning("sweeper queued %s stuck %s rows again: %s", len(swept), model.__name__, swept[:20])
     return swept
 
 
@@ -61,6 +77,6 @@ def broker_backlog() -> int:
             return int(declared.message_count)
     except ChannelError:  # Redis keeps no key for an empty queue, so kombu answers "not found": nothing waits
         return 0
-    except Exception:  # noqa: BLE001 - an unreachable broker must not stop the sweep of running calls
+    except Exception:  # noqa: BLE001 - an unreachable broker must not stop the sweep of running rows
         logger.warning("sweeper could not read the broker's queue length", exc_info=True)
         return 0

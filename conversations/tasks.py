@@ -1,45 +1,56 @@
+"""The worker's tasks: each takes the id of a committed row and calls the service that owns it.
+
+Tasks are published by name through conversations/queue.py, so nothing here is imported by the modules
+that ring them.
+"""
+
 from __future__ import annotations
+
+import contextlib
 
 from celery import shared_task
 
-from . import callbacks, delivery, sweeper, whatsapp
+from . import delivery, outbox, queue, sweeper
+from .models import Outbound
 
 
-@shared_task(name="conversations.execute_call", bind=True)
+@shared_task(name=queue.EXECUTE_CALL, bind=True)
 def execute_call(self, call_id: int) -> None:
     """Make one provider call. Takes only the id: the row holds everything else, and no key crosses the broker."""
     delivery.call_execute(call_id=call_id, worker=self.request.hostname or "")
 
 
+@shared_task(name=queue.DELIVER_OUTBOUND)
+def deliver_outbound(outbound_id: int) -> None:
+    """One try at sending an outbound message (a callback, a WhatsApp reply); the row decides what follows."""
+    outbox.outbound_deliver(outbound_id=outbound_id)
+
+
 @shared_task(name="conversations.sweep_calls", ignore_result=True)
 def sweep_calls() -> int:
-    """Run by Celery beat: queue again the calls a lost broker message or a dead worker left behind."""
-    return len(sweeper.calls_sweep())
+    """Run by Celery beat: queue again the calls and outbound messages a lost broker message or a dead
+    worker left behind."""
+    return len(sweeper.calls_sweep()) + len(sweeper.outbound_sweep())
 
 
-@shared_task(
-    name="conversations.deliver_callback",
-    bind=True,
-    autoretry_for=(callbacks.CallbackFailed,),
-    retry_backoff=2,
-    retry_backoff_max=300,
-    retry_jitter=True,
-    max_retries=6,
-)
-def deliver_callback(self, call_id: int) -> None:
-    """POST a finished call to its integration's callback URL; network errors, 429 and 5xx are retried."""
-    callbacks.callback_deliver(call_id=call_id, attempt=self.request.retries + 1)
+# Messages published before the outbox existed name these tasks with a call's id: deliver them through it.
+@shared_task(name="conversations.deliver_callback")
+def deliver_callback(call_id: int) -> None:
+    _legacy(call_id, Outbound.Kind.CALLBACK)
 
 
-@shared_task(
-    name="conversations.send_whatsapp_reply",
-    bind=True,
-    autoretry_for=(whatsapp.SendFailed,),
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
-    max_retries=5,
-)
-def send_whatsapp_reply(self, call_id: int) -> None:
-    """Send a finished call's reply to the WhatsApp customer; throughput limits and 5xx are retried."""
-    whatsapp.reply_send(call_id=call_id, attempt=self.request.retries + 1)
+@shared_task(name="conversations.send_whatsapp_reply")
+def send_whatsapp_reply(call_id: int) -> None:
+    _legacy(call_id, Outbound.Kind.WHATSAPP)
+
+
+def _legacy(call_id: int, kind: str) -> None:
+    from django.db import IntegrityError, transaction
+
+    from .models import Call
+
+    call = Call.objects.select_related("conversation").filter(pk=call_id).first()
+    if call is None or kind not in outbox.outbound_kinds(call):
+        return
+    with contextlib.suppress(IntegrityError), transaction.atomic():  # a row already made: the outbox has it
+        outbox.outbound_create(call=call, kinds=[kind])

@@ -45,9 +45,13 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: whatever fails below, an answer under /api/ is JSON (config/errors.py).
+    "config.errors.ApiErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves /static/ from the web process itself (after collectstatic), so no separate file server is needed.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A NUL in the address, the query string or a form is a 400 before any view or query sees it.
+    "config.errors.RefuseUnstorableInputMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -91,7 +95,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.boo
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 2,
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
-        "timeout": 30,
+        # How long a request or a task waits for a connection: past it, a database that is down answers a
+        # 503 (config/errors.py) instead of holding the request.
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=5.0),
     }
 if DATABASES["default"]["ENGINE"] in ("django.db.backends.postgresql", "config.postgresql"):
     # The worker's two statements per call (conversations/store.py) are prepared once per connection and
@@ -176,7 +182,10 @@ def broker_transport(url: str) -> str | None:
 CELERY_BROKER_TRANSPORT = broker_transport(CELERY_BROKER_URL)  # settings that change the URL call it again
 # A call's broker message is only a doorbell: the call row is the record and the sweeper rings again when a
 # message is lost, so config/broker.py keeps no copy of it in Redis while it runs.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"untracked_tasks": ["conversations.execute_call"]}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"untracked_tasks": ["conversations.execute_call", "conversations.deliver_outbound"]}
+# With the broker away, a publish gives up after about half a second instead of blocking a request: the row
+# it rings for is committed, and the sweeper publishes it again (conversations/queue.py).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.3}
 # The database row is the record of a call, not a Celery result.
 CELERY_TASK_IGNORE_RESULT = True
 # A task is acknowledged after it ran. If its worker dies mid-task, kombu's copy in Redis brings a callback or
@@ -226,6 +235,11 @@ LOGGING = {
 
 # Longest customer message accepted, in bytes of UTF-8.
 MAX_CUSTOMER_MESSAGE_BYTES = env.int("MAX_CUSTOMER_MESSAGE_BYTES", default=32 * 1024)
+# Largest JSON body the API reads (a chat-completions request carries its whole history).
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
+# Largest body Django reads at all: Meta sends WhatsApp webhooks of up to 3 MB, and a webhook refused for
+# its size would be delivered again for days.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(env.int("MAX_REQUEST_BODY_BYTES", default=3_500_000), API_MAX_BODY_BYTES)
 
 # --- Delivery --------------------------------------------------------------------------------
 # Retries of transient failures (429, 5xx, timeouts, network): Celery's exponential backoff with
@@ -243,6 +257,12 @@ CALL_RUNNING_GRACE_SECONDS = env.float("CALL_RUNNING_GRACE_SECONDS", default=60.
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-calls": {"task": "conversations.sweep_calls", "schedule": CALL_SWEEP_INTERVAL_SECONDS},
 }
+# The outbox (callbacks, WhatsApp replies): tries in all, backoff from this many seconds (doubling, full
+# jitter, capped), and how long a worker waits for the database to record a message it has already sent.
+OUTBOX_MAX_TRIES = env.int("OUTBOX_MAX_TRIES", default=7)
+OUTBOX_RETRY_BACKOFF_SECONDS = env.float("OUTBOX_RETRY_BACKOFF_SECONDS", default=2.0)
+OUTBOX_RETRY_BACKOFF_MAX_SECONDS = env.float("OUTBOX_RETRY_BACKOFF_MAX_SECONDS", default=300.0)
+OUTBOX_RECORD_PATIENCE_SECONDS = env.float("OUTBOX_RECORD_PATIENCE_SECONDS", default=60.0)
 # How much of a conversation is sent with each new customer message.
 CONVERSATION_HISTORY_MESSAGES = env.int("CONVERSATION_HISTORY_MESSAGES", default=20)
 CONVERSATION_HISTORY_TOKENS = env.int("CONVERSATION_HISTORY_TOKENS", default=4000)

@@ -29,6 +29,8 @@ CELERY_BROKER_TRANSPORT = broker_transport(CELERY_BROKER_URL)
 # Retries in tests wait tenths of a second, not seconds (a provider's Retry-After still wins).
 CALL_RETRY_BACKOFF_SECONDS = env.float("CALL_RETRY_BACKOFF_SECONDS", default=0.05)
 CALL_RETRY_BACKOFF_MAX_SECONDS = env.float("CALL_RETRY_BACKOFF_MAX_SECONDS", default=0.5)
+OUTBOX_RETRY_BACKOFF_SECONDS = env.float("OUTBOX_RETRY_BACKOFF_SECONDS", default=0.05)
+OUTBOX_RETRY_BACKOFF_MAX_SECONDS = env.float("OUTBOX_RETRY_BACKOFF_MAX_SECONDS", default=0.5)
 
 # The test client and the live server speak plain http; production settings are checked by a test of
 # `manage.py check --deploy` instead.

@@ -70,7 +70,14 @@ MESSAGE_REQUEST = {
         },
         "connection": {"type": "string", "description": "Connection name; the integration's default otherwise."},
         "wait": {"type": "number", "minimum": 0, "maximum": 30, "description": "Seconds to wait for the reply."},
+        "message_id": {
+            "type": "string",
+            "maxLength": 200,
+            "description": "Your platform's id for the message, unique per integration: a repeat with the same "
+            "body returns the first result (as Idempotency-Key does); with another body it is a 422.",
+        },
     },
+    "additionalProperties": False,
 }
 CHAT_REQUEST = {
     "type": "object",
@@ -103,7 +110,14 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 def openapi() -> dict[str, Any]:
     errors = {
         "400": {"description": "Malformed input: the field and the fix", **_json(ERROR)},
-        "401": {"description": "Missing or wrong token", **_json(ERROR)},
+        "401": {"description": "Missing or wrong token, or a disabled integration", **_json(ERROR)},
+        "405": {"description": "Another HTTP method than the one documented", **_json(ERROR)},
+        "413": {"description": "A body over API_MAX_BODY_BYTES", **_json(ERROR)},
+        "503": {
+            "description": "The database or the broker is briefly away: retry after Retry-After seconds",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+            **_json(ERROR),
+        },
     }
     return {
         "openapi": "3.1.0",
@@ -139,8 +153,11 @@ def openapi() -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "Answered", **_json(OUTCOME)},
                         "202": {"description": "Queued; poll status_url", **_json(OUTCOME)},
-                        "413": {"description": "Message too long", **_json(ERROR)},
-                        "422": {"description": "Unknown template or connection, or a missing variable", **_json(ERROR)},
+                        "422": {
+                            "description": "Unknown template or connection, a missing variable, or an "
+                            "Idempotency-Key or message_id first used with another body",
+                            **_json(ERROR),
+                        },
                         "502": {"description": "The provider failed; see error.cause and error.fix", **_json(OUTCOME)},
                         **errors,
                     },
@@ -163,7 +180,18 @@ def openapi() -> dict[str, Any]:
                     "description": "Point an OpenAI or Mistral client at `/api/v1`, the integration token as its key. "
                     "The call is logged and retried like any other.",
                     "requestBody": {"required": True, **_json(CHAT_REQUEST)},
-                    "responses": {"200": {"description": "choices[0].message.content holds the reply"}, **errors},
+                    "responses": {
+                        "200": {"description": "choices[0].message.content holds the reply"},
+                        "403": {"description": "model names a connection this integration may not use", **_json(ERROR)},
+                        "429": {"description": "The provider rate-limited the call"},
+                        "502": {"description": "The provider failed; error.message has the cause and the fix"},
+                        **errors,
+                        "503": {
+                            "description": "No reply in time (the call stays queued), or the database or broker is "
+                            "away: retry after Retry-After seconds",
+                            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                        },
+                    },
                 }
             },
         },

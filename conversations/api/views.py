@@ -5,7 +5,6 @@ Every answer is JSON, errors included: `{"error": {"field", "message"}}` naming 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -13,13 +12,16 @@ from functools import wraps
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from .. import services
+from config.errors import service_unavailable
+
+from .. import payloads, services
 from ..inbound import Refused, call_outcome, chat_receive, message_receive, wait_for
 from ..models import Call, Integration
 from .tokens import integration_for
@@ -41,18 +43,26 @@ def api(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
         integration = integration_for(token.strip()) if scheme.lower() == "bearer" else None
         if integration is None:
             return _error(401, "Authorization", "Send the integration's token as 'Authorization: Bearer sb_…'.")
+        if not integration.is_active:
+            return _error(401, "Authorization", "This integration is disabled. An Admin can enable it on its page.")
         now = timezone.now()
         if integration.last_used_at is None or now - integration.last_used_at > LAST_USED_PRECISION:
             # A write per request would serialise every API call on this row; a minute's precision is plenty.
             Integration.objects.filter(pk=integration.pk).update(last_used_at=now)
         payload: Any = {}
         if request.method == "POST":
-            if len(request.body) > settings.MAX_CUSTOMER_MESSAGE_BYTES * 4:
-                return _error(413, "body", f"The body is over {settings.MAX_CUSTOMER_MESSAGE_BYTES * 4:,} bytes.")
+            limit = settings.API_MAX_BODY_BYTES
             try:
-                payload = json.loads(request.body or b"null")
-            except (ValueError, UnicodeDecodeError) as error:
-                return _error(400, "body", f"The body is not valid JSON ({error}). Send a JSON object.")
+                size = int(request.headers.get("Content-Length") or 0)
+                raw = request.body if size <= limit else b""
+            except (ValueError, RequestDataTooBig):
+                size = limit + 1
+            if size > limit or len(raw) > limit:
+                return _error(413, "body", f"The body is over {limit:,} bytes (API_MAX_BODY_BYTES). Send less.")
+            try:
+                payload = payloads.loads(raw or b"null")
+            except payloads.PayloadError as refused:
+                return _error(400, refused.field, refused.message)
             if not isinstance(payload, dict):
                 return _error(400, "body", "The body must be a JSON object.")
         try:
@@ -76,15 +86,23 @@ def messages(request: HttpRequest, integration: Integration, payload: dict[str, 
     """Answer one customer message through a template, continuing the contact's conversation."""
     wait = _wait_seconds(payload)
     call, repeated = message_receive(
-        integration=integration, payload=payload, idempotency_key=request.headers.get("Idempotency-Key", "")[:200]
+        integration=integration, payload=payload, idempotency_key=request.headers.get("Idempotency-Key", "")
     )
-    call = wait_for(call, wait) if wait else call.latest_attempt()
-    body = call_outcome(call)
-    body["status_url"] = request.build_absolute_uri(reverse("api:call", args=[call.pk]))
+    status_url = request.build_absolute_uri(reverse("api:call", args=[call.pk]))
+    try:
+        call = wait_for(call, wait) if wait else call.latest_attempt()
+        body = call_outcome(call)
+    except Exception as error:
+        # The message is committed: whatever happens to the database now, never tell the client it failed
+        # (a retry would be a second message). The status URL answers once the database is back.
+        if not service_unavailable(error):
+            raise
+        body = {"call_id": call.pk, "conversation_id": call.conversation_id, "status": Call.Status.QUEUED}
+    body["status_url"] = status_url
     body["idempotent_replay"] = repeated
-    if not call.finished:
+    if body["status"] not in (Call.Status.SUCCEEDED, Call.Status.FAILED):
         return JsonResponse(body, status=202)
-    return JsonResponse(body, status=200 if call.status == Call.Status.SUCCEEDED else 502)
+    return JsonResponse(body, status=200 if body["status"] == Call.Status.SUCCEEDED else 502)
 
 
 @require_GET
@@ -102,7 +120,10 @@ def chat_completions(request: HttpRequest, integration: Integration, payload: di
     """The chat-completions shape in and out, so a platform wired to Mistral changes only base URL and key."""
     if payload.get("stream"):
         return _openai_error(400, 'stream is not supported here; send "stream": false.', "invalid_request_error")
-    contact = str(payload.get("user") or request.headers.get("X-Contact") or f"api:{integration.name}")
+    user = payload.get("user")
+    if user is not None and not isinstance(user, str):
+        raise Refused(400, "user", '"user" is text naming the customer, e.g. their phone number or your user id.')
+    contact = user or request.headers.get("X-Contact") or f"api:{integration.name}"
     try:
         call = chat_receive(integration=integration, payload=payload, contact=contact)
     except services.SendRefused as error:
@@ -131,7 +152,12 @@ def chat_completions(request: HttpRequest, integration: Integration, payload: di
             }
         )
     if not call.finished:
-        return _openai_error(504, f"No reply yet; follow call {call.pk} at /api/v1/calls/{call.pk}.", "timeout")
+        # Not a failure yet: the call is queued (the broker may be away) or slow. Retry-After tells SDKs when.
+        response = _openai_error(
+            503, f"No reply in time; the message is queued as call {call.pk} (/api/v1/calls/{call.pk}).", "timeout"
+        )
+        response["Retry-After"] = "5"
+        return response
     # The provider's failure, not the client's: a 401 here would read as "your Switchboard token is wrong".
     status = 429 if call.http_status == 429 else 502
     return _openai_error(

@@ -124,3 +124,80 @@ class TestWithAWorker:
         assert response.status_code == 502
         assert response.json()["error"]["kind"] == "auth"
         assert "Paste the full key" in response.json()["error"]["fix"]
+
+
+@pytest.mark.django_db
+class TestRepeatsAndOutages:
+    def test_the_platforms_message_id_makes_a_repeat_return_the_first_result(self, client, integration_token):
+        one = post(client, integration_token[1], {**GOOD, "message_id": "msg-1001"})
+        two = post(client, integration_token[1], {**GOOD, "message_id": "msg-1001", "wait": 0})
+
+        assert one.json()["call_id"] == two.json()["call_id"]
+        assert (one.json()["idempotent_replay"], two.json()["idempotent_replay"]) == (False, True)
+        assert Call.objects.count() == 1
+
+    def test_a_message_id_is_unique_per_integration_not_across_them(self, client, integration_token):
+        from conversations.api.tokens import integration_create
+
+        integration, _ = integration_token
+        _, other = integration_create(
+            name="Other", templates=list(integration.templates.all()), connections=list(integration.connections.all())
+        )
+        first = post(client, integration_token[1], {**GOOD, "message_id": "msg-7"})
+        second = post(client, other, {**GOOD, "message_id": "msg-7"})
+
+        assert first.status_code == second.status_code == 202
+        assert first.json()["call_id"] != second.json()["call_id"]
+
+    @pytest.mark.parametrize("how", ["message_id", "Idempotency-Key"])
+    def test_a_repeat_with_a_different_body_is_a_422_naming_the_conflict(self, client, integration_token, how):
+        extra, headers = ({"message_id": "msg-9"}, {}) if how == "message_id" else ({}, {"HTTP_IDEMPOTENCY_KEY": "k-9"})
+        first = post(client, integration_token[1], {**GOOD, **extra}, **headers)
+        again = post(client, integration_token[1], {**GOOD, **extra, "message": "Something else"}, **headers)
+
+        assert again.status_code == 422
+        assert again.json()["error"]["field"] == how
+        assert (
+            f"was first used with a different body (call {first.json()['call_id']})" in again.json()["error"]["message"]
+        )
+        assert Call.objects.count() == 1
+
+    def test_an_unknown_field_is_refused_naming_the_known_ones(self, client, integration_token):
+        response = post(client, integration_token[1], {**GOOD, "wiat": 5})
+        assert response.status_code == 400
+        assert response.json()["error"] == {
+            "field": "wiat",
+            "message": "Unknown field 'wiat'. The fields are: template, contact, message, variables, connection, "
+            "wait, message_id.",
+        }
+
+    def test_with_the_broker_down_the_message_is_accepted_with_202(self, client, integration_token, monkeypatch):
+        from kombu.exceptions import OperationalError as BrokerError
+
+        from config.celery import app
+
+        def broker_down(*args, **kwargs):
+            raise BrokerError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+        monkeypatch.setattr(app, "send_task", broker_down)
+        response = post(client, integration_token[1], {**GOOD, "message_id": "m-1"})
+
+        assert response.status_code == 202
+        assert response.json()["status"] == "queued" and response.json()["status_url"].endswith(
+            f"/api/v1/calls/{response.json()['call_id']}"
+        )
+        assert Call.objects.get().status == Call.Status.QUEUED  # committed; the sweeper rings for it
+
+    def test_a_database_blink_after_the_commit_is_still_a_202(self, client, integration_token, monkeypatch):
+        from django.db import OperationalError
+
+        from conversations.api import views
+
+        def blink(*args, **kwargs):
+            raise OperationalError("terminating connection due to administrator command")
+
+        monkeypatch.setattr(views, "call_outcome", blink)
+        response = post(client, integration_token[1], GOOD)
+
+        assert response.status_code == 202
+        assert response.json()["call_id"] == Call.objects.get().pk

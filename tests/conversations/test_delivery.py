@@ -12,18 +12,36 @@ from django.utils import timezone
 from connectors.errors import ErrorKind
 from conversations import delivery, services, sweeper
 from conversations.models import Call, Message
-from conversations.tasks import execute_call
+from conversations.queue import EXECUTE_CALL
 
 pytestmark = pytest.mark.django_db
 
 
+class CallsPublished:
+    """A live view of the calls published so far, as (call id, countdown) pairs."""
+
+    def __init__(self, published):
+        self.published = published
+
+    def _pairs(self):
+        return [(row_id, countdown or 0) for task, row_id, countdown in self.published if task == EXECUTE_CALL]
+
+    def __iter__(self):
+        return iter(self._pairs())
+
+    def __getitem__(self, index):
+        return self._pairs()[index]
+
+    def __eq__(self, other):
+        return self._pairs() == other
+
+    def __repr__(self):
+        return repr(self._pairs())
+
+
 @pytest.fixture
-def queued(monkeypatch):
-    """Stand in for the broker: record what would be queued, with its countdown."""
-    sent = []
-    monkeypatch.setattr(execute_call, "delay", lambda call_id: sent.append((call_id, 0)))
-    monkeypatch.setattr(execute_call, "apply_async", lambda args, countdown: sent.append((args[0], countdown)))
-    return sent
+def queued(published):
+    return CallsPublished(published)
 
 
 def send(connection, template, model="mistral-small-latest"):

@@ -1,0 +1,186 @@
+"""The outbox: every message Switchboard sends out, delivered at least once and recorded, whatever restarts.
+
+Guarantees, and how they are kept:
+- Nothing the database accepted depends on a broker message alone. An Outbound row is written in the same
+  transaction as what it reports (a call's final outcome), then a task is published with its id. A lost
+  message (Redis restarted, a worker killed) leaves the row queued or running, and the sweeper queues it
+  again, as it does calls.
+- A row is claimed like a call (`status` queued → running, with `started_at` as a fencing token): a
+  duplicate message does nothing, and a worker that comes back after the sweeper handed its row on
+  records nothing.
+- What was sent stays on record even when the database blinks meanwhile: the try's row (CallbackAttempt,
+  WhatsAppSend) and the outcome are written with `durably`, which waits for the database to come back
+  (OUTBOX_RECORD_PATIENCE_SECONDS) instead of losing the record and sending again.
+- Only what a retry can fix is retried (network, timeouts, 429, 5xx, Meta's throughput codes), with
+  exponential backoff and full jitter; each try is a row. A WhatsApp reply in several parts resumes after
+  the last part Meta accepted.
+- Delivery is at least once: a worker killed between the send and its record sends again after the
+  sweeper's grace. Callbacks carry `X-Switchboard-Delivery` (the row's id) for receivers to drop repeats.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from config.errors import service_unavailable
+
+from . import queue
+from .models import Call, Integration, Outbound
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TryResult:
+    """How one try went: sent, or why not and whether another try can help."""
+
+    sent: bool
+    error: str = ""
+    transient: bool = False
+    retry_after: float | None = None
+
+
+def outbound_kinds(call: Call) -> list[str]:
+    """What a call's final outcome sends out: its outcome to the integration's callback URL (if it has
+    one), and a succeeded reply to the WhatsApp customer."""
+    kinds = []
+    conversation = call.conversation
+    if conversation.integration_id and (
+        Integration.objects.filter(pk=conversation.integration_id).exclude(callback_url="").exists()
+    ):
+        kinds.append(Outbound.Kind.CALLBACK)
+    if conversation.channel_id and call.status == Call.Status.SUCCEEDED:
+        kinds.append(Outbound.Kind.WHATSAPP)
+    return kinds
+
+
+def outbound_create(*, call: Call, kinds: list[str]) -> list[Outbound]:
+    """The rows for a call's outcome, inside the caller's transaction; each is sent once that commits."""
+    rows = [
+        Outbound(
+            kind=kind,
+            conversation_id=call.conversation_id,
+            call=call,
+            text=call.reply_text if kind == Outbound.Kind.WHATSAPP else "",
+        )
+        for kind in kinds
+    ]
+    for row in rows:
+        row.save()
+        queue.publish_on_commit(queue.DELIVER_OUTBOUND, row.pk)
+    return rows
+
+
+def outbound_deliver(*, outbound_id: int) -> Outbound | None:
+    """Claim a queued row, make one try, record it; None when the row is not queued (a duplicate message)."""
+    token = timezone.now()
+    if not Outbound.objects.filter(pk=outbound_id, status=Outbound.Status.QUEUED).update(
+        status=Outbound.Status.RUNNING, started_at=token, tries=F("tries") + 1
+    ):
+        logger.info("outbound %s is not queued any more; skipping a duplicate delivery", outbound_id)
+        return None
+    row = Outbound.objects.select_related(
+        "conversation__integration", "conversation__channel", "call__message", "call__conversation"
+    ).get(pk=outbound_id)
+    try:
+        result = _SENDERS[row.kind](row)
+    except Exception as error:
+        if service_unavailable(error):
+            raise  # the sweeper hands the row on once the database is back
+        logger.exception("outbound %s failed inside Switchboard", outbound_id)
+        result = TryResult(False, f"Switchboard could not send this ({type(error).__name__}); the error is logged.")
+    durably(lambda: _record(row, result))
+    return row
+
+
+def _record(row: Outbound, result: TryResult) -> None:
+    """The try's outcome, if this worker still holds the row: sent, failed, or queued for the next try."""
+    now = timezone.now()
+    held = Outbound.objects.filter(pk=row.pk, status=Outbound.Status.RUNNING, started_at=row.started_at)
+    if result.sent:
+        done = held.update(status=Outbound.Status.SENT, finished_at=now, last_error="")
+        row.status = Outbound.Status.SENT
+    elif result.transient and row.tries < settings.OUTBOX_MAX_TRIES:
+        delay = retry_delay(row.tries, result.retry_after)
+        with transaction.atomic():
+            done = held.update(
+                status=Outbound.Status.QUEUED,
+                started_at=None,
+                run_after=now + timedelta(seconds=delay),
+                last_error=result.error[:2000],
+            )
+            if done:
+                queue.publish_on_commit(queue.DELIVER_OUTBOUND, row.pk, countdown=delay)
+        row.status = Outbound.Status.QUEUED
+        logger.info("outbound %s try %s: %s; next try in %.1f s", row.pk, row.tries, result.error, delay)
+    else:
+        done = held.update(status=Outbound.Status.FAILED, finished_at=now, last_error=result.error[:2000])
+        row.status = Outbound.Status.FAILED
+        logger.warning("outbound %s failed for good after %s tries: %s", row.pk, row.tries, result.error)
+    if not done:
+        logger.warning("outbound %s was handed to another worker meanwhile; dropping this outcome", row.pk)
+
+
+def retry_delay(tries: int, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter from OUTBOX_RETRY_BACKOFF_SECONDS, or Retry-After if longer."""
+    ceiling = min(settings.OUTBOX_RETRY_BACKOFF_MAX_SECONDS, settings.OUTBOX_RETRY_BACKOFF_SECONDS * 2 ** (tries - 1))
+    return max(random.uniform(0, ceiling), retry_after or 0.0)  # noqa: S311 - jitter, not cryptography
+
+
+def durably(write: Callable[[], T]) -> T:
+    """Run a database write, waiting for the database if it is briefly away (a restart, a failover).
+
+    For records of something already done outside (a callback delivered, a WhatsApp message sent): losing
+    one would mean doing it again. Gives up after OUTBOX_RECORD_PATIENCE_SECONDS and raises.
+    """
+    deadline = time.monotonic() + settings.OUTBOX_RECORD_PATIENCE_SECONDS
+    pause = 0.1
+    while True:
+        try:
+            return write()
+        except Exception as error:
+            # Inside a caller's transaction nothing can be waited for: that transaction is lost anyway.
+            if not service_unavailable(error) or time.monotonic() > deadline or connection.in_atomic_block:
+                raise
+            logger.warning("database unavailable while recording (%s); trying again in %.1f s", error, pause)
+        connection.close()  # a broken connection is not reused; the next try opens (or borrows) a new one
+        time.sleep(pause)
+        pause = min(pause * 2, 2.0)
+        close_old_connections()
+
+
+def _send_callback(row: Outbound) -> TryResult:
+    from .callbacks import callback_try
+
+    return callback_try(row)
+
+
+def _send_whatsapp(row: Outbound) -> TryResult:
+    from .whatsapp import whatsapp_try
+
+    return whatsapp_try(row)
+
+
+_SENDERS: dict[str, Callable[[Outbound], TryResult]] = {
+    Outbound.Kind.CALLBACK: _send_callback,
+    Outbound.Kind.WHATSAPP: _send_whatsapp,
+}
+
+
+def running_timeout(row_kind: str, text_length: int) -> float:
+    """How long a try can take before the sweeper may decide its worker died: every part's deadline."""
+    if row_kind == Outbound.Kind.WHATSAPP:
+        return 20.0 * max(1, -(-text_length // 4096))
+    return 15.0
