@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import threading
 import time
@@ -43,20 +42,27 @@ USER_AGENT = "Switchboard/1.0 (+https://github.com/switchboard)"
 MAX_RESPONSE_BYTES = 2 * 1024 * 1024
 
 _lock = threading.Lock()
-_pool: urllib3.PoolManager | None = None
-_pool_pid: int | None = None
+_pools: dict[str, urllib3.PoolManager] = {}
+_pools_pid: int | None = None
+PROVIDERS, RECEIVERS = "providers", "receivers"
 
 
-def pool() -> urllib3.PoolManager:
+def pool(kind: str = PROVIDERS) -> urllib3.PoolManager:
     """Connections to checked addresses: no retries (Switchboard retries as a new attempt), no proxy from the
-    environment (urllib3 reads none), sized for a threaded worker keeping many calls in flight."""
-    global _pool, _pool_pid
+    environment (urllib3 reads none), sized for a threaded worker keeping many calls in flight.
+
+    Providers and receivers (callbacks, the Graph API) have pools of their own, so that many callback hosts
+    never push a provider's open connections out.
+    """
+    global _pools_pid
     with _lock:
-        if _pool is None or _pool_pid != os.getpid():
+        if _pools_pid != os.getpid():
+            _pools.clear()
+            _pools_pid = os.getpid()
+        if kind not in _pools:
             # certifi's CA bundle, as requests uses: the same hosts are trusted on every machine.
-            _pool = urllib3.PoolManager(num_pools=32, maxsize=256, retries=False, ca_certs=certifi.where())
-            _pool_pid = os.getpid()
-        return _pool
+            _pools[kind] = urllib3.PoolManager(num_pools=32, maxsize=256, retries=False, ca_certs=certifi.where())
+        return _pools[kind]
 
 
 @dataclass(frozen=True)
@@ -93,29 +99,18 @@ def outbound_request(
     timeout: float,
     connect_timeout: float = 10.0,
     limit: int = MAX_RESPONSE_BYTES,
+    kind: str = RECEIVERS,
 ) -> Answer:
     """One exchange with a checked destination, or OutboundError."""
     try:
         where = safety.destination(url)
     except ProviderError as error:
         raise OutboundError(error.kind, error.message) from None
-    address = where.addresses[0] if len(where.addresses) == 1 else random.choice(where.addresses)  # noqa: S311
     pool_kwargs = {"server_hostname": where.host, "assert_hostname": where.host} if where.scheme == "https" else {}
     deadline = time.monotonic() + timeout  # the whole exchange, not each read
     response = None
     try:
-        connections = pool().connection_from_host(address, where.port, where.scheme, pool_kwargs=pool_kwargs)
-        response = connections.urlopen(
-            method,
-            where.target,
-            body=body,
-            headers={"Host": where.host_header, "User-Agent": USER_AGENT, **headers},
-            timeout=urllib3.Timeout(connect=min(timeout, connect_timeout), read=timeout),
-            redirect=False,
-            retries=False,
-            preload_content=False,
-            assert_same_host=False,
-        )
+        response = _connected(where, method, body, headers, pool_kwargs, kind, deadline, connect_timeout, timeout)
         raw = read_capped(response, limit=limit, deadline=deadline)
     # NewConnectionError is a ConnectTimeoutError in urllib3's family tree: it must be caught first.
     except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.SSLError) as exc:
@@ -132,6 +127,34 @@ def outbound_request(
     except ResponseTooLarge as exc:
         raise OutboundError(ErrorKind.BAD_RESPONSE, str(exc), status=response.status) from None
     return Answer(response.status, raw, response.headers)
+
+
+@sensitive_variables()
+def _connected(where, method, body, headers, pool_kwargs, kind, deadline, connect_timeout, timeout):
+    """The response from the first of the checked addresses that takes the connection, in the resolver's
+    order: a name with an IPv6 and an IPv4 address still works on a machine without IPv6, and a dead
+    address among several is skipped. Only a failure to connect moves on; nothing was sent by then."""
+    for n, address in enumerate(where.addresses):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise urllib3.exceptions.ConnectTimeoutError(None, "the deadline passed")
+        connections = pool(kind).connection_from_host(address, where.port, where.scheme, pool_kwargs=pool_kwargs)
+        try:
+            return connections.urlopen(
+                method,
+                where.target,
+                body=body,
+                headers={"Host": where.host_header, "User-Agent": USER_AGENT, **headers},
+                timeout=urllib3.Timeout(connect=min(left, connect_timeout), read=min(left, timeout)),
+                redirect=False,
+                retries=False,
+                preload_content=False,
+                assert_same_host=False,
+            )
+        except urllib3.exceptions.ConnectTimeoutError:  # NewConnectionError included: refused, unreachable
+            if n == len(where.addresses) - 1:
+                raise
+    raise AssertionError("a destination always has an address")  # pragma: no cover
 
 
 class ResponseTooLarge(Exception):
@@ -202,7 +225,7 @@ def provider_request(
             ) from None
         headers["Content-Type"] = "application/json"
     try:
-        answer = outbound_request(method, url, headers=headers, body=payload, timeout=timeout)
+        answer = outbound_request(method, url, headers=headers, body=payload, timeout=timeout, kind=PROVIDERS)
     except OutboundError as error:
         raise ProviderError(error.kind, error.message, status=error.status) from None
     try:

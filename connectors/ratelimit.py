@@ -52,7 +52,8 @@ class Deferred(Exception):
 def _client(url: str) -> redis.Redis:
     if url.startswith("redis+socket://"):
         url = "unix://" + url.removeprefix("redis+socket://")
-    return redis.Redis.from_url(url)
+    # Timeouts: a Redis that hangs must cost a call a few seconds, not its worker thread for good.
+    return redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=2)
 
 
 def client() -> redis.Redis:

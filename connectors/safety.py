@@ -15,8 +15,9 @@ Guarantees, and how they are kept:
   checked addresses, and connectors/http.py connects to one of them (TLS still verified against the
   name), so a second lookup that answers differently (DNS rebinding) is never made.
 - ALLOWED_PROVIDER_HOSTS is the one exception, for every outbound kind: a host listed there, written
-  exactly as listed (the sandbox, a local model server, a test receiver), may be plain http and internal.
-  Another spelling of the same host (`127.1`, `localhost.`) is not listed.
+  exactly as listed (the sandbox, a local model server, a test receiver), may be plain http and internal;
+  an entry `host:port` lists that port only. Another spelling of the same host (`127.1`, `localhost.`) is
+  not listed.
 - On save, `url_save_check` refuses what is wrong on its face or resolves inside the network; a name that
   does not resolve yet is saved with a warning, and judged again before each request.
 """
@@ -30,7 +31,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 
@@ -49,9 +50,11 @@ METADATA_HOSTS = {
 }
 # Characters a URL of ours never needs and that parsers disagree about (a backslash, whitespace, controls).
 _AMBIGUOUS = re.compile(r"[\\\s\x00-\x1f\x7f]")
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]+")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 VERDICT_SECONDS = 60.0
+FAILED_LOOKUP_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,8 @@ def _parse(url: str, example: str = "https://api.mistral.ai/v1") -> tuple[str, s
             host = host.encode("idna").decode("ascii")
         except UnicodeError:
             return f"{parts.hostname} is not a valid host name."
-    listed = _listed(parts.hostname)  # exactly as written: `localhost.` is not the listed `localhost`
+    port = port or (443 if parts.scheme == "https" else 80)
+    listed = _listed(parts.hostname, port)  # exactly as written: `localhost.` is not the listed `localhost`
     if parts.scheme == "http" and not listed:
         return (
             f"{host} is reached over plain http, which would send secrets unencrypted. Use https, or add the "
@@ -165,7 +169,9 @@ def _parse(url: str, example: str = "https://api.mistral.ai/v1") -> tuple[str, s
         if literal is None and (host in METADATA_HOSTS or host == "localhost" or host.endswith(".localhost")):
             return _internal(host, "an internal address")
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80), target, listed
+    # A path of non-ASCII text (a Unicode file name) goes out percent-encoded: http.client sends ASCII only.
+    target = _NOT_ASCII.sub(lambda m: quote(m.group(), safe=""), target)
+    return parts.scheme, host, port, target, listed
 
 
 def _literal_address(host: str) -> str | None:
@@ -193,7 +199,12 @@ def _resolve(host: str, port: int, *, check: bool) -> tuple[str, ...]:
     now = time.monotonic()
     cached = _verdicts.get(key)
     if cached is None or cached[0] <= now:
-        cached = (now + VERDICT_SECONDS, _lookup(host, port, check))
+        verdict = _lookup(host, port, check)
+        # A failed lookup is remembered a moment only: a resolver's blip must not fail a minute of calls.
+        keep = (
+            FAILED_LOOKUP_SECONDS if isinstance(verdict, ProviderError) and verdict.kind == ErrorKind.NETWORK else None
+        )
+        cached = (now + (keep or VERDICT_SECONDS), verdict)
         with _verdicts_lock:
             if len(_verdicts) > 10_000:
                 _verdicts.clear()
@@ -224,13 +235,25 @@ def forget_verdicts() -> None:
         _verdicts.clear()
 
 
-def _listed(host: str) -> bool:
-    return host in _listed_hosts(tuple(settings.ALLOWED_PROVIDER_HOSTS))
+def _listed(host: str, port: int) -> bool:
+    """Whether ALLOWED_PROVIDER_HOSTS names this host (any port), or this host and port (`host:port`)."""
+    names, pairs = _listed_hosts(tuple(settings.ALLOWED_PROVIDER_HOSTS))
+    return host in names or (host, port) in pairs
 
 
 @functools.cache
-def _listed_hosts(listed: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(h.strip().lower().strip("[]") for h in listed)
+def _listed_hosts(listed: tuple[str, ...]) -> tuple[frozenset[str], frozenset[tuple[str, int]]]:
+    names, pairs = set(), set()
+    for entry in (e.strip().lower() for e in listed if e.strip()):
+        bracketed = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", entry)
+        host, _, port = (bracketed.group(1), None, bracketed.group(2)) if bracketed else entry.rpartition(":")
+        if bracketed is None and (not host or ":" in host or not port.isdigit()):  # a name, or a bare IPv6
+            host, port = entry, None
+        if port:
+            pairs.add((host, int(port)))
+        else:
+            names.add(host)
+    return frozenset(names), frozenset(pairs)
 
 
 def _internal(host: str, address: str) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from .forms import ProviderConnectionForm
@@ -30,18 +33,30 @@ def connection_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse
     form = ProviderConnectionForm(request.POST or None, instance=connection)
     if request.method == "POST" and form.is_valid():
         saved = form.save()
-        messages.success(request, f"Saved connection {saved.name}.")
+        messages.success(request, f"Saved connection {saved.name}. Check it to see that the provider answers.")
         _, warning = url_save_check(saved.base_url)
-        if warning:
-            messages.warning(request, warning)
+        for problem in filter(None, [warning, base_url_hint(saved)]):
+            messages.warning(request, problem)
         return redirect("connectors:edit", pk=saved.pk)
     context = {
         "heading": f"Connection {connection.name}" if connection else "New connection",
         "form": form,
         "changes": history_of(connection) if connection else [],
         "models": connection.available_models if connection else [],
+        "check_url": reverse("connectors:check", args=[connection.pk]) if connection else None,
     }
     return render(request, "_edit_page.html", context)
+
+
+def base_url_hint(connection: ProviderConnection) -> str | None:
+    """Mistral's (and most OpenAI-compatible) API roots end in /v1; without it every call is a 404."""
+    path = urlsplit(connection.base_url).path.rstrip("/")
+    if connection.provider == ProviderConnection.Provider.MISTRAL and not path.endswith("/v1"):
+        return (
+            f"{connection.base_url} does not end in /v1. Mistral's API root is https://api.mistral.ai/v1: "
+            "without /v1 every call answers 404."
+        )
+    return None
 
 
 @login_required
@@ -50,7 +65,8 @@ def connection_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse
 def connection_check_view(request: HttpRequest, pk: int) -> HttpResponse:
     connection = get_object_or_404(ProviderConnection, pk=pk)
     result = connection_check(connection=connection)
-    return render(request, "connectors/_check.html", {"connection": connection, "result": result})
+    context = {"connection": connection, "result": result, "in_list": request.POST.get("where") == "list"}
+    return render(request, "connectors/_check.html", context)
 
 
 # Fields whose changes mean nothing to staff.
@@ -89,4 +105,21 @@ def _differences(older, newer) -> list[str]:
             what.append("enabled" if after else "disabled")
         else:
             what.append(f"{field.name}: {before!r} → {after!r}")
+    for field in getattr(newer, "_history_m2m_fields", []):  # an integration's templates and connections
+        before, after = _m2m_names(older, field), _m2m_names(newer, field)
+        if before != after:
+            added, removed = sorted(after - before), sorted(before - after)
+            change = "; ".join(
+                filter(
+                    None,
+                    [f"added {', '.join(added)}" if added else "", f"removed {', '.join(removed)}" if removed else ""],
+                )
+            )
+            what.append(f"{field.name}: {change}")
     return what
+
+
+def _m2m_names(record, field) -> set[str]:
+    """The names of what a historical record's many-to-many field held at that time."""
+    target = field.related_model._meta.model_name
+    return {str(getattr(row, target)) for row in getattr(record, field.name).select_related(target)}

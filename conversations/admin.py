@@ -105,7 +105,7 @@ class IntegrationAdmin(SimpleHistoryAdmin):
 
         from .api.tokens import new_callback_secret, new_token
 
-        token = None
+        token = ""
         if not change:
             token, obj.token_hash, obj.token_hint = new_token()
             obj.token_changed_at = timezone.now()
@@ -114,12 +114,25 @@ class IntegrationAdmin(SimpleHistoryAdmin):
             obj.callback_secret_encrypted = new_callback_secret()
             obj.callback_secret_changed_at = timezone.now()
         super().save_model(request, obj, form, change)
-        if token:
-            self.message_user(request, f"Token for {obj.name} (copy it now, it is not shown again): {token}")
-        if new_secret:
-            secret = crypto.decrypt(obj.callback_secret_encrypted)
-            self.message_user(request, f"Callback signing secret (copy it now, it is not shown again): {secret}")
+        # Shown once, in the answer to this request (response_add / response_change), never in a message:
+        # Django's messages travel in a cookie, signed but readable.
+        secret = crypto.decrypt(obj.callback_secret_encrypted) if new_secret else ""
+        request.shown_once = {"token": token, "secret": secret}
         _warn_unresolved(self, request, obj.callback_url)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return self._shown_once(request, obj) or super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request, obj):
+        return self._shown_once(request, obj) or super().response_change(request, obj)
+
+    def _shown_once(self, request, obj):
+        from .api.pages import shown_once
+
+        secrets = getattr(request, "shown_once", None)
+        if secrets and (secrets["token"] or secrets["secret"]):
+            return shown_once(request, obj, token=secrets["token"], secret=secrets["secret"])
+        return None
 
 
 @admin.register(CallbackAttempt)

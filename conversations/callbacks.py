@@ -15,6 +15,7 @@ from connectors.errors import TRANSIENT_KINDS
 
 from .inbound import call_outcome
 from .models import CallbackAttempt, Outbound
+from .tries import TryResult, durably, retry_after
 
 SIGNATURE_HEADER = "X-Switchboard-Signature"
 DELIVERY_HEADER = "X-Switchboard-Delivery"
@@ -27,10 +28,8 @@ def callback_body(row: Outbound) -> bytes:
     ).encode()
 
 
-def callback_try(row: Outbound):
+def callback_try(row: Outbound) -> TryResult:
     """POST the outcome as JSON with an HMAC-SHA256 signature of the raw body; record the try."""
-    from .outbox import TryResult, durably
-
     integration = row.conversation.integration
     if integration is None or not integration.callback_url:
         return TryResult(False, "The integration has no callback URL any more, so nothing was sent.")
@@ -43,7 +42,7 @@ def callback_try(row: Outbound):
         return TryResult(False, record.error)  # a retry cannot fix this
     body = callback_body(row)
     started = time.monotonic()
-    transient = False
+    transient, wait = False, None
     try:
         answer = http.outbound_request(
             "POST",
@@ -59,6 +58,7 @@ def callback_try(row: Outbound):
             limit=1024 * 1024,  # the receiver's answer is not used, only its status
         )
         record.http_status = answer.status
+        wait = retry_after(answer.headers)
     except http.OutboundError as error:
         record.error = error.message[:500]
         transient = error.kind in TRANSIENT_KINDS  # a URL the guard refuses stays refused
@@ -70,4 +70,4 @@ def callback_try(row: Outbound):
     if status:
         record.error = f"The callback URL answered HTTP {status}."
         transient = status == 429 or status >= 500
-    return TryResult(False, record.error, transient=transient)
+    return TryResult(False, record.error, transient=transient, retry_after=wait)

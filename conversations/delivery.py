@@ -36,6 +36,7 @@ from connectors.safety import check_reachable
 from . import outbox, prices, queue, store
 from .models import Call
 from .services import request_settings
+from .tries import durably
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def call_execute(*, call_id: int, worker: str = "") -> Call | None:
         return None
     call = claimed.call
     try:
-        return _attempt(call, claimed.history)
+        return _attempt(claimed)
     except Exception as exc:
         if service_unavailable(exc):
             # The database went away (for longer than `durably` waits): the call stays running, and the
@@ -81,12 +82,13 @@ def call_execute(*, call_id: int, worker: str = "") -> Call | None:
         logger.exception("call %s failed inside Switchboard", call_id)
         error = ProviderError(ErrorKind.INTERNAL, f"Switchboard could not finish this call ({type(exc).__name__}).")
         _apply_failure(call, error)
-        _finish(call, error=error)
+        _finish(call, claimed.has_callback, error=error)
         return call
 
 
 @sensitive_variables("api_key")
-def _attempt(call: Call, history: list[tuple[str, str]]) -> Call:
+def _attempt(claimed: store.Claimed) -> Call:
+    call, history = claimed.call, claimed.history
     connection = call.connection
     wanted = request_settings(connection, call.conversation.overrides)
     call.model = wanted["model"]
@@ -106,11 +108,11 @@ def _attempt(call: Call, history: list[tuple[str, str]]) -> Call:
     except ProviderError as error:
         call.latency_ms = _elapsed_ms(started)
         _apply_failure(call, error)
-        recorded = _finish(call, error=error)
+        recorded = _finish(call, claimed.has_callback, error=error)
     else:
         call.latency_ms = _elapsed_ms(started)
         _apply_success(call, reply)
-        recorded = _finish(call, reply=reply)
+        recorded = _finish(call, claimed.has_callback, reply=reply)
     if recorded:
         logger.info(
             "call %s attempt %s %s in %s ms%s",
@@ -214,7 +216,13 @@ OUTCOME_FIELDS = [
 ]
 
 
-def _finish(call: Call, *, reply: chat_completions.ChatReply | None = None, error: ProviderError | None = None) -> bool:
+def _finish(
+    call: Call,
+    has_callback: bool,
+    *,
+    reply: chat_completions.ChatReply | None = None,
+    error: ProviderError | None = None,
+) -> bool:
     """Store the outcome if this worker still holds the call; schedule the next attempt if one can help, or
     put what the outcome sends out (a callback, a WhatsApp reply) in the outbox.
 
@@ -224,7 +232,7 @@ def _finish(call: Call, *, reply: chat_completions.ChatReply | None = None, erro
     retry = error is not None and not error.permanent and call.attempt < call.connection.max_attempts
 
     def record() -> bool:
-        outgoing = [] if retry else outbox.outbound_kinds(call)
+        outgoing = [] if retry else outbox.outbound_kinds(call, has_callback=has_callback)
         # The outcome is one statement on PostgreSQL; a retry's next row, or the outbox rows, share its
         # transaction, so that a worker dying in between cannot leave an outcome without what follows it.
         with transaction.atomic() if retry or outgoing else nullcontext():
@@ -237,7 +245,7 @@ def _finish(call: Call, *, reply: chat_completions.ChatReply | None = None, erro
                 outbox.outbound_create(call=call, kinds=outgoing)
         return True
 
-    return outbox.durably(record)
+    return durably(record)
 
 
 def retry_delay(attempt: int, retry_after: float | None) -> float:

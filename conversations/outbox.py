@@ -22,44 +22,31 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from config.errors import service_unavailable
 
 from . import queue
-from .models import Call, Integration, Outbound
+from .callbacks import callback_try
+from .models import Call, Outbound
+from .tries import TryResult, durably
+from .whatsapp import whatsapp_try
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class TryResult:
-    """How one try went: sent, or why not and whether another try can help."""
-
-    sent: bool
-    error: str = ""
-    transient: bool = False
-    retry_after: float | None = None
-
-
-def outbound_kinds(call: Call) -> list[str]:
-    """What a call's final outcome sends out: its outcome to the integration's callback URL (if it has
-    one), and a succeeded reply to the WhatsApp customer."""
+def outbound_kinds(call: Call, *, has_callback: bool) -> list[str]:
+    """What a call's final outcome sends out: its outcome to the integration's callback URL (the claim
+    read whether it has one), and a succeeded reply to the WhatsApp customer."""
     kinds = []
     conversation = call.conversation
-    if conversation.integration_id and (
-        Integration.objects.filter(pk=conversation.integration_id).exclude(callback_url="").exists()
-    ):
+    if conversation.integration_id and has_callback:
         kinds.append(Outbound.Kind.CALLBACK)
     if conversation.channel_id and call.status == Call.Status.SUCCEEDED:
         kinds.append(Outbound.Kind.WHATSAPP)
@@ -139,43 +126,9 @@ def retry_delay(tries: int, retry_after: float | None) -> float:
     return max(random.uniform(0, ceiling), retry_after or 0.0)  # noqa: S311 - jitter, not cryptography
 
 
-def durably(write: Callable[[], T]) -> T:
-    """Run a database write, waiting for the database if it is briefly away (a restart, a failover).
-
-    For records of something already done outside (a callback delivered, a WhatsApp message sent): losing
-    one would mean doing it again. Gives up after OUTBOX_RECORD_PATIENCE_SECONDS and raises.
-    """
-    deadline = time.monotonic() + settings.OUTBOX_RECORD_PATIENCE_SECONDS
-    pause = 0.1
-    while True:
-        try:
-            return write()
-        except Exception as error:
-            # Inside a caller's transaction nothing can be waited for: that transaction is lost anyway.
-            if not service_unavailable(error) or time.monotonic() > deadline or connection.in_atomic_block:
-                raise
-            logger.warning("database unavailable while recording (%s); trying again in %.1f s", error, pause)
-        connection.close()  # a broken connection is not reused; the next try opens (or borrows) a new one
-        time.sleep(pause)
-        pause = min(pause * 2, 2.0)
-        close_old_connections()
-
-
-def _send_callback(row: Outbound) -> TryResult:
-    from .callbacks import callback_try
-
-    return callback_try(row)
-
-
-def _send_whatsapp(row: Outbound) -> TryResult:
-    from .whatsapp import whatsapp_try
-
-    return whatsapp_try(row)
-
-
 _SENDERS: dict[str, Callable[[Outbound], TryResult]] = {
-    Outbound.Kind.CALLBACK: _send_callback,
-    Outbound.Kind.WHATSAPP: _send_whatsapp,
+    Outbound.Kind.CALLBACK: callback_try,
+    Outbound.Kind.WHATSAPP: whatsapp_try,
 }
 
 

@@ -7,8 +7,9 @@ Guarantees, and how they are kept:
 - No text the database cannot store gets as far as a query. PostgreSQL refuses NUL characters and lone
   UTF-16 surrogates (`\\ud800`, valid in a JSON escape, not text) that SQLite would store; `loads`
   finds either anywhere in a body, keys included, and `unstorable` says what is wrong with one string.
-  A surrogate or NUL can only enter JSON as a `\\u` escape (raw bytes would not be UTF-8 or not JSON),
-  so a body without one is never walked: the common case costs one substring search.
+  A body is decoded as strict UTF-8 first (JSON is UTF-8; Python's json would also take UTF-16 and UTF-8
+  with encoded surrogates), so a surrogate or NUL can then only enter as a `\\u` escape, and a body
+  without one is never walked: the common case costs one substring search.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 MAX_NUMBER_DIGITS = 20
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-_ESCAPES = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_ESCAPES = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 
 class PayloadError(ValueError):
@@ -68,14 +69,22 @@ def loads(raw: bytes, *, strict: bool = True) -> Any:
     """
     hooks = {"parse_int": _int, "parse_float": _float, "parse_constant": _constant} if strict else _LENIENT
     try:
-        data = json.loads(raw, **hooks)
+        # Strict UTF-8 refuses encoded surrogates (ED A0 80) too; leniently, they become lone surrogates
+        # in the strings they are in, which the caller's checks then find.
+        text = raw.decode("utf-8") if strict else raw.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError as error:
+        raise PayloadError(
+            "body", f"The body is not UTF-8 text (byte {error.start + 1}). Send JSON encoded as UTF-8."
+        ) from None
+    try:
+        data = json.loads(text, **hooks)
     except _NumberRefused as refused:
         raise PayloadError(_key_before(raw, refused.literal), str(refused)) from None
     except RecursionError:
         raise PayloadError("body", "The JSON is nested too deeply to read; send a flat JSON object.") from None
-    except (ValueError, UnicodeDecodeError) as error:
+    except ValueError as error:
         raise PayloadError("body", f"The body is not valid JSON ({error}). Send a JSON object.") from None
-    if strict and _ESCAPES.search(raw):
+    if strict and _ESCAPES.search(text):
         found = first_unstorable(data)
         if found:
             field, problem = found
@@ -139,7 +148,7 @@ def _constant(name: str) -> float:
 def _key_before(raw: bytes, literal: str) -> str:
     """The key holding a refused number, found in the raw text (the decoder's hooks do not know it)."""
     found = re.search(rb'"([^"\\]{1,60})"\s*:\s*' + re.escape(literal.encode()), raw)
-    return found.group(1).decode("utf-8", "replace") if found else "body"
+    return printable(found.group(1).decode("utf-8", "replace")) if found else "body"
 
 
 def validate_storable(value: Any) -> None:

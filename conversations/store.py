@@ -28,13 +28,14 @@ from django.db.models.functions import Greatest
 
 from connectors.models import ProviderConnection
 
-from .models import Call, Conversation, Message
+from .models import Call, Conversation, Integration, Message
 
 
 @dataclass
 class Claimed:
     call: Call  # with .conversation and .connection loaded
     history: list[tuple[str, str]]  # (role, content) up to the call's message, newest first
+    has_callback: bool = False  # the conversation's integration has a callback URL (its outcome is posted)
 
 
 def call_claim(*, call_id: int, worker: str, token: datetime) -> Claimed | None:
@@ -64,7 +65,7 @@ def call_claim(*, call_id: int, worker: str, token: datetime) -> Claimed | None:
     history = next(values) or []
     if isinstance(history, str):
         history = json.loads(history)
-    return Claimed(call, [(role, content) for role, content in history])
+    return Claimed(call, [(role, content) for role, content in history], bool(next(values)))
 
 
 def call_record(*, call: Call, fields: list[str], reply_text: str | None) -> bool:
@@ -196,9 +197,11 @@ def _claim_sql(*, no_wait: bool) -> str:
                 LIMIT %(limit)s
             ) recent
         )
+        , COALESCE(ig.{q("callback_url")} <> '', false)
         FROM claimed
         JOIN {q(Conversation._meta.db_table)} cv ON cv.id = claimed.conversation_id
         JOIN {q(ProviderConnection._meta.db_table)} cn ON cn.id = claimed.connection_id
+        LEFT JOIN {q(Integration._meta.db_table)} ig ON ig.id = cv.integration_id
         {"CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS no_wait" if no_wait else ""}
     """  # noqa: S608 - the only interpolations are quoted names from the models' _meta
 
@@ -262,13 +265,14 @@ def _claim_orm(call_id: int, worker: str, token: datetime, limit: int) -> Claime
         status=Call.Status.RUNNING, started_at=token, worker=worker
     ):
         return None
-    call = Call.objects.select_related("connection", "conversation").get(pk=call_id)
+    call = Call.objects.select_related("connection", "conversation__integration").get(pk=call_id)
     history = (
         Message.objects.filter(conversation_id=call.conversation_id, id__lte=call.message_id)
         .order_by("-created_at", "-id")
         .values_list("role", "content")[:limit]
     )
-    return Claimed(call, list(history))
+    integration = call.conversation.integration
+    return Claimed(call, list(history), bool(integration and integration.callback_url))
 
 
 def _record_orm(call: Call, fields: list[str], reply_text: str | None) -> bool:

@@ -1,11 +1,15 @@
 """The safety net under the broker: rows the database accepted but no worker is going to finish.
 
-Calls and outbound messages are swept alike. A row running past its own deadline plus a grace
-(CALL_RUNNING_GRACE_SECONDS) lost its worker: it is queued again. A row queued well past its time lost its
-broker message: it is published again, after CALL_QUEUED_STALE_SECONDS once the broker's queue is empty
-(while it still holds messages, an overdue row is most likely part of a backlog being worked through), or
-after CALL_QUEUED_LOST_SECONDS even through a busy queue (a worker killed outright takes the messages it
-held with it, and a busy queue might never be empty). Each row is queued again at most once per period.
+Calls and outbound messages are swept alike. A row running past its own deadline, plus the time its
+worker may spend waiting for the database to record what it did (OUTBOX_RECORD_PATIENCE_SECONDS), plus a
+grace (CALL_RUNNING_GRACE_SECONDS), lost its worker: it is queued again, or failed for good when an
+outbound message has had all its tries (a message whose every try kills its worker must not loop).
+
+A row queued well past its time lost its broker message: it is published again, after
+CALL_QUEUED_STALE_SECONDS once the broker's queue is empty (while it still holds messages, an overdue row
+is most likely part of a backlog being worked through), or after CALL_QUEUED_LOST_SECONDS even through a
+busy queue (a worker killed outright takes the messages it held with it, and a busy queue might never be
+empty). Each row is queued again at most once per period.
 """
 
 from __future__ import annotations
@@ -35,16 +39,36 @@ def outbound_sweep() -> list[int]:
     """The same for outbound messages (callbacks, WhatsApp replies)."""
     stuck = Outbound.objects.filter(status=Outbound.Status.RUNNING).values_list("pk", "started_at", "kind", "text")
     rows = [(pk, started, (kind, len(text))) for pk, started, kind, text in stuck]
+    _fail_spent(rows)
     return _sweep(Outbound, queue.DELIVER_OUTBOUND, rows, lambda kind_size: outbox.running_timeout(*kind_size))
+
+
+def _fail_spent(rows) -> None:
+    """An outbound row stuck running after its last try is not tried again: its worker died every time."""
+    now = timezone.now()
+    for pk, started_at, (kind, size) in rows:
+        if started_at is None or started_at + timedelta(seconds=_deadline(outbox.running_timeout(kind, size))) > now:
+            continue
+        Outbound.objects.filter(
+            pk=pk, status=Outbound.Status.RUNNING, started_at=started_at, tries__gte=settings.OUTBOX_MAX_TRIES
+        ).update(
+            status=Outbound.Status.FAILED,
+            finished_at=now,
+            last_error=f"Its worker stopped during each of its {settings.OUTBOX_MAX_TRIES} tries; not tried again.",
+        )
+
+
+def _deadline(timeout: float) -> float:
+    """Seconds after its start that a running row counts as lost: its request has ended, and its worker has
+    waited out a database blink to record it."""
+    return timeout + settings.OUTBOX_RECORD_PATIENCE_SECONDS + settings.CALL_RUNNING_GRACE_SECONDS
 
 
 def _sweep(model, task: str, running, timeout_of: Callable[[object], float]) -> list[int]:
     now = timezone.now()
-    grace = timedelta(seconds=settings.CALL_RUNNING_GRACE_SECONDS)
     swept: list[int] = []
     for pk, started_at, how_long in running:
-        # A running row is only stuck once its own deadline has passed too: its request has ended by then.
-        if started_at is None or started_at + timedelta(seconds=timeout_of(how_long)) + grace > now:
+        if started_at is None or started_at + timedelta(seconds=_deadline(timeout_of(how_long))) > now:
             continue
         if model.objects.filter(pk=pk, status=model.Status.RUNNING, started_at=started_at).update(
             status=model.Status.QUEUED, started_at=None, run_after=now

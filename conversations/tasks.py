@@ -47,10 +47,18 @@ def send_whatsapp_reply(call_id: int) -> None:
 def _legacy(call_id: int, kind: str) -> None:
     from django.db import IntegrityError, transaction
 
-    from .models import Call
+    from .models import Call, WhatsAppSend
 
-    call = Call.objects.select_related("conversation").filter(pk=call_id).first()
-    if call is None or kind not in outbox.outbound_kinds(call):
+    call = Call.objects.select_related("conversation__integration").filter(pk=call_id).first()
+    if call is None:
+        return
+    integration = call.conversation.integration
+    if kind not in outbox.outbound_kinds(call, has_callback=bool(integration and integration.callback_url)):
         return
     with contextlib.suppress(IntegrityError), transaction.atomic():  # a row already made: the outbox has it
-        outbox.outbound_create(call=call, kinds=[kind])
+        (row,) = outbox.outbound_create(call=call, kinds=[kind])
+        # The parts an earlier send_whatsapp_reply delivered (in order) are this row's: it resumes after them.
+        delivered = WhatsAppSend.objects.filter(call=call, outbound__isnull=True).exclude(message_id="")
+        for part, send in enumerate(delivered.order_by("id"), start=1):
+            send.outbound, send.part = row, part
+            send.save(update_fields=["outbound", "part"])

@@ -1,7 +1,8 @@
 from django.urls import path
 
 from .api import pages as integrations
-from .views import console, logs, overview, prompt_templates, whatsapp
+from .views import console, logs, overview, prompt_templates
+from .whatsapp import views as whatsapp
 
 app_name = "conversations"
 

@@ -26,6 +26,7 @@ FAST_SWEEPER = {
     "CALL_SWEEP_INTERVAL_SECONDS": "1",
     "CALL_QUEUED_STALE_SECONDS": "3",
     "CALL_RUNNING_GRACE_SECONDS": "1",
+    "OUTBOX_RECORD_PATIENCE_SECONDS": "3",
 }
 
 
@@ -75,8 +76,10 @@ def kill_hard_plain(process):
 
 
 @pytest.fixture
-def slow_sandbox():
-    server = SandboxServer(0, delay=0.2)
+def slow_sandbox(request):
+    """A sandbox answering after 0.2 s (or the test's `sandbox_delay` mark), so that calls are in flight."""
+    marker = request.node.get_closest_marker("sandbox_delay")
+    server = SandboxServer(0, delay=marker.args[0] if marker else 0.2)
     server.start_in_thread()
     yield server
     server.shutdown()
@@ -132,7 +135,9 @@ def all_answered(expected):
 
 
 # Over tcp, config/broker.py keeps no copy of a call's message in Redis: the sweeper alone brings back what
-# the killed worker held.
+# the killed worker held. Each answer takes a second, so that the kill finds calls in flight even on a busy
+# machine (50 calls over 8 processes: about 6 s of work; the kill comes after the first 8).
+@pytest.mark.sandbox_delay(1.0)
 @pytest.mark.parametrize("own_stack", ["unix socket", "tcp"], indirect=True)
 def test_a_worker_killed_mid_batch_loses_and_repeats_nothing(own_stack, slow_sandbox):
     ConnectionFactory(name="Sandbox", base_url=slow_sandbox.base_url, timeout_seconds=2)

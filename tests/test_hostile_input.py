@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from connectors.models import ProviderConnection
 from conversations import whatsapp
 from conversations.models import Call, Conversation, WhatsAppRefusal
-from conversations.views.whatsapp import simulated_payload
+from conversations.whatsapp.views import simulated_payload
 from tests.pages import admin_pages, dashboard_pages
 
 pytestmark = pytest.mark.django_db
@@ -83,7 +83,21 @@ RAW_JSON_VALUE = st.one_of(
 RAW_BODY = st.one_of(
     st.binary(max_size=200),
     st.integers(min_value=500, max_value=60_000).map(lambda n: b"[" * n),
-    st.sampled_from([b"", b"null", b"[]", b'"text"', b"{", b"\xff\xfe", b"{}" * 10, b'{"a": 1e999}']),
+    st.sampled_from(
+        [
+            b"",
+            b"null",
+            b"[]",
+            b'"text"',
+            b"{",
+            b"\xff\xfe",
+            b"{}" * 10,
+            b'{"a": 1e999}',
+            b'{"template": "a\xed\xa0\x80", "contact": "x", "message": "y"}',  # a surrogate as UTF-8 bytes
+            '{"model": "x\\u0000", "messages": []}'.encode("utf-16"),  # UTF-16 hides the escape's bytes
+            '{"message": "\\ud800"}'.encode("utf-32"),
+        ]
+    ),
 )
 
 
@@ -246,6 +260,15 @@ def test_the_named_examples_of_the_attack_run(world):
         assert response.status_code == 400, (path, field, response.content)
         assert response.json()["error"]["field"] == field
     assert not Call.objects.filter(conversation__integration__isnull=False).exists()
+
+
+def test_text_that_is_not_utf_8_is_refused_whatever_its_encoding(world):
+    surrogate_bytes = b'{"template": "Support", "contact": "a\xed\xa0\x80", "message": "Hi"}'
+    utf16 = json.dumps({**GOOD_CHAT, "model": "x\u0000"}).encode("utf-16")
+    for path, raw in [("/api/v1/messages", surrogate_bytes), ("/api/v1/chat/completions", utf16)]:
+        response = api_post(Client(), path, world["token"], raw)
+        assert response.status_code == 400, response.content
+        assert "not UTF-8 text" in response.json()["error"]["message"]
 
 
 def test_a_10_mb_body_is_a_json_413_under_the_api(world):

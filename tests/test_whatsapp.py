@@ -10,7 +10,8 @@ from django.core.management import call_command
 
 from conversations import whatsapp
 from conversations.models import Call, Conversation, Message, WhatsAppChannel, WhatsAppRefusal, WhatsAppSend
-from conversations.views.whatsapp import simulated_payload
+from conversations.whatsapp import send
+from conversations.whatsapp.views import simulated_payload
 from tests.factories import ConnectionFactory, TemplateFactory
 from tests.helpers import wait_until
 
@@ -74,7 +75,7 @@ class TestWebhook:
         assert response.status_code == 200
         conversation = Conversation.objects.get()
         assert (conversation.contact, conversation.channel, conversation.variables) == (
-            WA_ID,
+            "+" + WA_ID,  # E.164, as numbers from the API are stored
             channel,
             {"business_name": "Acme"},
         )
@@ -120,7 +121,7 @@ class TestWebhook:
 
 
 def test_long_replies_are_split_at_whatsapps_limit():
-    assert [len(p) for p in whatsapp._pieces("x" * 9000)] == [4096, 4096, 808]
+    assert [len(p) for p in send._pieces("x" * 9000)] == [4096, 4096, 808]
 
 
 def _outbox(sandbox, to):
@@ -240,3 +241,12 @@ class TestRefusals:
         payload["padding"] = "x" * 2_900_000
         assert deliver(client, channel, payload).status_code == 200
         assert Call.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_refusal_keeps_a_long_sender_id(client, channel):
+    payload = text(channel, "Hi")
+    message = payload["entry"][0]["changes"][0]["value"]["messages"][0]
+    message.update({"from": "u" + "1" * 63, "text": {"body": ["not text"]}})  # a 64-character scoped user id
+    assert deliver(client, channel, payload).status_code == 200
+    assert WhatsAppRefusal.objects.get().sender == "u" + "1" * 63

@@ -132,6 +132,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_RESET_ON_SUCCESS = True
 AXES_IPWARE_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+AXES_VERBOSE = False  # no "AXES: BEGIN" line from every process at start; lockouts are still logged
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "conversations:test_send"
@@ -182,10 +183,16 @@ def broker_transport(url: str) -> str | None:
 CELERY_BROKER_TRANSPORT = broker_transport(CELERY_BROKER_URL)  # settings that change the URL call it again
 # A call's broker message is only a doorbell: the call row is the record and the sweeper rings again when a
 # message is lost, so config/broker.py keeps no copy of it in Redis while it runs.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"untracked_tasks": ["conversations.execute_call", "conversations.deliver_outbound"]}
-# With the broker away, a publish gives up after about half a second instead of blocking a request: the row
-# it rings for is committed, and the sweeper publishes it again (conversations/queue.py).
-CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.3}
+# Socket timeouts: kombu's default is none, so a Redis that hangs (stopped, or behind a half-open load
+# balancer) would block every publish, and every request that publishes, for good.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "untracked_tasks": ["conversations.execute_call", "conversations.deliver_outbound"],
+    "socket_timeout": 3,
+    "socket_connect_timeout": 2,
+}
+# With the broker away, a publish gives up after one quick retry instead of blocking a request: the row it
+# rings for is committed, and the sweeper publishes it again (conversations/queue.py).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 # The database row is the record of a call, not a Celery result.
 CELERY_TASK_IGNORE_RESULT = True
 # A task is acknowledged after it ran. If its worker dies mid-task, kombu's copy in Redis brings a callback or

@@ -64,7 +64,7 @@ def integration_new(request: HttpRequest) -> HttpResponse:
         )
         secret = tokens.crypto.decrypt(integration.callback_secret_encrypted) if integration.callback_url else ""
         _warn_if_unresolved(request, integration)
-        return _shown_once(request, integration, token=token, secret=secret)
+        return shown_once(request, integration, token=token, secret=secret)
     return render(request, "_edit_page.html", {"heading": "New integration", "form": form})
 
 
@@ -79,7 +79,7 @@ def integration_edit(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(request, f"Saved integration {saved.name}.")
         _warn_if_unresolved(request, saved)
         if saved.callback_url and not had_callback and not saved.callback_secret_encrypted:
-            return _shown_once(request, saved, secret=tokens.integration_new_signing_secret(integration=saved))
+            return shown_once(request, saved, secret=tokens.integration_new_signing_secret(integration=saved))
         return redirect("conversations:integration_edit", pk=saved.pk)
     context = {"integration": integration, "form": form, "changes": history_of(integration)}
     return render(request, "conversations/integration_edit.html", context)
@@ -90,7 +90,7 @@ def integration_edit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def integration_rotate_token(request: HttpRequest, pk: int) -> HttpResponse:
     integration = get_object_or_404(Integration, pk=pk)
-    return _shown_once(request, integration, token=tokens.integration_rotate_token(integration=integration))
+    return shown_once(request, integration, token=tokens.integration_rotate_token(integration=integration))
 
 
 @login_required
@@ -98,7 +98,7 @@ def integration_rotate_token(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def integration_signing_secret(request: HttpRequest, pk: int) -> HttpResponse:
     integration = get_object_or_404(Integration, pk=pk)
-    return _shown_once(request, integration, secret=tokens.integration_new_signing_secret(integration=integration))
+    return shown_once(request, integration, secret=tokens.integration_new_signing_secret(integration=integration))
 
 
 @login_required
@@ -115,7 +115,7 @@ def integration_enabled(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("conversations:integration_edit", pk=integration.pk)
 
 
-def _shown_once(request: HttpRequest, integration: Integration, *, token: str = "", secret: str = "") -> HttpResponse:
+def shown_once(request: HttpRequest, integration: Integration, *, token: str = "", secret: str = "") -> HttpResponse:
     response = render(
         request, "conversations/integration_secret.html", {"integration": integration, "token": token, "secret": secret}
     )

@@ -157,6 +157,9 @@ def chat_completions(request: HttpRequest, integration: Integration, payload: di
             503, f"No reply in time; the message is queued as call {call.pk} (/api/v1/calls/{call.pk}).", "timeout"
         )
         response["Retry-After"] = "5"
+        # The call goes on: an SDK's automatic retry would make a second conversation and a second paid
+        # call. OpenAI's and Mistral's SDKs honour this header.
+        response["x-should-retry"] = "false"
         return response
     # The provider's failure, not the client's: a 401 here would read as "your Switchboard token is wrong".
     status = 429 if call.http_status == 429 else 502

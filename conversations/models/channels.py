@@ -46,8 +46,10 @@ class Integration(models.Model):
     callback_secret_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The scope (templates, connections) is history too: widening it is a change an auditor looks for.
     history = HistoricalRecords(
-        excluded_fields=["token_hash", "token_hint", "callback_secret_encrypted", "last_used_at"]
+        excluded_fields=["token_hash", "token_hint", "callback_secret_encrypted", "last_used_at"],
+        m2m_fields=[templates, connections],
     )
 
     class Meta:
@@ -93,7 +95,7 @@ class CallbackAttempt(models.Model):
         "Outbound", on_delete=models.CASCADE, null=True, blank=True, related_name="callback_attempts"
     )
     attempt = models.PositiveSmallIntegerField()
-    url = models.URLField()
+    url = models.CharField(max_length=500)  # as long as Integration.callback_url
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
@@ -147,7 +149,7 @@ class WhatsAppRefusal(models.Model):
 
     channel = models.ForeignKey(WhatsAppChannel, on_delete=models.CASCADE, related_name="refusals")
     message_id = models.CharField(max_length=200, blank=True, help_text="Meta's id for it, if it had a usable one.")
-    sender = models.CharField(max_length=50, blank=True)
+    sender = models.CharField(max_length=100, blank=True)
     reason = models.TextField()
     excerpt = models.TextField(blank=True, help_text="The start of the message as received.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -171,6 +173,7 @@ class WhatsAppSend(models.Model):
         "Outbound", on_delete=models.CASCADE, null=True, blank=True, related_name="whatsapp_sends"
     )
     attempt = models.PositiveSmallIntegerField()
+    part = models.PositiveSmallIntegerField(default=1, help_text="Which part of a reply split at 4,096 characters.")
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     message_id = models.CharField(max_length=200, blank=True, help_text="Meta's wamid of the sent message.")
     error_code = models.IntegerField(null=True, blank=True)
@@ -179,6 +182,15 @@ class WhatsAppSend(models.Model):
 
     class Meta:
         ordering = ["call", "attempt"]
+        constraints = [
+            # A part Meta accepted is on record once: a retried insert after an unclear commit adds nothing,
+            # and a later try resumes after it.
+            models.UniqueConstraint(
+                fields=["outbound", "part"],
+                condition=models.Q(outbound__isnull=False) & ~models.Q(message_id=""),
+                name="whatsapp_part_delivered_once",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"WhatsApp send for call {self.call_id}, attempt {self.attempt}"

@@ -133,3 +133,34 @@ def test_replacing_a_connection_key_shows_in_its_history_without_the_key(lead_cl
     lead_client.post(reverse("connectors:edit", args=[connection.pk]), data)
     page = lead_client.get(reverse("connectors:edit", args=[connection.pk])).content.decode()
     assert "API key replaced" in page and "sk-replaced-key-55555555" not in page
+
+
+def test_widening_an_integrations_scope_shows_in_its_history(lead_client, integration_token):
+    integration, _ = integration_token
+    production = ConnectionFactory(name="Production")
+    url = reverse("conversations:integration_edit", args=[integration.pk])
+
+    lead_client.post(
+        url,
+        {
+            "name": integration.name,
+            "templates": [t.pk for t in integration.templates.all()],
+            "connections": [c.pk for c in integration.connections.all()] + [production.pk],
+            "default_connection": integration.default_connection_id,
+        },
+    )
+
+    page = lead_client.get(url).content.decode()
+    assert "connections: added Production" in page
+
+
+def test_an_integration_made_in_the_admin_shows_its_token_once_and_sets_no_cookie(admin_client, connection):
+    response = admin_client.post(
+        reverse("admin:conversations_integration_add"),
+        {"name": "From the admin", "connections": [connection.pk], "callback_url": "http://127.0.0.1:9/hook"},
+    )
+
+    token = re.search(r'value="(sb_[^"]+)"', response.content.decode()).group(1)
+    assert "no-store" in response["Cache-Control"]
+    assert all(token not in str(cookie) for cookie in response.cookies.values())
+    assert Integration.objects.get(name="From the admin").token_hint == token[:8]

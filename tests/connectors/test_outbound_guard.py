@@ -242,17 +242,20 @@ def rebinding(tmp_path, monkeypatch):
     """rebind.test answers 127.0.0.2 (taken for a public address here) to the first lookup and 127.0.0.1 (the
     "metadata service") to every later one; an HTTPS server with a certificate for rebind.test listens on each."""
     certfile = _self_signed(tmp_path, "rebind.test")
-    probe = socket.socket()
-    probe.bind(("127.0.0.2", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    public = _tls_server("127.0.0.2", port, "public", certfile)
-    internal = _tls_server("127.0.0.1", port, "internal", certfile)
+    for _ in range(50):  # one port free on both addresses (another process may hold it on 127.0.0.1)
+        public = _tls_server("127.0.0.2", 0, "public", certfile)
+        port = public.server_port
+        try:
+            internal = _tls_server("127.0.0.1", port, "internal", certfile)
+            break
+        except OSError:
+            public.shutdown()
+            public.server_close()
     answers = iter([["127.0.0.2"]])
     monkeypatch.setattr(socket, "getaddrinfo", _resolver({"rebind.test": lambda: next(answers, ["127.0.0.1"])}))
     monkeypatch.setattr(safety, "is_public", lambda address: address != "127.0.0.1")
     trusting = urllib3.PoolManager(num_pools=4, retries=False, ca_certs=certfile)
-    monkeypatch.setattr(http, "pool", lambda: trusting)
+    monkeypatch.setattr(http, "pool", lambda kind=None: trusting)
     yield port, public, internal
     for server in (public, internal):
         server.shutdown()
@@ -287,7 +290,7 @@ def test_the_certificate_is_still_checked_against_the_name(tmp_path, monkeypatch
     monkeypatch.setattr(socket, "getaddrinfo", _resolver({"rebind.test": ["127.0.0.2"]}))
     monkeypatch.setattr(safety, "is_public", lambda address: True)
     trusting = urllib3.PoolManager(num_pools=4, retries=False, ca_certs=certfile)
-    monkeypatch.setattr(http, "pool", lambda: trusting)
+    monkeypatch.setattr(http, "pool", lambda kind=None: trusting)
     try:
         with pytest.raises(http.OutboundError) as caught:
             http.outbound_request("GET", f"https://rebind.test:{server.server_port}/", headers={}, timeout=5)
@@ -325,3 +328,74 @@ def _no_such_host():
 
 def _no_lookups(*args, **kwargs):
     raise AssertionError("a URL refused on its face needs no lookup")
+
+
+# --- Resilience: every checked address is tried, and a resolver's blip is not remembered -----------------
+
+
+class _Plain(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.server.paths.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def plain_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Plain)
+    server.paths = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_dead_address_among_a_names_addresses_is_skipped(plain_server, settings, monkeypatch):
+    settings.ALLOWED_PROVIDER_HOSTS = ["two-addresses.test"]
+    # 127.0.0.3 has nothing listening on the port: as an IPv6 address on a machine without IPv6.
+    monkeypatch.setattr(socket, "getaddrinfo", _resolver({"two-addresses.test": ["127.0.0.3", "127.0.0.1"]}))
+
+    for _ in range(3):
+        answer = http.outbound_request(
+            "GET", f"http://two-addresses.test:{plain_server.server_port}/", headers={}, timeout=5
+        )
+        assert answer.body == b"ok"
+
+
+def test_a_failed_lookup_is_remembered_for_a_moment_only(plain_server, settings, monkeypatch):
+    settings.ALLOWED_PROVIDER_HOSTS = ["flaky-dns.test"]
+    answers = iter([[], ["127.0.0.1"]])  # the first lookup fails, as in a resolver's blip
+    monkeypatch.setattr(socket, "getaddrinfo", _resolver({"flaky-dns.test": lambda: next(answers)}))
+    url = f"http://flaky-dns.test:{plain_server.server_port}/"
+
+    with pytest.raises(http.OutboundError) as caught:
+        http.outbound_request("GET", url, headers={}, timeout=5)
+    assert caught.value.kind == ErrorKind.NETWORK
+    monkeypatch.setattr(safety, "FAILED_LOOKUP_SECONDS", 0.0)  # the moment has passed
+    safety._verdicts.clear()
+
+    assert http.outbound_request("GET", url, headers={}, timeout=5).body == b"ok"
+
+
+def test_a_failed_lookup_is_not_kept_as_long_as_a_good_one():
+    assert safety.FAILED_LOOKUP_SECONDS < safety.VERDICT_SECONDS / 10
+
+
+def test_an_allowlist_entry_with_a_port_allows_that_port_only(settings):
+    settings.ALLOWED_PROVIDER_HOSTS = ["localhost:8765", "[::1]:9000", "sandbox.internal"]
+    assert safety.url_problem("http://localhost:8765/v1") is None
+    assert "plain http" in safety.url_problem("http://localhost:6379/")
+    assert safety.url_problem("http://[::1]:9000/v1") is None
+    assert safety.url_problem("http://sandbox.internal:1234/v1") is None
+
+
+def test_a_unicode_path_is_sent_percent_encoded(plain_server):
+    answer = http.outbound_request(
+        "GET", f"http://127.0.0.1:{plain_server.server_port}/café?q=é", headers={}, timeout=5
+    )
+    assert answer.body == b"ok" and plain_server.paths == ["/caf%C3%A9?q=%C3%A9"]

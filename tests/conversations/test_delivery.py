@@ -203,5 +203,5 @@ def test_the_result_panel_shows_earlier_attempts(admin_client, connection, templ
     fragment = admin_client.get(reverse("conversations:call_status", args=[call.pk])).content.decode()
 
     assert f'id="call-{retry.pk}"' in fragment and "attempt 2 of 3" in fragment
-    assert "Attempt 1: Provider error (HTTP 500)" in fragment
+    assert "Attempt 1: Provider error: Internal server error (HTTP 500)" in fragment
     assert ErrorKind.PROVIDER_ERROR.label in fragment

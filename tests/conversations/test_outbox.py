@@ -13,7 +13,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from config.celery import app
-from conversations import delivery, outbox, queue, services, sweeper
+from conversations import delivery, outbox, queue, services, sweeper, tries
 from conversations.api.tokens import integration_create
 from conversations.models import CallbackAttempt, Outbound
 from tests.factories import ConnectionFactory, TemplateFactory
@@ -170,12 +170,24 @@ def test_with_the_broker_down_the_row_waits_for_the_sweeper(
 
 
 def test_a_delivery_whose_worker_died_is_queued_again(answered, settings, published):
-    stale = timezone.now() - timedelta(seconds=15 + settings.CALL_RUNNING_GRACE_SECONDS + 1)
+    deadline = 15 + settings.OUTBOX_RECORD_PATIENCE_SECONDS + settings.CALL_RUNNING_GRACE_SECONDS
+    Outbound.objects.filter(pk=answered.pk).update(status="running", started_at=timezone.now(), tries=1)
+    assert sweeper.outbound_sweep() == []  # its worker may still be sending, or waiting to record
+    stale = timezone.now() - timedelta(seconds=deadline + 1)
     Outbound.objects.filter(pk=answered.pk).update(status="running", started_at=stale, tries=1)
 
     assert sweeper.outbound_sweep() == [answered.pk]
     answered.refresh_from_db()
     assert answered.status == "queued"
+
+
+def test_a_delivery_that_kills_its_worker_every_time_stops_after_its_last_try(answered, settings, published):
+    stale = timezone.now() - timedelta(hours=1)
+    Outbound.objects.filter(pk=answered.pk).update(status="running", started_at=stale, tries=settings.OUTBOX_MAX_TRIES)
+
+    assert sweeper.outbound_sweep() == []
+    answered.refresh_from_db()
+    assert answered.status == "failed" and "stopped during each of its 7 tries" in answered.last_error
 
 
 @pytest.mark.django_db(transaction=True)  # outside a transaction, as a worker records
@@ -188,7 +200,7 @@ def test_a_record_waits_for_the_database_to_come_back():
             raise OperationalError("server closed the connection unexpectedly")
         return "recorded"
 
-    assert outbox.durably(blinking) == "recorded" and len(calls) == 3
+    assert tries.durably(blinking) == "recorded" and len(calls) == 3
 
 
 def test_a_record_gives_up_on_a_real_bug_at_once():
@@ -196,7 +208,7 @@ def test_a_record_gives_up_on_a_real_bug_at_once():
         raise KeyError("not an outage")
 
     with pytest.raises(KeyError):
-        outbox.durably(bug)
+        tries.durably(bug)
 
 
 def test_publish_never_raises_when_the_broker_is_away(monkeypatch):
@@ -205,3 +217,16 @@ def test_publish_never_raises_when_the_broker_is_away(monkeypatch):
 
     monkeypatch.setattr(app, "send_task", broker_down)
     assert queue.publish(queue.EXECUTE_CALL, 123) is False
+
+
+def test_a_long_callback_url_is_delivered_and_its_try_recorded(answered, receiver):
+    long_url = f"http://127.0.0.1:{receiver.server_port}/" + "hook/" * 80  # 400 characters and more
+    answered.conversation.integration.__class__.objects.filter(pk=answered.conversation.integration_id).update(
+        callback_url=long_url
+    )
+
+    outbox.outbound_deliver(outbound_id=answered.pk)
+
+    answered.refresh_from_db()
+    assert answered.status == "sent"
+    assert CallbackAttempt.objects.get().url == long_url

@@ -111,6 +111,7 @@ class Stack:
             "CALL_SWEEP_INTERVAL_SECONDS": "1",
             "CALL_QUEUED_STALE_SECONDS": "3",
             "CALL_RUNNING_GRACE_SECONDS": "1",
+            "OUTBOX_RECORD_PATIENCE_SECONDS": "10",  # longer than the outage: records wait it out
         }
         self.processes: list[subprocess.Popen] = []
         self.manage("migrate", "--noinput")

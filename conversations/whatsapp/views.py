@@ -11,10 +11,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 
-from .. import whatsapp
+from ..contacts import contact_from_whatsapp
 from ..models import Message, WhatsAppChannel, WhatsAppSend
+from . import webhook as whatsapp
 
-SIMULATED_WA_ID = "15550100100"
+SIMULATED_WA_ID = "15550100100"  # as Meta sends it: digits; stored as +15550100100 (conversations/contacts.py)
+SIMULATED_CONTACT = contact_from_whatsapp(SIMULATED_WA_ID)
 
 
 @csrf_exempt  # Meta signs the body instead (X-Hub-Signature-256)
@@ -96,11 +98,11 @@ def simulator_messages(request: HttpRequest, pk: int) -> HttpResponse:
 def _chat(channel: WhatsAppChannel) -> dict:
     """The simulated customer's screen: what they wrote, and what was delivered to them."""
     said = list(
-        Message.objects.filter(conversation__channel=channel, conversation__contact=SIMULATED_WA_ID, role="user")
+        Message.objects.filter(conversation__channel=channel, conversation__contact=SIMULATED_CONTACT, role="user")
     )
     delivered = list(
         WhatsAppSend.objects.filter(
-            call__conversation__channel=channel, call__conversation__contact=SIMULATED_WA_ID
+            call__conversation__channel=channel, call__conversation__contact=SIMULATED_CONTACT
         ).select_related("call", "outbound")
     )
     bubbles = [{"at": m.created_at, "mine": True, "text": m.customer_message or m.content} for m in said]

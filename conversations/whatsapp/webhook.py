@@ -1,8 +1,16 @@
-"""The WhatsApp Cloud API channel: verified webhooks in, conversations by wa_id, replies out via the Graph API.
+"""Meta's webhook for a WhatsApp channel: signed deliveries in, each message stored or refused on its own.
 
-Meta delivers webhooks at least once and expects a 200 within seconds, so the webhook only verifies, records
-and queues; the model call and the send happen in workers. A message id seen before is acknowledged and
-otherwise ignored.
+Guarantees, and how they are kept:
+- Only Meta's deliveries count: X-Hub-Signature-256 is checked in constant time against the raw body.
+- Each message is answered once: Meta delivers at least once, and a message id seen before is acknowledged
+  and otherwise ignored (a unique index settles two deliveries racing).
+- One malformed message never blocks its neighbours: each message is read, checked (an id and a sender as
+  text, no NUL or lone surrogate anywhere, its text part in Meta's shape) and stored or refused on its own.
+  A correctly signed delivery is acknowledged (200) once every message is stored or its refusal recorded,
+  with the reason, on the channel's page; a refusal is recorded once however often Meta delivers the body.
+- Only a database that is away makes the webhook fail (503, from config/errors.py), so that Meta delivers
+  again. Meta expects a 200 within seconds, so the webhook only verifies, records and queues: the model
+  call and the send happen in workers.
 """
 
 from __future__ import annotations
@@ -17,16 +25,13 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from config.errors import service_unavailable
-from connectors import crypto, http
-from connectors.errors import TRANSIENT_KINDS
+from connectors import crypto
 
-from . import payloads, services
-from .models import Call, Conversation, Message, Outbound, WhatsAppChannel, WhatsAppRefusal, WhatsAppSend
+from .. import payloads, services
+from ..contacts import contact_from_whatsapp
+from ..models import Call, Conversation, Message, WhatsAppChannel, WhatsAppRefusal
 
 logger = logging.getLogger(__name__)
-MAX_BODY = 4096  # characters in one WhatsApp text message
-# Graph API error codes worth another try: throughput, pair rate limit, unknown/temporary.
-TRANSIENT_CODES = {130429, 131056, 131000, 2, 4}
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,7 @@ def _read_message(message: Any) -> Incoming | Refusal:
     usable_sender = sender if isinstance(sender, str) and _SENDER.fullmatch(sender) else ""
 
     def refuse(reason: str) -> Refusal:
-        return Refusal(reason, usable_id[:MAX_MESSAGE_ID], usable_sender, _excerpt(message))
+        return Refusal(reason, usable_id[:MAX_MESSAGE_ID], usable_sender[:100], _excerpt(message))
 
     if not isinstance(message_id, str) or not message_id:
         return refuse("The message has no id as text, so it could not be answered once and only once.")
@@ -210,17 +215,16 @@ def channel_receive(*, channel: WhatsAppChannel, payload: Any) -> Received:
 
 def _queue_answer(channel: WhatsAppChannel, incoming: Incoming) -> Call:
     text = incoming.text.strip() or "[empty message]"
+    contact = contact_from_whatsapp(incoming.wa_id)
     with transaction.atomic():
-        conversation = (
-            Conversation.objects.filter(channel=channel, contact=incoming.wa_id).order_by("-updated_at").first()
-        )
+        conversation = Conversation.objects.filter(channel=channel, contact=contact).order_by("-updated_at").first()
         if conversation is None:
             return services.call_send(
                 connection=channel.connection,
                 template=channel.template,
                 customer_message=text,
                 variables=channel.variables,
-                contact=incoming.wa_id,
+                contact=contact,
                 channel=channel,
                 external_id=incoming.message_id,
             )
@@ -246,74 +250,3 @@ def _record_refusals(channel: WhatsAppChannel, refused: list[Refusal]) -> None:
     WhatsAppRefusal.objects.bulk_create(rows)
     for r in rows:
         logger.warning("WhatsApp message %r from %r on %s refused: %s", r.message_id, r.sender, channel, r.reason)
-
-
-def whatsapp_try(row: Outbound):
-    """Send the row's text to its customer in parts of at most 4,096 characters, resuming after the parts
-    Meta accepted on earlier tries; each part's try is a WhatsAppSend row, recorded durably."""
-    from .outbox import TryResult, durably
-
-    conversation = row.conversation
-    channel = conversation.channel
-    if channel is None:
-        return TryResult(False, "The conversation has no WhatsApp channel any more, so nothing was sent.")
-    pieces = _pieces(row.text)
-    done = row.whatsapp_sends.filter(message_id__gt="").count()  # parts delivered by earlier tries, in order
-    url = f"{channel.graph_base_url.rstrip('/')}/{channel.graph_version}/{channel.phone_number_id}/messages"
-    try:
-        token = crypto.decrypt(channel.access_token_encrypted)
-    except crypto.SecretUnreadable as error:
-        return TryResult(False, str(error))
-    quoted = row.call.message.external_id if row.call_id and row.call.message_id else None
-    for n, piece in enumerate(pieces[done:], start=done):
-        body = {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "to": conversation.contact,
-            "type": "text",
-            "text": {"preview_url": False, "body": piece},
-        }
-        if n == 0 and quoted:
-            body["context"] = {"message_id": quoted}  # quote the customer's message
-        record = WhatsAppSend(call_id=row.call_id, outbound=row, attempt=row.tries)
-        transient = False
-        try:
-            answer = http.outbound_request(
-                "POST",
-                url,
-                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-                body=json.dumps(body).encode(),
-                timeout=15,
-                connect_timeout=5,
-                limit=256 * 1024,
-            )
-            record.http_status = answer.status
-            data = _json(answer.body)
-            if 200 <= answer.status < 300:
-                record.message_id = payloads.printable(str(((data.get("messages") or [{}])[0]).get("id", "")))[:200]
-            else:
-                error = data.get("error", {}) if isinstance(data.get("error"), dict) else {}
-                record.error_code = error.get("code") if isinstance(error.get("code"), int) else None
-                record.error = payloads.printable(str(error.get("message", answer.text[:300])))[:2000]
-                transient = record.error_code in TRANSIENT_CODES or answer.status >= 500 or answer.status == 429
-        except http.OutboundError as error:
-            record.error = f"Could not reach the Graph API: {error.message}"
-            transient = error.kind in TRANSIENT_KINDS  # a URL the guard refuses stays refused
-        durably(record.save)
-        if not record.message_id:
-            # 131026 undeliverable, 131047 outside the 24 h window, 190 token: a retry will not help.
-            reason = record.error or f"The Graph API answered HTTP {record.http_status} without a message id."
-            return TryResult(False, f"Part {n + 1} of {len(pieces)}: {reason}", transient=transient)
-    return TryResult(True)
-
-
-def _pieces(text: str) -> list[str]:
-    return [text[i : i + MAX_BODY] for i in range(0, len(text), MAX_BODY)] or [""]
-
-
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        return {}
-    return data if isinstance(data, dict) else {}

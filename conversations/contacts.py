@@ -1,0 +1,43 @@
+"""Who a customer is, written one way: phone numbers in E.164 (`+15550100100`), anything else as it came.
+
+WhatsApp gives a customer's number as digits without the `+` (its wa_id); platforms send `+1 650-555-0100`
+or `+16505550100`. Stored alike, one customer is one contact, and a search for `+1555` finds them all. An
+API user id, the test console's "test console", or a WhatsApp username's scoped id are not numbers and are
+kept as they are.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SEPARATORS = re.compile(r"[\s().\-]")
+_E164 = re.compile(r"\+?[1-9]\d{5,14}")
+
+
+def contact_from_whatsapp(wa_id: str) -> str:
+    """A wa_id (digits) as E.164; a scoped username id stays as it is."""
+    return f"+{wa_id}" if wa_id.isascii() and wa_id.isdigit() else wa_id
+
+
+def whatsapp_recipient(contact: str) -> str:
+    """What the Graph API's `to` takes: the wa_id, digits without the `+`."""
+    return contact[1:] if contact.startswith("+") and contact[1:].isdigit() else contact
+
+
+def contact_from_api(contact: str) -> str:
+    """A number written with a `+` (spaces, dashes, dots, brackets allowed) as E.164; anything else unchanged."""
+    compact = _SEPARATORS.sub("", contact.strip())
+    if compact.startswith("+") and _E164.fullmatch(compact):
+        return compact
+    return contact
+
+
+def contact_prefixes(query: str) -> list[str]:
+    """What a "contact starts with" search matches: the text as typed, and the E.164 form of a number typed
+    with or without its `+` and separators."""
+    prefixes = [query]
+    compact = _SEPARATORS.sub("", query.strip())
+    digits = compact.removeprefix("+")
+    if digits.isascii() and digits.isdigit() and len(digits) >= 2:
+        prefixes.append(f"+{digits}")
+    return list(dict.fromkeys(prefixes))

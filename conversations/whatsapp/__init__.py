@@ -1,0 +1,30 @@
+"""The WhatsApp Cloud API channel: Meta's webhook in (webhook.py), replies out through the Graph API (send.py),
+the pages staff use (views.py)."""
+
+from .send import MAX_BODY, TRANSIENT_CODES, whatsapp_try
+from .webhook import (
+    Incoming,
+    Received,
+    Refusal,
+    WebhookRefused,
+    channel_receive,
+    incoming_messages,
+    read_delivery,
+    sign,
+    webhook_accept,
+)
+
+__all__ = [
+    "MAX_BODY",
+    "TRANSIENT_CODES",
+    "Incoming",
+    "Received",
+    "Refusal",
+    "WebhookRefused",
+    "channel_receive",
+    "incoming_messages",
+    "read_delivery",
+    "sign",
+    "webhook_accept",
+    "whatsapp_try",
+]
