@@ -29,7 +29,8 @@ run: $(VENV)/.installed .env
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py seed_demo
-	$(VENV)/bin/honcho --env /dev/null start $(PROCESSES)
+	@# Ctrl-C stops every process through honcho; the trap makes that a clean exit, not a make error.
+	@trap 'exit 0' INT; $(VENV)/bin/honcho --env /dev/null start $(PROCESSES)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

@@ -10,7 +10,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
 
 class DjangoCelerySettings(Mapping):
-    """Django's CELERY_* settings (and TIME_ZONE), copied into a dict when Celery first reads its configuration.
+    """Django's CELERY_* settings (and TIME_ZONE), copied into a dict when Celery first reads its configuration,
+    under Celery's own lower-case names (CELERY_TASK_ACKS_LATE is `task_acks_late`).
+
+    Celery's own names, not the namespaced ones: several namespaced names (CELERY_ACCEPT_CONTENT,
+    CELERY_TASK_SERIALIZER) are also Celery 3's old names, and Celery warned at every start that they were
+    deprecated.
 
     Celery looks settings up on every publish and every task, most of them names we never set. Through
     `django.conf.settings` each of those misses raises and catches an AttributeError; from a dict they are
@@ -22,8 +27,12 @@ class DjangoCelerySettings(Mapping):
     def _values(self) -> dict:
         from django.conf import settings
 
-        values = {name: getattr(settings, name) for name in dir(settings) if name.startswith("CELERY_")}
-        values["TIME_ZONE"] = settings.TIME_ZONE  # Celery's timezone falls back to Django's, as before
+        values = {
+            name.removeprefix("CELERY_").lower(): getattr(settings, name)
+            for name in dir(settings)
+            if name.startswith("CELERY_")
+        }
+        values["timezone"] = settings.TIME_ZONE  # Django's, as Celery's namespaced configuration did
         return values
 
     def __getitem__(self, key):
@@ -37,5 +46,5 @@ class DjangoCelerySettings(Mapping):
 
 
 app = Celery("switchboard")
-app.config_from_object(DjangoCelerySettings(), namespace="CELERY")
+app.config_from_object(DjangoCelerySettings())
 app.autodiscover_tasks()

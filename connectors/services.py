@@ -68,5 +68,12 @@ def connection_check(*, connection: ProviderConnection) -> CheckResult:
     )
     if result.models:
         connection.available_models = result.models
-    connection.save(update_fields=["checked_at", "check_ok", "check_message", "available_models"])
+    # An update, not a save: a check changes nothing staff configured, so it is no entry in the history (a save
+    # would record one, signed by whoever clicked, Support staff included).
+    ProviderConnection.objects.filter(pk=connection.pk).update(
+        checked_at=connection.checked_at,
+        check_ok=connection.check_ok,
+        check_message=connection.check_message,
+        available_models=connection.available_models,
+    )
     return result

@@ -9,6 +9,7 @@ from django.db.models import Q, QuerySet
 from connectors.errors import ErrorKind
 from connectors.models import ProviderConnection
 
+from .contacts import contact_prefixes
 from .models import Call, Conversation, PromptTemplate
 
 PAGE_SIZE = 50
@@ -24,9 +25,7 @@ class CallFilter(django_filters.FilterSet):
     error_kind = django_filters.ChoiceFilter(choices=ErrorKind.choices, label="Error kind")
     since = django_filters.DateFilter(field_name="queued_at", lookup_expr="date__gte", widget=DATE, label="From")
     until = django_filters.DateFilter(field_name="queued_at", lookup_expr="date__lte", widget=DATE, label="To")
-    contact = django_filters.CharFilter(
-        field_name="conversation__contact", lookup_expr="startswith", label="Contact starts with"
-    )
+    contact = django_filters.CharFilter(method="contact_starts", label="Contact starts with")
     q = django_filters.CharFilter(method="search", label="Text in reply or error")
     order = django_filters.OrderingFilter(
         fields=(("queued_at", "queued"), ("latency_ms", "latency"), ("completion_tokens", "tokens")),
@@ -41,13 +40,16 @@ class CallFilter(django_filters.FilterSet):
     def search(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         return queryset.filter(Q(reply_text__icontains=value) | Q(error_message__icontains=value))
 
+    def contact_starts(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        return queryset.filter(_starts("conversation__contact", value))
+
 
 class ConversationFilter(django_filters.FilterSet):
     connection = django_filters.ModelChoiceFilter(queryset=ProviderConnection.objects.all())
     template = django_filters.ModelChoiceFilter(queryset=PromptTemplate.objects.all())
     since = django_filters.DateFilter(field_name="updated_at", lookup_expr="date__gte", widget=DATE, label="From")
     until = django_filters.DateFilter(field_name="updated_at", lookup_expr="date__lte", widget=DATE, label="To")
-    contact = django_filters.CharFilter(lookup_expr="startswith", label="Contact starts with")
+    contact = django_filters.CharFilter(method="contact_starts", label="Contact starts with")
     q = django_filters.CharFilter(method="search", label="Text in the conversation")
     order = django_filters.OrderingFilter(
         fields=(("updated_at", "updated"), ("created_at", "created"), ("contact", "contact")),
@@ -59,9 +61,20 @@ class ConversationFilter(django_filters.FilterSet):
         model = Conversation
         fields: list[str] = []
 
+    def contact_starts(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        return queryset.filter(_starts("contact", value))
+
     def search(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         # A substring scan of every message: fine for recent logs; a filter on contact or dates narrows it.
         return queryset.filter(pk__in=Conversation.objects.filter(messages__content__icontains=value).values("pk"))
+
+
+def _starts(field: str, value: str) -> Q:
+    """The contact as typed, or a phone number in its stored E.164 form (+15550100100)."""
+    condition = Q()
+    for prefix in contact_prefixes(value):
+        condition |= Q(**{f"{field}__startswith": prefix})
+    return condition
 
 
 # Far past any real log (5,000,000 rows at 50 a page), and far inside what OFFSET can hold.

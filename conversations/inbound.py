@@ -17,6 +17,7 @@ from config.errors import service_unavailable
 from connectors.models import ProviderConnection
 
 from . import services
+from .contacts import contact_from_api
 from .models import Call, Conversation, IdempotencyKey, Integration, Message, PromptTemplate
 from .payloads import printable, unstorable
 
@@ -139,7 +140,9 @@ def message_receive(
         return earlier, True
     template = _allowed_template(integration, payload.get("template"))
     connection = allowed_connection(integration, payload.get("connection"))
-    contact = _text(payload.get("contact"), "contact", 200, ": who the customer is, e.g. their WhatsApp number")
+    contact = contact_from_api(
+        _text(payload.get("contact"), "contact", 200, ": who the customer is, e.g. their WhatsApp number")
+    )
     message = payload.get("message")
     if not isinstance(message, str):
         raise Refused(400, "message", 'Put the customer\'s text in "message" as a string.')
@@ -224,7 +227,7 @@ def chat_receive(*, integration: Integration, payload: dict[str, Any], contact: 
     system = "\n\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
     customer_message = turns[-1]["content"]
     services.check_message(customer_message)
-    contact = _text(contact, "user", 200)
+    contact = contact_from_api(_text(contact, "user", 200))
     with transaction.atomic():
         conversation = Conversation.objects.create(
             contact=contact,

@@ -209,6 +209,15 @@ class Call(models.Model):
         return explain(self.error_kind, self.http_status, self.error_message) if self.error_kind else None
 
     @property
+    def error_summary(self) -> str:
+        """ "Invalid model: mistral-tiny" rather than "Invalid model: Invalid model: mistral-tiny"."""
+        if not self.error_kind:
+            return ""
+        label = self.get_error_kind_display()
+        message = self.error_message
+        return message if message.lower().startswith(label.lower()) else f"{label}: {message}"
+
+    @property
     def total_tokens(self) -> int | None:
         if self.prompt_tokens is None or self.completion_tokens is None:
             return None

@@ -30,13 +30,13 @@ def _chosen_template(request: HttpRequest) -> PromptTemplate | None:
 
 
 def _initial_from(call: Call) -> dict[str, object]:
-    """The inputs of an earlier send, for "Send again"."""
+    """The inputs of an earlier send, for "Send again": that turn's message, whichever turn it was."""
     conversation = call.conversation
-    first = conversation.messages.filter(role="user").order_by("id").first()
+    message = call.message
     initial = {
         "connection": conversation.connection_id,
         "template": conversation.template_id,
-        "customer_message": first.customer_message or first.content if first else "",
+        "customer_message": message.customer_message or message.content,
         **conversation.overrides,
     }
     initial.update({VARIABLE_PREFIX + name: value for name, value in conversation.variables.items()})
@@ -66,19 +66,27 @@ def test_send(request: HttpRequest) -> HttpResponse:
         call = None
     else:
         call = _call_from(request.GET.get("call", ""))
+        call = call.latest_attempt() if call else None  # the message's outcome, not its first attempt's
         again = _call_from(request.GET.get("again", ""))
         initial = _initial_from(again) if again else {}
         template = PromptTemplate.objects.filter(pk=initial["template"]).first() if again else None
         template = template or _chosen_template(request)
         form = TestSendForm(template=template, initial={"template": template, **initial})
     known_models = ModelPrice.objects.values_list("model", flat=True)
-    return render(request, "conversations/test_send.html", {"form": form, "call": call, "known_models": known_models})
+    context = {"form": form, "call": call, "earlier": _earlier_attempts(call), "known_models": known_models}
+    return render(request, "conversations/test_send.html", context)
+
+
+def _earlier_attempts(call: Call | None):
+    if call is None or call.attempt == 1:
+        return []
+    return Call.objects.filter(message_id=call.message_id, attempt__lt=call.attempt).order_by("attempt")
 
 
 def _call_from(value: str) -> Call | None:
-    if not (value.isascii() and value.isdigit()):
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
         return None
-    return Call.objects.filter(pk=value).select_related("connection").first()
+    return Call.objects.filter(pk=value).select_related("connection", "conversation", "message").first()
 
 
 @login_required
@@ -122,8 +130,8 @@ def preview(request: HttpRequest) -> HttpResponse:
 def call_status(request: HttpRequest, pk: int) -> HttpResponse:
     """The outcome of a customer message so far: its newest attempt, with the earlier ones summarised."""
     call = get_object_or_404(Call, pk=pk).latest_attempt()
-    earlier = Call.objects.filter(message_id=call.message_id, attempt__lt=call.attempt).order_by("attempt")
-    return render(request, "conversations/_call.html", {"call": call, "earlier": earlier, "console": True})
+    context = {"call": call, "earlier": _earlier_attempts(call), "console": request.GET.get("in") != "transcript"}
+    return render(request, "conversations/_call.html", context)
 
 
 @login_required

@@ -69,10 +69,29 @@ def call_list(request: HttpRequest) -> HttpResponse:
     return _log_page(request, CallFilter(request.GET, queryset=calls), "conversations/call_list.html", "calls")
 
 
+def with_inbox_columns(conversations):
+    """What a support inbox shows per conversation: the customer's last message, how it stands (the newest
+    attempt's status) and how many messages they sent. Subqueries run only for the page's rows."""
+    from django.db.models import Count, OuterRef, Subquery
+
+    from ..models import Message
+
+    said = Message.objects.filter(conversation=OuterRef("pk"), role=Message.Role.USER)
+    return conversations.annotate(
+        last_message=Subquery(said.order_by("-created_at", "-id").values("customer_message")[:1]),
+        outcome=Subquery(
+            Call.objects.filter(conversation=OuterRef("pk")).order_by("-queued_at", "-id").values("status")[:1]
+        ),
+        message_count=Subquery(said.order_by().values("conversation").annotate(n=Count("id")).values("n")[:1]),
+    )
+
+
 @login_required
 @permission_required("conversations.view_conversation", raise_exception=True)
 def conversation_list(request: HttpRequest) -> HttpResponse:
-    conversations = Conversation.objects.select_related("connection", "template").order_by("-updated_at", "-id")
+    conversations = with_inbox_columns(
+        Conversation.objects.select_related("connection", "template").order_by("-updated_at", "-id")
+    )
     filterset = ConversationFilter(request.GET, queryset=conversations)
     return _log_page(request, filterset, "conversations/conversation_list.html", "conversations")
 
@@ -100,7 +119,8 @@ def render_conversation(
     for message in conversation.messages.filter(role="user").order_by("created_at", "id"):
         attempts = by_message.get(message.pk, [])
         turns.append({"message": message, "attempts": attempts, "final": attempts[-1] if attempts else None})
-    context = {"conversation": conversation, "turns": turns, "form": form}
+    pending = any(turn["final"] and not turn["final"].finished for turn in turns)
+    context = {"conversation": conversation, "turns": turns, "form": form, "pending": pending}
     return render(request, "conversations/conversation_detail.html", context, status=status)
 
 

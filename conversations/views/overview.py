@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from django.contrib.auth.decorators import login_required, permission_required
 from django.db import connection as db
-from django.db.models import Aggregate, Count, FloatField, Sum
+from django.db.models import Aggregate, Count, Exists, FloatField, OuterRef, Q, Sum
 from django.db.models.functions import TruncHour
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -51,10 +51,26 @@ def _summary(calls, since) -> dict:
     rows = list(
         calls.annotate(hour=TruncHour("queued_at"))
         .values("hour", "status", "error_kind", "connection_id", "model")
-        .annotate(n=Count("id"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"), cost=Sum("cost_usd"))
+        .annotate(
+            n=Count("id"),
+            retries=Count("id", filter=Q(attempt__gt=1)),
+            unpriced=Count("id", filter=Q(status=Call.Status.SUCCEEDED, cost_usd__isnull=True)),
+            prompt=Sum("prompt_tokens"),
+            completion=Sum("completion_tokens"),
+            cost=Sum("cost_usd"),
+        )
     )
     names = dict(ProviderConnection.objects.filter(pk__in={r["connection_id"] for r in rows}).values_list("pk", "name"))
-    totals = {"total": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": Decimal(0)}
+    totals = {
+        "total": 0,
+        "failed": 0,
+        "retries": 0,
+        "answered": 0,
+        "unpriced": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost": Decimal(0),
+    }
     errors: dict[str, int] = defaultdict(int)
     usage: dict[tuple[str, str], dict] = {}
     hourly: dict = defaultdict(lambda: {"ok": 0, "failed": 0})
@@ -64,6 +80,9 @@ def _summary(calls, since) -> dict:
         failed = r["status"] == Call.Status.FAILED
         totals["total"] += r["n"]
         totals["failed"] += r["n"] if failed else 0
+        totals["retries"] += r["retries"]
+        totals["answered"] += r["n"] if r["status"] == Call.Status.SUCCEEDED else 0
+        totals["unpriced"] += r["unpriced"]
         totals["prompt_tokens"] += r["prompt"] or 0
         totals["completion_tokens"] += r["completion"] or 0
         totals["cost"] += r["cost"] or 0
@@ -72,15 +91,30 @@ def _summary(calls, since) -> dict:
         key = (names.get(r["connection_id"], "?"), r["model"])
         use = usage.setdefault(
             key,
-            {"connection__name": key[0], "model": key[1], "calls": 0, "prompt": 0, "completion": 0, "cost": Decimal(0)},
+            {
+                "connection__name": key[0],
+                "model": key[1],
+                "calls": 0,
+                "prompt": 0,
+                "completion": 0,
+                "cost": Decimal(0),
+                "unpriced": 0,
+            },
         )
         use["calls"] += r["n"]
+        use["unpriced"] += r["unpriced"]
         use["prompt"] += r["prompt"] or 0
         use["completion"] += r["completion"] or 0
         use["cost"] += r["cost"] or 0
         hour = timezone.localtime(r["hour"], local)
         for buckets, bucket in ((hourly, hour), (daily, hour.date())):
             buckets[bucket]["failed" if failed else "ok"] += r["n"] if r["status"] in ("succeeded", "failed") else 0
+    # Customer messages, not attempts: every attempt after the first is a retry of a failed one, so the
+    # messages are the first attempts, and the failures that were final are the failed attempts less the
+    # retries they led to (at the edges of the period, a retry may fall on the other side).
+    totals["messages"] = totals["total"] - totals["retries"]
+    totals["failed_messages"] = max(0, totals["failed"] - totals["retries"])
+    totals["waiting"] = max(0, totals["messages"] - totals["answered"] - totals["failed_messages"])
     labels = dict(Call._meta.get_field("error_kind").choices)
     error_rows = [
         {"error_kind": kind, "label": labels.get(kind, kind), "n": n, "rate": n / totals["total"] * 100}
@@ -107,6 +141,12 @@ def _chart(buckets: dict, label_format: str) -> dict[str, list]:
     }
 
 
+def final_failures(calls):
+    """Failed attempts that were the last for their message: no retry followed them."""
+    retried = Call.objects.filter(message_id=OuterRef("message_id"), attempt=OuterRef("attempt") + 1)
+    return calls.filter(status=Call.Status.FAILED).exclude(Exists(retried))
+
+
 @login_required
 @permission_required("conversations.view_call", raise_exception=True)
 def overview(request: HttpRequest) -> HttpResponse:
@@ -125,11 +165,11 @@ def overview(request: HttpRequest) -> HttpResponse:
         "period": period,
         "periods": list(PERIODS),
         "totals": totals,
-        "error_rate": totals["failed"] / totals["total"] * 100 if totals["total"] else 0,
+        "error_rate": totals["failed_messages"] / totals["messages"] * 100 if totals["messages"] else 0,
         "latency": latency_percentiles(calls),
         "errors": summary["errors"],
         "usage": summary["usage"],
         "charts": charts,
-        "last_errors": calls.filter(status=Call.Status.FAILED).select_related("connection").order_by("-queued_at")[:10],
+        "last_errors": final_failures(calls).select_related("connection").order_by("-queued_at")[:10],
     }
     return render(request, "conversations/overview.html", context)

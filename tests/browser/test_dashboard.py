@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from connectors.models import ProviderConnection
 from conversations import delivery, services
 from tests.factories import ConnectionFactory, TemplateFactory
 
@@ -47,15 +48,19 @@ def test_staff_check_a_connection_and_see_the_models(logged_in_page, live_server
     page.click("nav >> text=Connections")
     expect(page.locator("table.log")).to_contain_text("Sandbox")
     expect(page.locator("table.log")).not_to_contain_text("sb-test-key")
+    sandbox = ProviderConnection.objects.get(name="Sandbox")
     page.locator("tr", has_text="Sandbox").get_by_role("button", name="Check connection").click()
 
-    result = page.locator("#check-result")
+    result = page.locator(f"#check-result-{sandbox.pk}")  # in a row right under the connection's own
     expect(result).to_contain_text("OK")
+    expect(page.locator(f"#check-{sandbox.pk}")).to_contain_text("OK in")  # its "Last check" cell, no reload
     expect(result).to_contain_text("A one-token chat with mistral-small-latest answered in")
     expect(result).to_contain_text("8 models available to this key")
     screenshot(page, "connections")
 
+    old = ProviderConnection.objects.get(name="Old key")
     page.locator("tr", has_text="Old key").get_by_role("button", name="Check connection").click()
+    result = page.locator(f"#check-result-{old.pk}")
     expect(result).to_contain_text("Authentication (HTTP 401): Unauthorized")
     expect(result).to_contain_text("Paste the full key into the connection again")
 
@@ -119,8 +124,8 @@ def test_the_overview_shows_volume_errors_and_cost(logged_in_page, live_server, 
     page = logged_in_page
     page.click("nav >> text=Overview")
 
-    expect(page.locator(".stats")).to_contain_text("4 calls")
-    expect(page.locator(".stats")).to_contain_text("25.0% failed")
+    expect(page.locator(".stats")).to_contain_text("4 customer messages")
+    expect(page.locator(".stats")).to_contain_text("25.0% not answered (1)")
     expect(page.locator("#chart-hourly")).to_be_visible()
     expect(page.get_by_text("Latest errors")).to_be_visible()
     expect(page.locator(".error-box").first).to_contain_text("Paste the full key into the connection again")

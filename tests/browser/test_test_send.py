@@ -52,7 +52,7 @@ def test_a_wrong_key_shows_the_cause_and_fix(celery_worker, sandbox_setup, logge
     page.click("button:has-text('Send')")
 
     error = page.locator(".error-box")
-    expect(error).to_contain_text("Authentication (HTTP 401): Unauthorized", timeout=5000)
+    expect(error).to_contain_text("Authentication: Unauthorized (HTTP 401)", timeout=5000)
     expect(error).to_contain_text("Likely cause: The API key is wrong, revoked or missing.")
     expect(error).to_contain_text("Fix: Paste the full key into the connection again")
     screenshot(page, "test-send-error")

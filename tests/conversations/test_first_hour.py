@@ -1,0 +1,179 @@
+"""The stumbles of a new user's first hour (issue 12), each as what the page now says."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from connectors.models import ModelPrice, ProviderConnection
+from conversations import delivery, prices, services
+from conversations.api.tokens import integration_create
+from conversations.models import Call, Conversation
+from conversations.whatsapp.views import simulated_payload
+from tests.factories import TemplateFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def send(connection, template, text="Hi", **kwargs):
+    return services.call_send(
+        connection=connection, template=template, customer_message=text, variables={"business_name": "Acme"}, **kwargs
+    )
+
+
+def test_the_console_shows_the_messages_outcome_while_its_retries_run(staff_client, connection, template, published):
+    call = send(connection, template, overrides={"model": "sandbox-overloaded"})
+    delivery.call_execute(call_id=call.pk)  # attempt 1 fails with a 503; attempt 2 is queued
+
+    page = staff_client.get(reverse("conversations:test_send"), {"call": call.pk}).content.decode()
+
+    retry = call.latest_attempt()
+    assert retry.attempt == 2
+    assert f'id="call-{retry.pk}"' in page and f'hx-get="/calls/{retry.pk}/status/"' in page  # still polling
+    assert "Not answered yet: attempt 2 of 3" in page
+    assert "Attempt 1: Provider error: Service tier capacity exceeded" in page
+    assert "Likely cause" not in page  # no final verdict while a retry is coming
+
+
+def test_send_again_on_a_later_turn_fills_in_that_turns_message(staff_client, connection, template):
+    first = send(connection, template, text="First question")
+    later = services.conversation_reply(conversation=first.conversation, customer_message="The later question")
+
+    page = staff_client.get(reverse("conversations:test_send"), {"again": later.pk}).content.decode()
+
+    assert "The later question</textarea>" in page and "First question" not in page
+
+
+def test_a_conversation_with_a_turn_in_flight_refreshes_itself_as_a_transcript(staff_client, connection, template):
+    call = send(connection, template)
+    delivery.call_execute(call_id=call.pk)
+    services.conversation_reply(conversation=call.conversation, customer_message="And then?")
+    url = reverse("conversations:detail", args=[call.conversation_id])
+
+    waiting = staff_client.get(url).content.decode()
+    assert 'hx-trigger="every 1s"' in waiting and 'hx-select-oob="#attempts"' in waiting
+    assert "Waiting for the worker…" in waiting
+    assert "Send again" not in waiting  # no console card with its own links inside the transcript
+
+    delivery.call_execute(call_id=call.conversation.calls.get(attempt=1, message__customer_message="And then?").pk)
+    done = staff_client.get(url).content.decode()
+    assert 'hx-trigger="every 1s"' not in done and done.count('class="badge succeeded"') == 2
+
+
+def test_checking_a_connection_writes_no_history_and_answers_in_its_row(staff_client, connection):
+    before = connection.history.count()
+
+    response = staff_client.post(reverse("connectors:check", args=[connection.pk]), {"where": "list"})
+
+    assert connection.history.count() == before
+    html = response.content.decode()
+    assert "A one-token chat with" in html
+    assert f'<td id="check-{connection.pk}" hx-swap-oob="true">' in html
+    listing = staff_client.get(reverse("connectors:list")).content.decode()
+    assert f'hx-target="#check-result-{connection.pk}"' in listing and f'id="check-result-{connection.pk}"' in listing
+
+
+def test_the_check_button_is_on_the_edit_page_and_a_mistral_url_without_v1_is_flagged(lead_client, connection):
+    url = reverse("connectors:edit", args=[connection.pk])
+    assert f'hx-post="{reverse("connectors:check", args=[connection.pk])}"' in lead_client.get(url).content.decode()
+
+    data = {
+        "name": connection.name,
+        "provider": "mistral",
+        "base_url": "https://api.mistral.ai",
+        "model": connection.model,
+        "timeout_seconds": "30",
+        "max_attempts": "3",
+    }
+    page = lead_client.post(url, data, follow=True).content.decode()
+    assert "does not end in /v1. Mistral&#x27;s API root is https://api.mistral.ai/v1" in page
+    assert ProviderConnection.objects.get().base_url == "https://api.mistral.ai"  # saved, with the warning
+
+
+def test_whatsapp_and_api_numbers_are_stored_and_found_as_e164(client, staff_client, connection, template):
+    from django.core.management import call_command
+
+    from conversations import whatsapp
+    from conversations.models import WhatsAppChannel
+
+    call_command(
+        "add_whatsapp_channel", "Shop", phone_number_id="1065", app_secret="s", access_token="t",
+        template=template.name, connection=connection.name, var=["business_name=Acme"],
+        graph_base_url="http://127.0.0.1:9", stdout=open("/dev/null", "w"),  # noqa: SIM115
+    )  # fmt: skip
+    channel = WhatsAppChannel.objects.get()
+    body = json.dumps(simulated_payload(channel, "15550100100", "Hello")).encode()
+    client.post(f"/whatsapp/{channel.pk}/webhook/", data=body, content_type="application/json",
+                HTTP_X_HUB_SIGNATURE_256=whatsapp.sign(channel, body))  # fmt: skip
+    integration, token = integration_create(name="Bot", templates=[template], connections=[connection])
+    client.post(
+        "/api/v1/messages",
+        data=json.dumps({"template": template.name, "contact": "+1 (555) 010-0200", "message": "Hi",
+                         "variables": {"business_name": "Acme"}}),
+        content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}",
+    )  # fmt: skip
+
+    assert sorted(Conversation.objects.values_list("contact", flat=True)) == ["+15550100100", "+15550100200"]
+    for query in ["+1555", "1555", "+1 555 010", "15550100100"]:
+        page = staff_client.get(reverse("conversations:list"), {"contact": query}).content.decode()
+        assert "+15550100100" in page, query
+
+
+def test_a_chat_completions_conversation_names_its_kind_not_none(staff_client, connection):
+    conversation = Conversation.objects.create(contact="api:Bot", connection=connection, template=None)
+    page = staff_client.get(reverse("conversations:detail", args=[conversation.pk])).content.decode()
+    listing = staff_client.get(reverse("conversations:list")).content.decode()
+    assert "chat completions" in page and "None" not in page
+    assert "None" not in listing
+
+
+def test_costs_are_shown_where_promised_and_unpriced_models_say_so(staff_client, connection, template):
+    ModelPrice.objects.filter(model="mistral-small-latest").update(
+        input_per_million=Decimal("0.1"), output_per_million=Decimal("0.3")
+    )
+    prices.forget()
+    priced = delivery.call_execute(call_id=send(connection, template).pk)
+    unpriced = delivery.call_execute(call_id=send(connection, template, overrides={"model": "open-mistral-nemo"}).pk)
+    ModelPrice.objects.filter(model="open-mistral-nemo").delete()
+
+    console = staff_client.get(reverse("conversations:test_send"), {"call": priced.pk}).content.decode()
+    assert f"${priced.cost_usd:.6f}" in console
+    calls = staff_client.get(reverse("conversations:calls")).content.decode()
+    assert "not priced" in calls if unpriced.cost_usd is None else True
+    overview = staff_client.get(reverse("conversations:overview"), {"period": "1h"}).content.decode()
+    assert "$0.000000" not in overview
+
+
+def test_an_error_kind_is_not_repeated_before_its_message(staff_client, connection, template):
+    call = delivery.call_execute(call_id=send(connection, template, overrides={"model": "mistral-tiny-2099"}).pk)
+    assert call.error_message.startswith("Invalid model")
+
+    page = staff_client.get(reverse("conversations:calls")).content.decode()
+
+    assert "Invalid model: mistral-tiny-2099" in page and "Invalid model: Invalid model" not in page
+
+
+def test_the_overview_counts_customer_messages_and_final_errors(staff_client, connection, template, published):
+    connection.max_attempts = 2
+    connection.save()
+    failing = send(connection, template, overrides={"model": "sandbox-server-error"})
+    delivery.call_execute(call_id=failing.pk)
+    delivery.call_execute(call_id=failing.latest_attempt().pk)  # both attempts fail: one message not answered
+    delivery.call_execute(call_id=send(connection, template).pk)  # one answered
+
+    response = staff_client.get(reverse("conversations:overview"), {"period": "1h"})
+
+    totals = response.context["totals"]
+    assert (totals["messages"], totals["answered"], totals["failed_messages"], totals["total"]) == (2, 1, 1, 3)
+    assert response.context["error_rate"] == 50
+    assert [c.attempt for c in response.context["last_errors"]] == [2]  # the final failure only, not each retry
+    assert 'class="card wide"' in response.content.decode()
+
+
+def test_templates_for_the_list_exist(staff_client):
+    TemplateFactory(name="Other")
+    assert staff_client.get(reverse("conversations:templates")).status_code == 200
+    assert Call.objects.count() == 0
