@@ -28,6 +28,14 @@ class ProviderConnectionForm(forms.ModelForm):
             "rate_limit_per_second",
             "max_concurrent",
         ]
+        labels = {
+            "base_url": "Base URL",
+            "max_tokens": "Max tokens",
+            "timeout_seconds": "Timeout (seconds)",
+            "max_attempts": "Max attempts",
+            "rate_limit_per_second": "Rate limit (requests per second)",
+            "max_concurrent": "Max calls at once",
+        }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -32,14 +32,22 @@ class TestSendForm(forms.Form):
         label="Model override",
         widget=forms.TextInput(attrs={"list": "known-models", "placeholder": "the connection's model"}),
     )
-    temperature = forms.FloatField(required=False, min_value=0, max_value=2, label="Temperature override")
-    max_tokens = forms.IntegerField(required=False, min_value=1, max_value=1_000_000, label="max_tokens override")
+    temperature = forms.FloatField(
+        required=False,
+        min_value=0,
+        max_value=2,
+        label="Temperature override",
+        widget=forms.NumberInput(attrs={"step": "0.1"}),
+    )
+    max_tokens = forms.IntegerField(required=False, min_value=1, max_value=1_000_000, label="Max tokens override")
 
     def __init__(self, *args, template: PromptTemplate | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.chosen_template = template
         for name in template.variables if template else []:
-            self.fields[VARIABLE_PREFIX + name] = forms.CharField(label=f"{{{{{name}}}}}", required=False)
+            self.fields[VARIABLE_PREFIX + name] = forms.CharField(
+                label=name.replace("_", " ").capitalize(), required=False, help_text=f"{{{{{name}}}}} in the template"
+            )
 
     def variable_fields(self) -> list[forms.BoundField]:
         return [self[name] for name in self.fields if name.startswith(VARIABLE_PREFIX)]

@@ -126,7 +126,6 @@ def openapi() -> dict[str, Any]:
             "version": "1",
             "description": "Send customer messages through Switchboard's templates, connections, retries and logs.",
         },
-        "servers": [{"url": "/"}],
         "components": {
             "securitySchemes": {
                 "token": {"type": "http", "scheme": "bearer", "description": "The integration's token, sb_…"}

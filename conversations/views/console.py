@@ -62,14 +62,22 @@ def test_send(request: HttpRequest) -> HttpResponse:
             except (services.TemplateVariableError, services.SendRefused) as error:
                 form.add_error(None, str(error))
             else:
+                # The next visit starts from the same connection and template.
+                request.session["console"] = {
+                    "connection": call.connection_id,
+                    "template": call.conversation.template_id,
+                }
                 return redirect(f"{reverse('conversations:test_send')}?call={call.pk}&again={call.pk}")
         call = None
     else:
         call = _call_from(request.GET.get("call", ""))
         call = call.latest_attempt() if call else None  # the message's outcome, not its first attempt's
         again = _call_from(request.GET.get("again", ""))
-        initial = _initial_from(again) if again else {}
-        template = PromptTemplate.objects.filter(pk=initial["template"]).first() if again else None
+        initial = _initial_from(again) if again else dict(request.session.get("console", {}))
+        template = (
+            PromptTemplate.objects.filter(pk=initial.get("template")).first() if initial.get("template") else None
+        )
+        template = template if request.GET.get("template") is None else None
         template = template or _chosen_template(request)
         form = TestSendForm(template=template, initial={"template": template, **initial})
     known_models = ModelPrice.objects.values_list("model", flat=True)

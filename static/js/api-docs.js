@@ -5,7 +5,7 @@ document.addEventListener("DOMContentLoaded", () => {
   SwaggerUIBundle({
     url: element.dataset.schemaUrl,
     domNode: element,
-    deepLinking: true,
+    deepLinking: false,  // a link inside each operation's button is a nested control for screen readers
     defaultModelsExpandDepth: 0,
     tryItOutEnabled: false,
   });

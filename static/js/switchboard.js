@@ -1,6 +1,31 @@
 // Small behaviours that need a script; everything else is server-rendered (and htmx).
 // No inline scripts anywhere: the Content-Security-Policy allows only files from /static/.
 
+// The phone-sized menu: one button opens and closes the navigation.
+document.addEventListener("click", (event) => {
+  const toggle = event.target.closest(".menu-toggle");
+  if (!toggle) return;
+  const bar = document.getElementById("topbar");
+  const open = bar.classList.toggle("open");
+  toggle.setAttribute("aria-expanded", String(open));
+});
+
+// Filters are folded on phones unless some are set; on wider screens they are open.
+document.addEventListener("DOMContentLoaded", () => {
+  for (const fold of document.querySelectorAll("details.filters-fold")) {
+    if (window.matchMedia("(min-width: 721px)").matches) fold.open = true;
+  }
+});
+
+// The simulated customer's chat starts at its newest message and follows new ones.
+function scrollChatToEnd() {
+  for (const chat of document.querySelectorAll(".transcript.wa")) chat.scrollTop = chat.scrollHeight;
+}
+document.addEventListener("DOMContentLoaded", scrollChatToEnd);
+document.addEventListener("htmx:afterSwap", (event) => {
+  if (event.target.id === "wa-chat") scrollChatToEnd();
+});
+
 document.addEventListener("click", (event) => {
   const button = event.target.closest("[data-copy]");
   if (!button) return;

@@ -1,0 +1,174 @@
+"""A new user's first hour (issue 12), each stumble as a person now sees it in the browser, with a real worker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.management import call_command
+from playwright.sync_api import expect
+
+from conversations import delivery, services
+from conversations.models import Call, WhatsAppChannel
+from tests.factories import ConnectionFactory, TemplateFactory
+
+from .conftest import screenshot
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def setup(sandbox):
+    connection = ConnectionFactory(name="Sandbox", base_url=sandbox.base_url, max_attempts=3)
+    template = TemplateFactory(name="Support bot", system_prompt="You help customers of {{business_name}}.")
+    return connection, template
+
+
+def test_the_console_follows_a_message_through_its_retries(setup, logged_in_page, live_server, published):
+    """The attempts are made here, one at a time (nothing reaches a worker), while the page watches."""
+    connection, template = setup
+    call = services.call_send(
+        connection=connection,
+        template=template,
+        customer_message="Are you open?",
+        variables={"business_name": "Acme"},
+        overrides={"model": "sandbox-overloaded"},
+    )
+    delivery.call_execute(call_id=call.pk)  # attempt 1: 503; attempt 2 is queued
+    page = logged_in_page
+    page.goto(f"{live_server.url}/?call={call.pk}")
+
+    result = page.locator("#result")
+    expect(result).to_contain_text("Not answered yet: attempt 2 of 3")
+    expect(result).not_to_contain_text("Likely cause")
+    delivery.call_execute(call_id=call.latest_attempt().pk)
+    delivery.call_execute(call_id=call.latest_attempt().pk)
+    expect(result).to_contain_text("after 3 attempts", timeout=10000)  # the final verdict, without a reload
+    expect(result).to_contain_text("Attempt 1: Provider error: Service tier capacity exceeded")
+    expect(result.locator(".error-box")).to_contain_text("Nothing to fix on your side")
+
+
+def test_send_again_on_a_later_turn_fills_in_that_turn(setup, logged_in_page, live_server):
+    connection, template = setup
+    first = services.call_send(
+        connection=connection, template=template, customer_message="First", variables={"business_name": "Acme"}
+    )
+    later = services.conversation_reply(conversation=first.conversation, customer_message="The later one")
+
+    logged_in_page.goto(f"{live_server.url}/?again={later.pk}")
+
+    expect(logged_in_page.locator("#id_customer_message")).to_have_value("The later one")
+
+
+def test_a_continued_conversation_updates_itself(celery_worker, setup, logged_in_page):
+    page = logged_in_page
+    page.fill("input[name=var_business_name]", "Acme")
+    page.fill("#id_customer_message", "Hello")
+    page.click("button:has-text('Send')")
+    expect(page.locator(".reply")).to_be_visible(timeout=10000)
+    page.click("text=Continue the conversation")
+    page.fill("#id_customer_message", "And on Sundays?")
+    page.click("button:has-text('Send')")
+
+    transcript = page.locator("#transcript")
+    expect(transcript.locator(".bubble.assistant")).to_have_count(2, timeout=10000)  # no reload
+    expect(transcript).not_to_contain_text("Send again")
+    expect(page.locator("#attempts .badge.succeeded")).to_have_count(2)
+    screenshot(page, "conversation")
+
+
+def test_a_whatsapp_number_is_found_with_or_without_its_plus(celery_worker, setup, logged_in_page, sandbox):
+    call_command(
+        "add_whatsapp_channel", "Shop", phone_number_id="106540352242922", app_secret="s", access_token="t",
+        template="Support bot", connection="Sandbox", var=["business_name=Acme"],
+        graph_base_url=sandbox.base_url.removesuffix("/v1"), stdout=open("/dev/null", "w"),  # noqa: SIM115
+    )  # fmt: skip
+    page = logged_in_page
+    page.goto(page.url + f"whatsapp/{WhatsAppChannel.objects.get().pk}/simulator/")
+    page.fill("input[name=text]", "Hi from my phone")
+    page.click("button:has-text('Send')")
+    expect(page.locator(".wa-theirs").first).to_contain_text("Sandbox reply", timeout=10000)
+
+    page.goto(page.url.split("/whatsapp/")[0] + "/conversations/?contact=%2B1555")
+    expect(page.locator("table.log")).to_contain_text("+15550100100")
+
+
+def test_the_console_shows_the_cost_or_says_it_is_not_priced(setup, logged_in_page, live_server, published):
+    from decimal import Decimal
+
+    from connectors.models import ModelPrice
+    from conversations import prices
+
+    connection, template = setup
+    ModelPrice.objects.create(model="mistral-small-latest", input_per_million=Decimal("0.1"), output_per_million=1)
+    prices.forget()
+    priced = services.call_send(
+        connection=connection, template=template, customer_message="How much?", variables={"business_name": "Acme"}
+    )
+    delivery.call_execute(call_id=priced.pk)
+    unpriced = services.call_send(
+        connection=connection,
+        template=template,
+        customer_message="And this?",
+        variables={"business_name": "Acme"},
+        overrides={"model": "open-mistral-nemo"},
+    )
+    delivery.call_execute(call_id=unpriced.pk)
+
+    logged_in_page.goto(f"{live_server.url}/?call={priced.pk}")
+    expect(logged_in_page.locator(".call .meta")).to_contain_text("$0.0000")
+    logged_in_page.goto(f"{live_server.url}/?call={unpriced.pk}")
+    expect(logged_in_page.locator(".call .meta")).to_contain_text("not priced (open-mistral-nemo has no price)")
+
+
+def test_the_overview_card_of_tokens_and_cost_is_not_cut_off(setup, logged_in_page, live_server):
+    connection, template = setup
+    delivery.call_execute(
+        call_id=services.call_send(
+            connection=connection, template=template, customer_message="Hi", variables={"business_name": "Acme"}
+        ).pk
+    )
+    page = logged_in_page
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(f"{live_server.url}/overview/")
+
+    card = page.locator(".card.wide")
+    expect(card).to_contain_text("Completion")
+    box, table = card.bounding_box(), card.locator("table").bounding_box()
+    assert table["width"] <= box["width"] and box["width"] > 1000  # the whole row, nothing clipped
+    screenshot(page, "overview")
+
+
+def test_the_api_reference_lists_every_endpoint(logged_in_page, live_server):
+    page = logged_in_page
+    page.goto(f"{live_server.url}/api/docs/")
+    reference = page.locator("#api-reference")
+    for path in ["/api/v1/messages", "/api/v1/calls/{id}", "/api/v1/chat/completions"]:
+        expect(reference).to_contain_text(path, timeout=10000)
+    page.locator(".opblock-summary-control", has_text="/api/v1/messages").click()
+    expect(reference).to_contain_text("message_id")
+    expect(reference).to_contain_text("503")
+    screenshot(page, "api-reference")
+
+
+def test_the_simulators_compose_box_stays_in_view_in_a_long_chat(setup, logged_in_page, sandbox, live_server):
+    from conversations import whatsapp
+    from conversations.whatsapp.views import SIMULATED_WA_ID, simulated_payload
+
+    call_command(
+        "add_whatsapp_channel", "Shop", phone_number_id="106540352242922", app_secret="s", access_token="t",
+        template="Support bot", connection="Sandbox", var=["business_name=Acme"],
+        graph_base_url=sandbox.base_url.removesuffix("/v1"), stdout=open("/dev/null", "w"),  # noqa: SIM115
+    )  # fmt: skip
+    channel = WhatsAppChannel.objects.get()
+    for n in range(30):
+        body = json.dumps(simulated_payload(channel, SIMULATED_WA_ID, f"Message number {n}")).encode()
+        whatsapp.webhook_accept(channel=channel, raw_body=body, signature=whatsapp.sign(channel, body))
+    assert Call.objects.count() == 30
+    page = logged_in_page
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server.url}/whatsapp/{channel.pk}/simulator/")
+
+    compose = page.locator("input[name=text]")
+    expect(compose).to_be_in_viewport()
+    expect(page.get_by_text("Message number 29")).to_be_in_viewport()  # the newest message is in view too
