@@ -67,7 +67,12 @@ def screenshot(page, name: str) -> None:
     if not os.environ.get("UPDATE_SCREENSHOTS"):
         return
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for width, height, label in ((1280, 800, "desktop"), (390, 844, "phone")):
+    # Pages fold their filters for the screen they are opened on: such a page is opened again at each width.
+    folds = page.evaluate("document.querySelector('details.filters-fold') !== null")
+    for width, height, label in ((1280, 800, "desktop"), (390, 844, "phone"), (1280, 800, None)):
         page.set_viewport_size({"width": width, "height": height})
-        page.screenshot(path=SCREENSHOTS / f"{name}-{label}.png", full_page=True)
-    page.set_viewport_size({"width": 1280, "height": 800})
+        if folds and label != "desktop":
+            page.reload()
+            page.wait_for_load_state("networkidle")
+        if label:
+            page.screenshot(path=SCREENSHOTS / f"{name}-{label}.png", full_page=True)

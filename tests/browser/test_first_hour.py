@@ -74,7 +74,6 @@ def test_a_continued_conversation_updates_itself(celery_worker, setup, logged_in
     expect(transcript.locator(".bubble.assistant")).to_have_count(2, timeout=10000)  # no reload
     expect(transcript).not_to_contain_text("Send again")
     expect(page.locator("#attempts .badge.succeeded")).to_have_count(2)
-    screenshot(page, "conversation")
 
 
 def test_a_whatsapp_number_is_found_with_or_without_its_plus(celery_worker, setup, logged_in_page, sandbox):
@@ -136,7 +135,6 @@ def test_the_overview_card_of_tokens_and_cost_is_not_cut_off(setup, logged_in_pa
     expect(card).to_contain_text("Completion")
     box, table = card.bounding_box(), card.locator("table").bounding_box()
     assert table["width"] <= box["width"] and box["width"] > 1000  # the whole row, nothing clipped
-    screenshot(page, "overview")
 
 
 def test_the_api_reference_lists_every_endpoint(logged_in_page, live_server):
