@@ -170,3 +170,46 @@ def test_the_simulators_compose_box_stays_in_view_in_a_long_chat(setup, logged_i
     compose = page.locator("input[name=text]")
     expect(compose).to_be_in_viewport()
     expect(page.get_by_text("Message number 29")).to_be_in_viewport()  # the newest message is in view too
+
+
+def test_a_chat_completions_conversation_and_an_invalid_model_read_right(setup, logged_in_page, live_server):
+    from conversations.models import Conversation
+
+    connection, template = setup
+    chat = Conversation.objects.create(contact="api:Platform", connection=connection, template=None)
+    failed = services.call_send(
+        connection=connection,
+        template=template,
+        customer_message="Hi",
+        variables={"business_name": "Acme"},
+        overrides={"model": "mistral-tiny-2099"},
+    )
+    delivery.call_execute(call_id=failed.pk)
+    page = logged_in_page
+
+    page.goto(f"{live_server.url}/conversations/{chat.pk}/")
+    expect(page.locator("h1 + .meta")).to_contain_text("chat completions")
+    expect(page.locator("main")).not_to_contain_text("None")
+    page.goto(f"{live_server.url}/calls/")
+    expect(page.locator("table.log")).to_contain_text("Invalid model: mistral-tiny-2099")
+    expect(page.locator("table.log")).not_to_contain_text("Invalid model: Invalid model")
+
+
+def test_the_api_edges_a_new_integrator_meets(setup, page, live_server):
+    """Items 10 to 12, through the browser's own HTTP client: a key reused with another body, a misspelt
+    field, and the wrong method, each a JSON error that says what to do."""
+    from conversations.api.tokens import integration_create
+
+    connection, template = setup
+    _, token = integration_create(name="Platform", templates=[template], connections=[connection])
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "order-1"}
+    body = {"template": "Support bot", "contact": "+15550001111", "message": "Hi", "variables": {"business_name": "A"}}
+    api = page.request
+
+    assert api.post(f"{live_server.url}/api/v1/messages", data=body, headers=headers).status == 202
+    reused = api.post(f"{live_server.url}/api/v1/messages", data={**body, "message": "Other"}, headers=headers)
+    assert reused.status == 422 and "first used with a different body" in reused.json()["error"]["message"]
+    misspelt = api.post(f"{live_server.url}/api/v1/messages", data={**body, "wiat": 5}, headers=headers)
+    assert misspelt.status == 400 and "The fields are: template" in misspelt.json()["error"]["message"]
+    wrong_method = api.get(f"{live_server.url}/api/v1/messages", headers=headers)
+    assert wrong_method.status == 405 and wrong_method.json()["error"]["field"] == "method"
