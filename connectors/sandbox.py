@@ -25,6 +25,7 @@ by the request itself:
 | model `sandbox-empty-reply`               | 200 whose message content is empty                      |
 | model `sandbox-echo-key`                  | 401 whose message repeats the key, as some gateways do  |
 | model `sandbox-giant`                     | 200 with a 3 MB body                                    |
+| model `sandbox-markdown`                  | a long reply in Markdown, as models write (about 9,000 characters) |
 | model `sandbox-html`                      | 200 with an HTML page (a login portal, a wrong base URL) |
 | model `sandbox-not-utf8`                  | 200 whose body is Latin-1, not UTF-8                    |
 
@@ -71,6 +72,7 @@ TRIGGERS = [
     "sandbox-empty-reply",
     "sandbox-echo-key",
     "sandbox-giant",
+    "sandbox-markdown",
     "sandbox-html",
     "sandbox-not-utf8",
     "sandbox-trickle",
@@ -97,6 +99,18 @@ REQUEST_FIELDS = {
     "prediction",
 }
 MESSAGE_FIELDS = {"role", "content", "tool_calls", "prefix", "tool_call_id", "name"}
+# What a model writes when asked for details: headings, bold, a list, a link, a table and code, at length.
+MARKDOWN_REPLY = (
+    "## Opening hours\n\nWe are open **every day** from 9:00 to 18:00, and *until 20:00 on Fridays*.\n\n"
+    "* Repairs: drop your bike at the [workshop](https://shop.example/workshop).\n* Rentals: by the day.\n\n"
+    "| Service | Price |\n|---|---:|\n| Tune-up | 45 € |\n| New chain | 30 € |\n\n"
+    "To check your order, run `order status 1234` or open:\n\n```\nhttps://shop.example/orders/1234\n```\n\n"
+    + "\n\n".join(
+        f"Paragraph {n}: our team answers every message within a day, and ~~never~~ rarely later. "
+        "We keep spare parts for most models in stock, and order the rest within the week."
+        for n in range(1, 60)
+    )
+)
 SLOW = re.compile(r"^sandbox-slow(?:-(\d+(?:\.\d+)?))?$")
 
 
@@ -367,6 +381,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
     def _completion(self, model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
         said = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
         content = f"Sandbox reply from {model}: you said {said[:500]!r}."
+        if model == "sandbox-markdown":
+            content = MARKDOWN_REPLY
         choices = [
             {
                 "index": 0,

@@ -37,6 +37,7 @@ from .callbacks import callback_try
 from .models import Call, Outbound
 from .tries import TryResult, durably
 from .whatsapp import whatsapp_try
+from .whatsapp.formatting import whatsapp_text
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,8 @@ def outbound_create(*, call: Call, kinds: list[str]) -> list[Outbound]:
             kind=kind,
             conversation_id=call.conversation_id,
             call=call,
-            text=call.reply_text if kind == Outbound.Kind.WHATSAPP else "",
+            # What the customer reads: the model's Markdown in WhatsApp's marks.
+            text=whatsapp_text(call.reply_text) if kind == Outbound.Kind.WHATSAPP else "",
         )
         for kind in kinds
     ]

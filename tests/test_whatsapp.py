@@ -10,7 +10,7 @@ from django.core.management import call_command
 
 from conversations import whatsapp
 from conversations.models import Call, Conversation, Message, WhatsAppChannel, WhatsAppRefusal, WhatsAppSend
-from conversations.whatsapp import send
+from conversations.whatsapp.formatting import whatsapp_parts
 from conversations.whatsapp.views import simulated_payload
 from tests.factories import ConnectionFactory, TemplateFactory
 from tests.helpers import wait_until
@@ -121,7 +121,7 @@ class TestWebhook:
 
 
 def test_long_replies_are_split_at_whatsapps_limit():
-    assert [len(p) for p in send._pieces("x" * 9000)] == [4096, 4096, 808]
+    assert [len(p) for p in whatsapp_parts("x" * 9000)] == [4096, 4096, 808]
 
 
 def _outbox(sandbox, to):
@@ -250,3 +250,25 @@ def test_a_refusal_keeps_a_long_sender_id(client, channel):
     message.update({"from": "u" + "1" * 63, "text": {"body": ["not text"]}})  # a 64-character scoped user id
     assert deliver(client, channel, payload).status_code == 200
     assert WhatsAppRefusal.objects.get().sender == "u" + "1" * 63
+
+
+@pytest.mark.django_db
+def test_a_markdown_reply_reaches_the_phone_in_whatsapps_marks_and_in_parts(client, channel, sandbox, published):
+    from conversations import delivery, outbox
+    from conversations.models import Outbound
+
+    channel.connection.model = "sandbox-markdown"  # a long reply in Markdown, as models write
+    channel.connection.save()
+    deliver(client, channel, text(channel, "Tell me everything", message_id="wamid.LONG"))
+    call = Call.objects.get()
+    delivery.call_execute(call_id=call.pk)
+    row = Outbound.objects.get(call=call, kind="whatsapp")
+    outbox.outbound_deliver(outbound_id=row.pk)
+
+    received = [m["body"] for m in _outbox(sandbox, WA_ID) if m["to"] == WA_ID]
+    received = received[-len(whatsapp_parts(row.text)) :]
+    assert len(received) >= 2 and all(len(part) <= 4096 for part in received)
+    assert "**" not in "".join(received) and "*Opening hours*" in received[0] and "*every day*" in received[0]
+    assert "workshop (https://shop.example/workshop)" in received[0] and "Tune-up · 45 €" in received[0]
+    assert "```\nhttps://shop.example/orders/1234\n```" in received[0]  # code untouched
+    assert all(part.rstrip().endswith(".") for part in received[:-1])  # broken after a paragraph

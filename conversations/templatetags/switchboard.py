@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 from django import template
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import escape, format_html
+from django.utils.safestring import mark_safe
 
 register = template.Library()
 
@@ -29,3 +31,21 @@ def nav(context, url_name: str, label: str, exact: bool = False) -> str:
     if current:
         return format_html('<a href="{}" aria-current="page">{}</a>', url, label)
     return format_html('<a href="{}">{}</a>', url, label)
+
+
+_MARKS = [
+    (re.compile(r"```(.+?)```", re.S), "<code>{}</code>"),
+    (re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])"), "<strong>{}</strong>"),
+    (re.compile(r"(?<![\w_])_(?=\S)([^_\n]+?)(?<=\S)_(?![\w_])"), "<em>{}</em>"),
+    (re.compile(r"(?<![\w~])~(?=\S)([^~\n]+?)(?<=\S)~(?![\w~])"), "<s>{}</s>"),
+]
+
+
+@register.filter
+def whatsapp_marks(text: str) -> str:
+    """Text as WhatsApp shows it (for the simulated customer): *bold*, _italic_, ~struck~, ```monospace```,
+    line breaks; everything escaped first."""
+    html = escape(text)
+    for pattern, wrap in _MARKS:
+        html = pattern.sub(lambda m, wrap=wrap: wrap.format(m.group(1)), html)
+    return mark_safe(html.replace("\n", "<br>"))  # noqa: S308 - built from escaped text

@@ -1,7 +1,8 @@
 """The WhatsApp Cloud API channel: Meta's webhook in (webhook.py), replies out through the Graph API (send.py),
 the pages staff use (views.py)."""
 
-from .send import MAX_BODY, TRANSIENT_CODES, whatsapp_try
+from .formatting import MAX_MESSAGE, whatsapp_parts, whatsapp_text
+from .send import TRANSIENT_CODES, whatsapp_try
 from .webhook import (
     Incoming,
     Received,
@@ -15,7 +16,7 @@ from .webhook import (
 )
 
 __all__ = [
-    "MAX_BODY",
+    "MAX_MESSAGE",
     "TRANSIENT_CODES",
     "Incoming",
     "Received",
@@ -26,5 +27,7 @@ __all__ = [
     "read_delivery",
     "sign",
     "webhook_accept",
+    "whatsapp_parts",
+    "whatsapp_text",
     "whatsapp_try",
 ]

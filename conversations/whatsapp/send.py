@@ -1,7 +1,8 @@
 """Replies out to WhatsApp customers through Meta's Graph API: one try of an outbound row at a time.
 
 Guarantees, and how they are kept:
-- A reply longer than WhatsApp's 4,096 characters goes in parts, in order; each part Meta accepted is on
+- A reply longer than WhatsApp's 4,096 characters goes in parts, in order, broken where a person would
+  break it (formatting.whatsapp_parts: a paragraph, a sentence, a space); each part Meta accepted is on
   record once (WhatsAppSend, unique per outbound row and part), and a later try resumes after the last one.
 - Each part's try is recorded durably: a part Meta took is never sent again for want of a record.
 - Only what a retry can fix is retried (the outbox decides when): network errors, 5xx, 429 and Meta's
@@ -22,8 +23,8 @@ from .. import payloads
 from ..contacts import whatsapp_recipient
 from ..models import Outbound, WhatsAppSend
 from ..tries import TryResult, durably, retry_after
+from .formatting import whatsapp_parts
 
-MAX_BODY = 4096  # characters in one WhatsApp text message
 # Graph API error codes worth another try: throughput, pair rate limit, unknown/temporary.
 TRANSIENT_CODES = {130429, 131056, 131000, 2, 4}
 
@@ -35,7 +36,7 @@ def whatsapp_try(row: Outbound) -> TryResult:
     channel = conversation.channel
     if channel is None:
         return TryResult(False, "The conversation has no WhatsApp channel any more, so nothing was sent.")
-    pieces = _pieces(row.text)
+    pieces = whatsapp_parts(row.text)
     # Parts are sent in order, so the parts delivered by earlier tries are the first ones.
     done = max(row.whatsapp_sends.exclude(message_id="").values_list("part", flat=True), default=0)
     url = f"{channel.graph_base_url.rstrip('/')}/{channel.graph_version}/{channel.phone_number_id}/messages"
@@ -96,10 +97,6 @@ def _save_once(record: WhatsAppSend) -> None:
     except IntegrityError:
         if not record.message_id:
             raise
-
-
-def _pieces(text: str) -> list[str]:
-    return [text[i : i + MAX_BODY] for i in range(0, len(text), MAX_BODY)] or [""]
 
 
 def _json(raw: bytes) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 from ..contacts import contact_from_whatsapp
 from ..models import Message, WhatsAppChannel, WhatsAppSend
 from . import webhook as whatsapp
+from .formatting import whatsapp_parts
 
 SIMULATED_WA_ID = "15550100100"  # as Meta sends it: digits; stored as +15550100100 (conversations/contacts.py)
 SIMULATED_CONTACT = contact_from_whatsapp(SIMULATED_WA_ID)
@@ -117,7 +118,11 @@ def _chat(channel: WhatsAppChannel) -> dict:
 
 
 def _sent_text(send: WhatsAppSend) -> str:
-    return send.outbound.text if send.outbound_id else send.call.reply_text
+    """The part of the reply this send delivered, as the customer's phone shows it."""
+    if not send.outbound_id:
+        return send.call.reply_text
+    parts = whatsapp_parts(send.outbound.text)
+    return parts[min(send.part, len(parts)) - 1]
 
 
 @login_required
