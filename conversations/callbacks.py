@@ -22,9 +22,24 @@ DELIVERY_HEADER = "X-Switchboard-Delivery"
 
 
 def callback_body(row: Outbound) -> bytes:
-    call = row.call
+    """A call's outcome (`call.finished`), or a message of the team (`message.staff`)."""
+    if row.call_id:
+        outcome = call_outcome(row.call)
+        return json.dumps(
+            {"event": "call.finished", "delivery_id": row.pk, "contact": row.conversation.contact, **outcome}
+        ).encode()
+    message = row.message
     return json.dumps(
-        {"event": "call.finished", "delivery_id": row.pk, "contact": row.conversation.contact, **call_outcome(call)}
+        {
+            "event": "message.staff",
+            "delivery_id": row.pk,
+            "contact": row.conversation.contact,
+            "conversation_id": row.conversation_id,
+            "message_id": message.pk,
+            "reply": message.content,
+            "sent_by": message.sent_by.get_username() if message.sent_by else None,
+            "sent_at": message.created_at.isoformat(),
+        }
     ).encode()
 
 
@@ -33,7 +48,7 @@ def callback_try(row: Outbound) -> TryResult:
     integration = row.conversation.integration
     if integration is None or not integration.callback_url:
         return TryResult(False, "The integration has no callback URL any more, so nothing was sent.")
-    record = CallbackAttempt(call=row.call, outbound=row, attempt=row.tries, url=integration.callback_url)
+    record = CallbackAttempt(call_id=row.call_id, outbound=row, attempt=row.tries, url=integration.callback_url)
     try:
         secret = crypto.decrypt(integration.callback_secret_encrypted)
     except crypto.SecretUnreadable:

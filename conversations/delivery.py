@@ -54,7 +54,9 @@ def call_messages(call: Call, history: list[tuple[str, str]]) -> list[dict[str, 
         budget -= len(content) // 4 + 1
         if kept and budget < 0:
             break
-        kept.append({"role": role, "content": content})
+        # What the team wrote, and Switchboard's own notices, were answers from the business: the model
+        # reads them as the assistant's turns, so it picks up where a person left off.
+        kept.append({"role": "user" if role == "user" else "assistant", "content": content})
     system = call.conversation.system_prompt
     return ([{"role": "system", "content": system}] if system else []) + kept[::-1]
 
@@ -65,9 +67,14 @@ def call_execute(*, call_id: int, worker: str = "") -> Call | None:
 
     Returns None when the call is not queued any more (another delivery got there first).
     """
-    claimed = store.call_claim(call_id=call_id, worker=worker[:200], token=timezone.now())
+    token = timezone.now()
+    claimed = store.call_claim(call_id=call_id, worker=worker[:200], token=token)
     if claimed is None:
-        logger.info("call %s is not queued any more; skipping a duplicate delivery", call_id)
+        due_in = store.call_due_in(call_id=call_id, now=token)
+        if due_in:  # rung early (a burst grew meanwhile): ring again when it is due
+            queue.publish(queue.EXECUTE_CALL, call_id, countdown=due_in)
+        else:
+            logger.info("call %s is not queued any more; skipping a duplicate delivery", call_id)
         return None
     call = claimed.call
     try:
@@ -112,7 +119,8 @@ def _attempt(claimed: store.Claimed) -> Call:
     else:
         call.latency_ms = _elapsed_ms(started)
         _apply_success(call, reply)
-        recorded = _finish(call, claimed.has_callback, reply=reply)
+        handover = _take_handover_marker(call)
+        recorded = _finish(call, claimed.has_callback, reply=reply, handover=handover)
     if recorded:
         logger.info(
             "call %s attempt %s %s in %s ms%s",
@@ -222,30 +230,76 @@ def _finish(
     *,
     reply: chat_completions.ChatReply | None = None,
     error: ProviderError | None = None,
+    handover: bool = False,
 ) -> bool:
     """Store the outcome if this worker still holds the call; schedule the next attempt if one can help, or
-    put what the outcome sends out (a callback, a WhatsApp reply) in the outbox.
+    put what the outcome sends out (a callback, a WhatsApp reply) in the outbox. On WhatsApp, a reply that
+    hands over, or a failure for good, leaves the conversation waiting for a person (the customer gets the
+    channel's notice or apology instead of silence).
 
-    A database that blinks meanwhile is waited for (`outbox.durably`): the provider's answer is in hand,
+    A database that blinks meanwhile is waited for (`tries.durably`): the provider's answer is in hand,
     and losing it would mean asking again.
     """
     retry = error is not None and not error.permanent and call.attempt < call.connection.max_attempts
+    gave_up = error is not None and not retry and call.conversation.channel_id is not None
+    reply_text = call.reply_text if reply is not None and call.reply_text else None
 
     def record() -> bool:
         outgoing = [] if retry else outbox.outbound_kinds(call, has_callback=has_callback)
-        # The outcome is one statement on PostgreSQL; a retry's next row, or the outbox rows, share its
-        # transaction, so that a worker dying in between cannot leave an outcome without what follows it.
-        with transaction.atomic() if retry or outgoing else nullcontext():
-            if not store.call_record(call=call, fields=OUTCOME_FIELDS, reply_text=reply.content if reply else None):
+        # The outcome is one statement on PostgreSQL; a retry's next row, the outbox rows or a handover
+        # share its transaction, so that a worker dying in between cannot leave an outcome without what
+        # follows from it.
+        with transaction.atomic() if retry or outgoing or handover or gave_up else nullcontext():
+            if not store.call_record(call=call, fields=OUTCOME_FIELDS, reply_text=reply_text):
                 logger.warning("call %s was handed to another worker meanwhile; dropping this outcome", call.pk)
                 return False
             if retry:
                 _schedule_retry(call, error)
             elif outgoing:
                 outbox.outbound_create(call=call, kinds=outgoing)
+            if handover or gave_up:
+                _hand_over(call, handover=handover)
         return True
 
     return durably(record)
+
+
+def _take_handover_marker(call: Call) -> bool:
+    """Whether a WhatsApp reply hands the conversation over (it carries the channel's marker, which is
+    taken out: the customer never reads it)."""
+    channel = _channel_of(call)
+    marker = channel.handover_marker if channel else ""
+    if not marker or marker not in call.reply_text:
+        return False
+    call.reply_text = call.reply_text.replace(marker, "").strip()
+    return True
+
+
+def _hand_over(call: Call, *, handover: bool) -> None:
+    from .models import Conversation, ConversationEvent
+    from .support.services import conversation_hand_over
+
+    channel = _channel_of(call)
+    if handover:  # the model asked for a person; its reply, if any, is the notice
+        reason, event = Conversation.Reason.MODEL, ConversationEvent.Kind.MODEL_HANDED_OVER
+        notice = "" if call.reply_text else channel.handover_text
+    else:  # every attempt failed: the customer gets the apology instead of silence
+        reason, event = Conversation.Reason.PROVIDER_FAILURE, ConversationEvent.Kind.PROVIDER_FAILED
+        notice = channel.apology_text
+    conversation_hand_over(
+        conversation=call.conversation, reason=reason, event=event, note=call.error_summary, notice=notice
+    )
+
+
+def _channel_of(call: Call):
+    """The WhatsApp channel a call's conversation came in on (its settings), or None."""
+    from .models import WhatsAppChannel
+
+    if call.conversation.channel_id is None:
+        return None
+    if not hasattr(call, "_channel"):
+        call._channel = WhatsAppChannel.objects.get(pk=call.conversation.channel_id)
+    return call._channel
 
 
 def retry_delay(attempt: int, retry_after: float | None) -> float:

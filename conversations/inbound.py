@@ -20,6 +20,7 @@ from . import services
 from .contacts import contact_from_api
 from .models import Call, Conversation, IdempotencyKey, Integration, Message, PromptTemplate
 from .payloads import printable, unstorable
+from .support.services import bot_answers
 
 
 @dataclass
@@ -102,11 +103,26 @@ def _request_keys(payload: dict[str, Any], idempotency_key: str) -> list[tuple[s
     return keys
 
 
-def _earlier(integration: Integration, keys: list[tuple[str, str]], fingerprint: str) -> Call | None:
-    """The call a repeated key made, or None; a key first used with another body is refused (422)."""
+@dataclass
+class Accepted:
+    """What became of a customer message sent through the API: the call that answers it, or, in a
+    conversation held by a person, no call (`human`); and whether it repeats an earlier request."""
+
+    conversation_id: int
+    message_id: int
+    call: Call | None
+    repeated: bool = False
+
+    @property
+    def human(self) -> bool:
+        return self.call is None
+
+
+def _earlier(integration: Integration, keys: list[tuple[str, str]], fingerprint: str) -> Accepted | None:
+    """What a repeated key made, or None; a key first used with another body is refused (422)."""
     for kind, key in keys:
-        earlier = IdempotencyKey.objects.filter(integration=integration, kind=kind, key=key).select_related("call")
-        earlier = earlier.first()
+        earlier = IdempotencyKey.objects.filter(integration=integration, kind=kind, key=key)
+        earlier = earlier.select_related("call", "message").first()
         if earlier is None:
             continue
         if earlier.request_hash and earlier.request_hash != fingerprint:
@@ -114,18 +130,19 @@ def _earlier(integration: Integration, keys: list[tuple[str, str]], fingerprint:
             raise Refused(
                 422,
                 label,
-                f"{label} {key!r} was first used with a different body (call {earlier.call_id}). Send the same "
-                f"body to get that result again, or a new {label} for a new message.",
+                f"{label} {key!r} was first used with a different body "
+                f"({f'call {earlier.call_id}' if earlier.call_id else f'message {earlier.message_id}'}). Send the "
+                f"same body to get that result again, or a new {label} for a new message.",
             )
-        return earlier.call
+        if earlier.call_id:
+            return Accepted(earlier.call.conversation_id, earlier.call.message_id, earlier.call, repeated=True)
+        return Accepted(earlier.message.conversation_id, earlier.message_id, None, repeated=True)
     return None
 
 
-def message_receive(
-    *, integration: Integration, payload: dict[str, Any], idempotency_key: str = ""
-) -> tuple[Call, bool]:
-    """Queue the answer to one customer message; returns the call and whether it repeats an earlier request
-    (the same Idempotency-Key or message_id with the same body)."""
+def message_receive(*, integration: Integration, payload: dict[str, Any], idempotency_key: str = "") -> Accepted:
+    """Queue the answer to one customer message, or only store it when a person holds the conversation; and
+    tell a repeat of an earlier request (the same Idempotency-Key or message_id with the same body)."""
     unknown = sorted(set(payload) - set(MESSAGE_FIELDS))
     if unknown:
         raise Refused(
@@ -137,7 +154,7 @@ def message_receive(
     fingerprint = _fingerprint(payload)
     earlier = _earlier(integration, keys, fingerprint) if keys else None
     if earlier is not None:
-        return earlier, True
+        return earlier
     template = _allowed_template(integration, payload.get("template"))
     connection = allowed_connection(integration, payload.get("connection"))
     contact = contact_from_api(
@@ -165,15 +182,23 @@ def message_receive(
                     contact=contact,
                     integration=integration,
                 )
+                accepted = Accepted(call.conversation_id, call.message_id, call)
             else:
                 if variables and variables != conversation.variables:
                     # New values (another business name, new hours) change the system prompt from now on.
                     conversation.system_prompt, _ = template.render(variables=variables, customer_message=message)
                     conversation.variables = variables
                     conversation.save(update_fields=["variables", "system_prompt"])
-                call = services.conversation_reply(conversation=conversation, customer_message=message)
+                accepted = _continue(conversation, message)
             IdempotencyKey.objects.bulk_create(
-                IdempotencyKey(integration=integration, kind=kind, key=key, request_hash=fingerprint, call=call)
+                IdempotencyKey(
+                    integration=integration,
+                    kind=kind,
+                    key=key,
+                    request_hash=fingerprint,
+                    call=accepted.call,
+                    message_id=accepted.message_id,
+                )
                 for kind, key in keys
             )
     except services.TemplateVariableError as error:
@@ -184,8 +209,20 @@ def message_receive(
         earlier = _earlier(integration, keys, fingerprint)
         if earlier is None:
             raise
-        return earlier, True
-    return call, False
+        return earlier
+    return accepted
+
+
+def _continue(conversation: Conversation, text: str) -> Accepted:
+    """The next message of a conversation: the bot answers it, unless a person holds the conversation."""
+    if bot_answers(conversation):
+        call = services.conversation_reply(conversation=conversation, customer_message=text)
+        return Accepted(conversation.pk, call.message_id, call)
+    services.check_message(text)
+    message = services.message_add(conversation, text)
+    conversation.last_customer_at = message.created_at
+    conversation.save(update_fields=["last_customer_at", "updated_at"])
+    return Accepted(conversation.pk, message.pk, None)
 
 
 def chat_receive(*, integration: Integration, payload: dict[str, Any], contact: str) -> Call:

@@ -49,7 +49,7 @@ def outbound_kinds(call: Call, *, has_callback: bool) -> list[str]:
     conversation = call.conversation
     if conversation.integration_id and has_callback:
         kinds.append(Outbound.Kind.CALLBACK)
-    if conversation.channel_id and call.status == Call.Status.SUCCEEDED:
+    if conversation.channel_id and call.status == Call.Status.SUCCEEDED and call.reply_text:
         kinds.append(Outbound.Kind.WHATSAPP)
     return kinds
 
@@ -81,7 +81,7 @@ def outbound_deliver(*, outbound_id: int) -> Outbound | None:
         logger.info("outbound %s is not queued any more; skipping a duplicate delivery", outbound_id)
         return None
     row = Outbound.objects.select_related(
-        "conversation__integration", "conversation__channel", "call__message", "call__conversation"
+        "conversation__integration", "conversation__channel", "call__message", "call__conversation", "message__sent_by"
     ).get(pk=outbound_id)
     try:
         result = _SENDERS[row.kind](row)

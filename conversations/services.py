@@ -8,9 +8,11 @@ record; the broker only carries ids.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from connectors.models import ProviderConnection
 
@@ -43,6 +45,31 @@ class SendRefused(ValueError):
     """The send was refused before anything was recorded; the message says what to change."""
 
 
+def conversation_start(
+    *,
+    connection: ProviderConnection,
+    template: PromptTemplate,
+    variables: dict[str, str] | None = None,
+    contact: str = "test console",
+    overrides: dict[str, object] | None = None,
+    integration=None,
+    channel=None,
+) -> Conversation:
+    """A new conversation with its system prompt rendered (a missing variable is TemplateVariableError)."""
+    variables = dict(variables or {})
+    system_prompt = template.render_system(variables=variables)
+    return Conversation.objects.create(
+        contact=contact,
+        connection=connection,
+        template=template,
+        variables=variables,
+        system_prompt=system_prompt,
+        overrides=clean_overrides(overrides),
+        integration=integration,
+        channel=channel,
+    )
+
+
 def call_send(
     *,
     connection: ProviderConnection,
@@ -61,32 +88,42 @@ def call_send(
     `external_id` is the channel's own id for the message (WhatsApp's wamid), unique where set.
     """
     check_message(customer_message)
-    variables = dict(variables or {})
-    overrides = clean_overrides(overrides)
-    system_prompt, user_text = template.render(variables=variables, customer_message=customer_message)
     with transaction.atomic():
-        conversation = Conversation.objects.create(
-            contact=contact,
+        conversation = conversation_start(
             connection=connection,
             template=template,
             variables=variables,
-            system_prompt=system_prompt,
+            contact=contact,
             overrides=overrides,
             integration=integration,
             channel=channel,
         )
-        return queue_call(conversation, user_text, customer_message, external_id)
+        return call_queue(conversation=conversation, message=message_add(conversation, customer_message, external_id))
 
 
 def conversation_reply(*, conversation: Conversation, customer_message: str, external_id: str | None = None) -> Call:
     """Add the customer's next message to a conversation and queue the call that answers it."""
     check_message(customer_message)
+    with transaction.atomic():
+        return call_queue(conversation=conversation, message=message_add(conversation, customer_message, external_id))
+
+
+def message_add(
+    conversation: Conversation, customer_message: str, external_id: str | None = None, media_type: str = ""
+) -> Message:
+    """The customer's message, as the provider will get it (through the conversation's template)."""
     if conversation.template is None:  # arrived as chat messages: the text is sent as it is
         user_text = customer_message
     else:
         _, user_text = conversation.template.render(variables=conversation.variables, customer_message=customer_message)
-    with transaction.atomic():
-        return queue_call(conversation, user_text, customer_message, external_id)
+    return Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.USER,
+        content=user_text,
+        customer_message=customer_message,
+        external_id=external_id,
+        media_type=media_type,
+    )
 
 
 def check_message(customer_message: str) -> None:
@@ -109,10 +146,24 @@ def check_message(customer_message: str) -> None:
         )
 
 
+def call_queue(*, conversation: Conversation, message: Message, delay: float = 0.0) -> Call:
+    """A queued call answering `message`, rung once this commits (after `delay` seconds: a burst's window)."""
+    call = Call.objects.create(
+        conversation=conversation,
+        message=message,
+        connection=conversation.connection,
+        model=request_settings(conversation.connection, conversation.overrides)["model"],
+        run_after=timezone.now() + timedelta(seconds=delay),
+    )
+    conversation.save(update_fields=["updated_at"])
+    queue.publish_on_commit(queue.EXECUTE_CALL, call.pk, countdown=delay or None)
+    return call
+
+
 def queue_call(
     conversation: Conversation, user_text: str, customer_message: str, external_id: str | None = None
 ) -> Call:
-    """Record the customer's message and a queued call for it; the task is sent once this commits."""
+    """Record the customer's message (already rendered) and a queued call for it (chat completions)."""
     message = Message.objects.create(
         conversation=conversation,
         role=Message.Role.USER,
@@ -120,15 +171,7 @@ def queue_call(
         customer_message=customer_message,
         external_id=external_id,
     )
-    call = Call.objects.create(
-        conversation=conversation,
-        message=message,
-        connection=conversation.connection,
-        model=request_settings(conversation.connection, conversation.overrides)["model"],
-    )
-    conversation.save(update_fields=["updated_at"])
-    queue.publish_on_commit(queue.EXECUTE_CALL, call.pk)
-    return call
+    return call_queue(conversation=conversation, message=message)
 
 
 __all__ = ["SendRefused", "TemplateVariableError", "call_send", "conversation_reply"]

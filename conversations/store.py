@@ -39,7 +39,8 @@ class Claimed:
 
 
 def call_claim(*, call_id: int, worker: str, token: datetime) -> Claimed | None:
-    """Take a queued call for this worker (`token` becomes its started_at), or None if it is not queued."""
+    """Take a queued call that is due (run_after has come) for this worker (`token`, the worker's clock,
+    becomes its started_at), or None if it is not queued or not due yet."""
     limit = settings.CONVERSATION_HISTORY_MESSAGES
     db = connections[DEFAULT_DB_ALIAS]  # once: each attribute of django.db.connection is a lookup
     if db.vendor != "postgresql":
@@ -66,6 +67,17 @@ def call_claim(*, call_id: int, worker: str, token: datetime) -> Claimed | None:
     if isinstance(history, str):
         history = json.loads(history)
     return Claimed(call, [(role, content) for role, content in history], bool(next(values)))
+
+
+def call_due_in(*, call_id: int, now: datetime) -> float | None:
+    """Seconds until a queued call is due, when its broker message came early (a burst's window grew since
+    it was sent, or a retry's message arrived before its backoff ended); None otherwise."""
+    run_after = (
+        Call.objects.filter(pk=call_id, status=Call.Status.QUEUED, run_after__gt=now)
+        .values_list("run_after", flat=True)
+        .first()
+    )
+    return (run_after - now).total_seconds() if run_after else None
 
 
 def call_record(*, call: Call, fields: list[str], reply_text: str | None) -> bool:
@@ -183,7 +195,7 @@ def _claim_sql(*, no_wait: bool) -> str:
         WITH claimed AS (
             UPDATE {q(Call._meta.db_table)}
             SET status = %(running)s, started_at = %(token)s, worker = %(worker)s
-            WHERE id = %(id)s AND status = %(queued)s
+            WHERE id = %(id)s AND status = %(queued)s AND run_after <= %(token)s
             RETURNING {returning}
         )
         SELECT {columns}, (
@@ -261,7 +273,7 @@ def _record_sql(fields: tuple[str, ...]) -> str:
 
 
 def _claim_orm(call_id: int, worker: str, token: datetime, limit: int) -> Claimed | None:
-    if not Call.objects.filter(pk=call_id, status=Call.Status.QUEUED).update(
+    if not Call.objects.filter(pk=call_id, status=Call.Status.QUEUED, run_after__lte=token).update(
         status=Call.Status.RUNNING, started_at=token, worker=worker
     ):
         return None

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from .api import pages as integrations
+from .support import views as support
 from .views import console, logs, overview, prompt_templates
 from .whatsapp import views as whatsapp
 
@@ -17,6 +18,12 @@ urlpatterns = [
     path("conversations/", logs.conversation_list, name="list"),
     path("conversations/<int:pk>/", logs.conversation_detail, name="detail"),
     path("conversations/<int:pk>/reply/", console.conversation_reply, name="reply"),
+    path("conversations/<int:pk>/take-over/", support.take_over, name="take_over"),
+    path("conversations/<int:pk>/hand-back/", support.hand_back, name="hand_back"),
+    path("conversations/<int:pk>/staff-reply/", support.reply, name="staff_reply"),
+    path("messages/<int:pk>/feedback/", support.feedback, name="feedback"),
+    path("inbox/", support.inbox, name="inbox"),
+    path("inbox/count/", support.inbox_count, name="inbox_count"),
     path("overview/", overview.overview, name="overview"),
     path("whatsapp/", whatsapp.channel_list, name="whatsapp_channels"),
     path("whatsapp/<int:pk>/", whatsapp.channel_detail, name="whatsapp_channel"),

@@ -23,3 +23,14 @@ def wait_for_calls(calls, seconds: float = 30.0) -> None:
         if pending:
             time.sleep(0.1)
     assert not pending, f"Calls still not finished after {seconds} s: {[(c.pk, c.status) for c in pending]}"
+
+
+def execute_now(call_id: int):
+    """Run a call in this process as if its backoff had passed: a retry is due only after it."""
+    from django.utils import timezone
+
+    from conversations import delivery
+    from conversations.models import Call
+
+    Call.objects.filter(pk=call_id, status=Call.Status.QUEUED).update(run_after=timezone.now())
+    return delivery.call_execute(call_id=call_id)

@@ -59,6 +59,7 @@ def world(sandbox, django_user_model):
         "callback_secret": crypto.decrypt(integration.callback_secret_encrypted),
         "call": call,
         "conversation": call.conversation,
+        "reply": call.conversation.messages.get(role="assistant"),
         "channel": channel,
         "admin": superuser,
     }
@@ -86,6 +87,8 @@ def dashboard_pages(world) -> list[str]:
         reverse("connectors:list"),
         reverse("connectors:new"),
         reverse("connectors:edit", args=[world["connection"].pk]),
+        reverse("conversations:inbox"),
+        reverse("conversations:inbox_count"),
         reverse("conversations:integrations"),
         reverse("conversations:integration_new"),
         reverse("conversations:integration_edit", args=[world["integration"].pk]),

@@ -77,6 +77,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # The count of conversations waiting for a person, in the navigation bar.
+                "conversations.support.views.context",
             ],
         },
     },

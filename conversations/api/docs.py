@@ -25,9 +25,15 @@ OUTCOME = {
     "type": "object",
     "required": ["call_id", "conversation_id", "status"],
     "properties": {
-        "call_id": {"type": "integer"},
+        "call_id": {"type": ["integer", "null"], "description": "null when a person holds the conversation"},
         "conversation_id": {"type": "integer"},
-        "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed"]},
+        "message_id": {"type": "integer", "description": "The stored customer message (status human)"},
+        "status": {
+            "type": "string",
+            "enum": ["queued", "running", "succeeded", "failed", "human"],
+            "description": "human: a person of the team holds the conversation; no provider call was made, and "
+            "their reply reaches the callback URL (event message.staff).",
+        },
         "attempt": {"type": "integer"},
         "reply": {"type": ["string", "null"], "description": "The assistant's answer, once succeeded."},
         "model": {"type": "string"},
@@ -150,7 +156,10 @@ def openapi() -> dict[str, Any]:
                     ],
                     "requestBody": {"required": True, **_json(MESSAGE_REQUEST)},
                     "responses": {
-                        "200": {"description": "Answered", **_json(OUTCOME)},
+                        "200": {
+                            "description": "Answered, or status human: a person holds the conversation",
+                            **_json(OUTCOME),
+                        },
                         "202": {"description": "Queued; poll status_url", **_json(OUTCOME)},
                         "422": {
                             "description": "Unknown template or connection, a missing variable, or an "

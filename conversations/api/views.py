@@ -85,9 +85,21 @@ def _wait_seconds(payload: dict[str, Any]) -> float:
 def messages(request: HttpRequest, integration: Integration, payload: dict[str, Any]) -> JsonResponse:
     """Answer one customer message through a template, continuing the contact's conversation."""
     wait = _wait_seconds(payload)
-    call, repeated = message_receive(
+    accepted = message_receive(
         integration=integration, payload=payload, idempotency_key=request.headers.get("Idempotency-Key", "")
     )
+    if accepted.human:
+        # A person holds the conversation: no provider call; their reply reaches the callback URL.
+        body = {
+            "call_id": None,
+            "conversation_id": accepted.conversation_id,
+            "message_id": accepted.message_id,
+            "status": "human",
+            "reply": None,
+            "idempotent_replay": accepted.repeated,
+        }
+        return JsonResponse(body)
+    call = accepted.call
     status_url = request.build_absolute_uri(reverse("api:call", args=[call.pk]))
     try:
         call = wait_for(call, wait) if wait else call.latest_attempt()
@@ -99,7 +111,7 @@ def messages(request: HttpRequest, integration: Integration, payload: dict[str, 
             raise
         body = {"call_id": call.pk, "conversation_id": call.conversation_id, "status": Call.Status.QUEUED}
     body["status_url"] = status_url
-    body["idempotent_replay"] = repeated
+    body["idempotent_replay"] = accepted.repeated
     if body["status"] not in (Call.Status.SUCCEEDED, Call.Status.FAILED):
         return JsonResponse(body, status=202)
     return JsonResponse(body, status=200 if body["status"] == Call.Status.SUCCEEDED else 502)

@@ -3,17 +3,21 @@
 from .channels import CallbackAttempt, IdempotencyKey, Integration, WhatsAppChannel, WhatsAppRefusal, WhatsAppSend
 from .log import Call, Conversation, Message, PromptTemplate
 from .outbound import Outbound
+from .support import ConversationEvent, Feedback, WhatsAppContact
 
 __all__ = [
     "Call",
     "CallbackAttempt",
     "Conversation",
+    "ConversationEvent",
+    "Feedback",
     "IdempotencyKey",
     "Integration",
     "Message",
     "Outbound",
     "PromptTemplate",
     "WhatsAppChannel",
+    "WhatsAppContact",
     "WhatsAppRefusal",
     "WhatsAppSend",
 ]

@@ -75,7 +75,9 @@ class IdempotencyKey(models.Model):
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.HEADER)
     key = models.CharField(max_length=200)
     request_hash = models.CharField(max_length=64, blank=True, help_text="SHA-256 of the body, without wait.")
-    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="+")
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="+", null=True, blank=True)
+    # A message to a conversation held by a person has no call: the repeat returns that message's status.
+    message = models.ForeignKey("Message", on_delete=models.CASCADE, related_name="+", null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -90,7 +92,7 @@ class IdempotencyKey(models.Model):
 class CallbackAttempt(models.Model):
     """One try at posting a final reply to an integration's callback URL."""
 
-    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="callback_attempts")
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="callback_attempts", null=True, blank=True)
     outbound = models.ForeignKey(
         "Outbound", on_delete=models.CASCADE, null=True, blank=True, related_name="callback_attempts"
     )
@@ -108,8 +110,22 @@ class CallbackAttempt(models.Model):
         return f"Callback for call {self.call_id}, attempt {self.attempt}: {self.http_status or self.error}"
 
 
+# What customers write to ask for a person (whole words, any case), in English, French, Spanish and German.
+HANDOVER_KEYWORDS = (
+    "human, agent, person, representative, operator, humain, conseiller, conseillère, opérateur, humano, agente, "
+    "persona, asesor, asesora, Mensch, Mitarbeiter, Mitarbeiterin, Berater, Beraterin"
+)
+STOP_KEYWORDS = "STOP, STOPP, UNSUBSCRIBE, ARRET, ARRÊT, BAJA, ABMELDEN"
+START_KEYWORDS = "START, SUBSCRIBE, UNSTOP, ALTA, ANMELDEN"
+
+
 class WhatsAppChannel(models.Model):
-    """One WhatsApp Business number: Meta's webhook for it comes in here, replies go out through the Graph API."""
+    """One WhatsApp Business number: Meta's webhook for it comes in here, replies go out through the Graph API.
+
+    Besides its number and secrets, what its customers get besides the bot: how long a burst of messages is
+    waited for, the words and texts of a handover to a person, of an apology, of opting out and in, and the
+    answer to something that is not text.
+    """
 
     name = models.CharField(max_length=100, unique=True)
     phone_number_id = models.CharField(max_length=50, unique=True, help_text="From Meta's WhatsApp Manager.")
@@ -131,13 +147,55 @@ class WhatsAppChannel(models.Model):
         validators=[validate_variables],
         help_text='The template\'s variables, e.g. {"business_name": "Acme"}.',
     )
+    burst_seconds = models.FloatField(
+        default=2.0,
+        help_text="Messages a customer sends within this many seconds of each other get one answer (at most 10 s "
+        "in all); 0 answers each at once.",
+    )
+    handover_keywords = models.TextField(
+        default=HANDOVER_KEYWORDS, help_text="Comma-separated words that ask for a person (whole words, any case)."
+    )
+    handover_text = models.TextField(
+        default="Thank you. A person from our team will answer you here shortly.",
+        help_text="Sent when a customer asks for a person, or the bot hands over.",
+    )
+    handover_marker = models.CharField(
+        max_length=50,
+        default="[HANDOVER]",
+        blank=True,
+        help_text="A template may tell the model to write this to hand over; it is never shown to the customer.",
+    )
+    apology_text = models.TextField(
+        default="Sorry, we cannot answer right now. A person from our team will reply here as soon as they can.",
+        help_text="Sent when the provider fails for good; the conversation then waits for a person.",
+    )
+    stop_keywords = models.TextField(default=STOP_KEYWORDS, help_text="Comma-separated words that opt out.")
+    start_keywords = models.TextField(default=START_KEYWORDS, help_text="Comma-separated words that opt in again.")
+    opted_out_text = models.TextField(
+        default="You will get no more automatic messages from us. Write START to get them again."
+    )
+    opted_in_text = models.TextField(default="Welcome back: automatic replies are on again. Write STOP to stop them.")
+    not_text_reply = models.TextField(
+        default='I can only read text messages. Please write your question, or write "agent" to talk to a person.',
+        help_text="The answer to an image, a voice note, a document, a location or a sticker.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(burst_seconds__gte=0) & models.Q(burst_seconds__lte=10),
+                name="channel_burst_between_0_and_10s",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
+
+    @staticmethod
+    def words(text: str) -> list[str]:
+        return [word.strip() for word in text.split(",") if word.strip()]
 
 
 class WhatsAppRefusal(models.Model):

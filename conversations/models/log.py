@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
@@ -8,6 +11,8 @@ from connectors.errors import ErrorKind, Help, explain
 from connectors.models import ProviderConnection
 
 from .. import rendering
+
+WHATSAPP_WINDOW = timedelta(hours=24)
 
 
 class PromptTemplate(models.Model):
@@ -38,6 +43,11 @@ class PromptTemplate(models.Model):
         """The placeholders staff fill in; the customer's message is asked for separately."""
         return [name for name in self.placeholders if name != rendering.CUSTOMER_MESSAGE]
 
+    def render_system(self, *, variables: dict[str, str]) -> str:
+        """The system prompt with the conversation's variables, before any customer message."""
+        rendering.check_variables(self.name, self.variables, variables)
+        return rendering.render(self.system_prompt, {**variables, rendering.CUSTOMER_MESSAGE: ""})
+
     def render(self, *, variables: dict[str, str], customer_message: str) -> tuple[str, str]:
         """(system prompt, user message) with every placeholder filled, or TemplateVariableError."""
         values = {**variables, rendering.CUSTOMER_MESSAGE: customer_message}
@@ -46,7 +56,23 @@ class PromptTemplate(models.Model):
 
 
 class Conversation(models.Model):
-    """One customer's exchange with the bot through one connection and template."""
+    """One customer's exchange with the bot through one connection and template, and who answers it now.
+
+    `state` says who answers the customer's next message: the bot, nobody yet (waiting for a person, with
+    why and since when: the inbox), or a person (who holds it). While it is not the bot's, no provider call
+    is made for the customer's messages.
+    """
+
+    class State(models.TextChoices):
+        BOT = "bot", "Bot"
+        WAITING = "waiting", "Waiting for a person"
+        HUMAN = "human", "With a person"
+
+    class Reason(models.TextChoices):
+        ASKED = "asked", "Asked for a person"
+        MODEL = "model", "The bot handed over"
+        PROVIDER_FAILURE = "provider_failure", "The provider failed"
+        STAFF = "staff", "Taken over by staff"
 
     contact = models.CharField(max_length=200, help_text="Who the customer is: a phone number, or 'test console'.")
     connection = models.ForeignKey(ProviderConnection, on_delete=models.PROTECT, related_name="conversations")
@@ -75,16 +101,31 @@ class Conversation(models.Model):
     overrides = models.JSONField(
         default=dict, blank=True, help_text="model, temperature or max_tokens set for this conversation only."
     )
+    state = models.CharField(max_length=20, choices=State.choices, default=State.BOT)
+    reason = models.CharField(max_length=20, choices=Reason.choices, blank=True, help_text="Why it left the bot.")
+    waiting_since = models.DateTimeField(null=True, blank=True, help_text="Since when the customer waits for a person.")
+    assigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # The customer's last message: WhatsApp allows free-form replies within 24 hours of it.
+    last_customer_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-updated_at"]
+        permissions = [("handle_conversation", "Can take over conversations and reply to customers")]
         indexes = [
             # The log's default view: newest conversations first.
             models.Index(fields=["-updated_at"], name="conversation_recent_idx"),
             # Looking up a contact's conversations.
             models.Index(fields=["contact", "-updated_at"], name="conversation_contact_idx"),
+            # The inbox (oldest waiting first) and the navigation's count: only the few not with the bot.
+            models.Index(
+                fields=["state", "waiting_since"],
+                condition=~models.Q(state="bot"),
+                name="conversation_inbox_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -95,13 +136,28 @@ class Conversation(models.Model):
         """Started from the console or a command, not by a real customer through the API or WhatsApp."""
         return self.integration_id is None and self.channel_id is None
 
+    @property
+    def window_closes_at(self):
+        """When WhatsApp stops taking free-form replies (24 hours after the customer's last message)."""
+        if self.channel_id is None or self.last_customer_at is None:
+            return None
+        return self.last_customer_at + WHATSAPP_WINDOW
+
+    @property
+    def window_open(self) -> bool:
+        closes = self.window_closes_at
+        return self.channel_id is None or (closes is not None and closes > timezone.now())
+
 
 class Message(models.Model):
-    """One turn of a conversation: what the customer said, or what the assistant answered."""
+    """One turn of a conversation: what the customer said, what the bot answered, what a person of the team
+    wrote, or a text Switchboard sent by itself (a handover notice, an apology, an opt-out confirmation)."""
 
     class Role(models.TextChoices):
         USER = "user", "Customer"
         ASSISTANT = "assistant", "Assistant"
+        STAFF = "staff", "Staff"
+        AUTOMATIC = "automatic", "Automatic"
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     role = models.CharField(max_length=20, choices=Role.choices)
@@ -109,6 +165,11 @@ class Message(models.Model):
     customer_message = models.TextField(blank=True, help_text="What the customer wrote, before the template.")
     # The channel's own id for the message (WhatsApp's wamid): Meta delivers at least once, this makes it once.
     external_id = models.CharField(max_length=200, null=True, blank=True)
+    # What arrived when it was not text (image, audio, document, location, sticker…); empty for text.
+    media_type = models.CharField(max_length=30, blank=True)
+    sent_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from .log import Call, Conversation
+from .log import Call, Conversation, Message
 
 
 class Outbound(models.Model):
@@ -28,6 +28,10 @@ class Outbound(models.Model):
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="outbound")
     call = models.ForeignKey(
         Call, on_delete=models.CASCADE, null=True, blank=True, related_name="outbound", help_text="What it reports."
+    )
+    # A message of the team or an automatic text (no call): the transcript shows it, the customer receives it.
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, null=True, blank=True, related_name="outbound", help_text="What it sends."
     )
     text = models.TextField(blank=True, help_text="What the customer receives (WhatsApp); a callback is built at send.")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)

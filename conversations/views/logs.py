@@ -99,14 +99,17 @@ def conversation_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @permission_required("conversations.view_conversation", raise_exception=True)
 def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    conversation = get_object_or_404(Conversation.objects.select_related("connection", "template"), pk=pk)
+    conversation = get_object_or_404(
+        Conversation.objects.select_related("connection", "template", "channel", "integration", "assigned_to"), pk=pk
+    )
     return render_conversation(request, conversation, ReplyForm())
 
 
 def render_conversation(
     request: HttpRequest, conversation: Conversation, form: ReplyForm, status: int = 200
 ) -> HttpResponse:
-    """The transcript: each customer message, then its reply (or its final error), with every attempt."""
+    """The transcript as it happened: the customer's messages, the bot's replies (or their final errors), what
+    the team wrote, what Switchboard sent by itself, and who took the conversation when; then every attempt."""
     calls = list(
         conversation.calls.select_related("connection")
         .prefetch_related("callback_attempts", "whatsapp_sends")
@@ -115,13 +118,46 @@ def render_conversation(
     by_message: dict[int, list[Call]] = {}
     for call in calls:
         by_message.setdefault(call.message_id, []).append(call)
-    turns = []
-    for message in conversation.messages.filter(role="user").order_by("created_at", "id"):
+    replies = {call.reply_id: call for call in calls if call.reply_id}
+    messages = list(conversation.messages.select_related("sent_by").prefetch_related("feedback__by"))
+    turns, timeline = [], []
+    for message in messages:
+        timeline.append({"kind": message.role, "message": message, "at": message.created_at})
+        if message.role == message.Role.ASSISTANT:
+            timeline[-1]["call"] = replies.get(message.pk)
+            timeline[-1]["mine"] = next((f for f in message.feedback.all() if f.by_id == request.user.pk), None)
+        if message.role != message.Role.USER:
+            continue
         attempts = by_message.get(message.pk, [])
-        turns.append({"message": message, "attempts": attempts, "final": attempts[-1] if attempts else None})
+        final = attempts[-1] if attempts else None
+        turns.append({"message": message, "attempts": attempts, "final": final})
+        if final and final.status == Call.Status.FAILED:
+            timeline.append({"kind": "failed", "call": final, "at": final.finished_at or message.created_at})
+        elif final and not final.finished:
+            timeline.append({"kind": "pending", "call": final, "at": message.created_at})
+    for event in conversation.events.select_related("by"):
+        timeline.append({"kind": "event", "event": event, "at": event.created_at})
+    timeline.sort(key=lambda item: item["at"])  # stable: what follows a message stays after it
     pending = any(turn["final"] and not turn["final"].finished for turn in turns)
-    context = {"conversation": conversation, "turns": turns, "form": form, "pending": pending}
+    context = {
+        "conversation": conversation,
+        "turns": turns,
+        "timeline": timeline,
+        "form": form,
+        "pending": pending,
+        "opted_out": _opted_out(conversation),
+        "can_handle": request.user.has_perm("conversations.handle_conversation") and not conversation.is_test,
+    }
     return render(request, "conversations/conversation_detail.html", context, status=status)
+
+
+def _opted_out(conversation: Conversation):
+    from ..models import WhatsAppContact
+
+    if conversation.channel_id is None:
+        return None
+    contact = WhatsAppContact.objects.filter(channel_id=conversation.channel_id, contact=conversation.contact).first()
+    return contact.opted_out_at if contact else None
 
 
 def _export_rows(request: HttpRequest) -> Iterator[dict[str, object]]:

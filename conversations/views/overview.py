@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from connectors.models import ProviderConnection
 
-from ..models import Call
+from ..models import Call, ConversationEvent, Feedback
 
 PERIODS = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 
@@ -171,5 +171,16 @@ def overview(request: HttpRequest) -> HttpResponse:
         "usage": summary["usage"],
         "charts": charts,
         "last_errors": final_failures(calls).select_related("connection").order_by("-queued_at")[:10],
+        "feedback": Feedback.objects.filter(created_at__gte=since).aggregate(
+            up=Count("id", filter=Q(good=True)), down=Count("id", filter=Q(good=False))
+        ),
+        "handovers": ConversationEvent.objects.filter(
+            created_at__gte=since,
+            kind__in=[
+                ConversationEvent.Kind.ASKED_FOR_A_PERSON,
+                ConversationEvent.Kind.MODEL_HANDED_OVER,
+                ConversationEvent.Kind.PROVIDER_FAILED,
+            ],
+        ).count(),
     }
     return render(request, "conversations/overview.html", context)

@@ -28,8 +28,8 @@ from config.errors import service_unavailable
 from connectors import crypto
 
 from .. import payloads, services
-from ..contacts import contact_from_whatsapp
-from ..models import Call, Conversation, Message, WhatsAppChannel, WhatsAppRefusal
+from ..models import Call, Message, WhatsAppChannel, WhatsAppRefusal
+from .answer import message_answer
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class Incoming:
     message_id: str
     wa_id: str
     text: str
+    media_type: str = ""  # what it is when it is not text: image, audio, document, location, sticker…
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,8 @@ def _read_message(message: Any) -> Incoming | Refusal:
     text = _text_of(message)
     if text is None:
         return refuse(f"The message's {message.get('type', 'text')!s:.40} part is not in Meta's shape.")
-    return Incoming(message_id, sender, text)
+    kind = message.get("type", "text")
+    return Incoming(message_id, sender, text, "" if kind in TEXT_TYPES else str(kind)[:30])
 
 
 def _excerpt(value: Any, limit: int = 2000) -> str:
@@ -153,6 +155,10 @@ def _excerpt(value: Any, limit: int = 2000) -> str:
     except (ValueError, TypeError, RecursionError):
         text = "[unreadable]"
     return payloads.printable(text[:limit])
+
+
+# Messages a customer types or taps: the bot reads them. Anything else is shown to staff as what it is.
+TEXT_TYPES = {"text", "interactive", "button"}
 
 
 def _text_of(message: dict[str, Any]) -> str | None:
@@ -197,7 +203,7 @@ def channel_receive(*, channel: WhatsAppChannel, payload: Any) -> Received:
         if Message.objects.filter(external_id=message.message_id).exists():
             continue
         try:
-            calls.append(_queue_answer(channel, message))
+            call = _queue_answer(channel, message)
         except IntegrityError:  # the same message id arrived twice at once: the other delivery has it
             continue
         except (services.SendRefused, services.TemplateVariableError) as error:
@@ -208,28 +214,23 @@ def channel_receive(*, channel: WhatsAppChannel, payload: Any) -> Received:
             logger.exception("WhatsApp message %s could not be stored", message.message_id)
             reason = f"Switchboard could not store this message ({type(error).__name__}); the error is logged."
             refused.append(Refusal(reason, message.message_id, message.wa_id, _excerpt(message.text, 500)))
+        else:
+            if call is not None and call not in calls:  # a burst's messages share one call
+                calls.append(call)
     if refused:
         _record_refusals(channel, refused)
     return Received(calls, refused)
 
 
-def _queue_answer(channel: WhatsAppChannel, incoming: Incoming) -> Call:
-    text = incoming.text.strip() or "[empty message]"
-    contact = contact_from_whatsapp(incoming.wa_id)
+def _queue_answer(channel: WhatsAppChannel, incoming: Incoming) -> Call | None:
+    services.check_message(incoming.text.strip() or "[empty message]")
     with transaction.atomic():
-        conversation = Conversation.objects.filter(channel=channel, contact=contact).order_by("-updated_at").first()
-        if conversation is None:
-            return services.call_send(
-                connection=channel.connection,
-                template=channel.template,
-                customer_message=text,
-                variables=channel.variables,
-                contact=contact,
-                channel=channel,
-                external_id=incoming.message_id,
-            )
-        return services.conversation_reply(
-            conversation=conversation, customer_message=text, external_id=incoming.message_id
+        return message_answer(
+            channel=channel,
+            message_id=incoming.message_id,
+            wa_id=incoming.wa_id,
+            text=incoming.text,
+            media_type=incoming.media_type,
         )
 
 

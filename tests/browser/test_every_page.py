@@ -15,7 +15,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 AXE = (Path(__file__).parent / "vendor" / "axe-4.14.1.min.js").read_text()
 WIDTHS = {"laptop": (1280, 800), "phone": (390, 844)}
 # Downloads, JSON and the fragments htmx swaps into pages are not pages of their own.
-NOT_PAGES = {"export.csv", "export.jsonl", "/api/schema/", "/send/fields/", "/status/", "/simulator/messages/"}
+NOT_PAGES = {"export.csv", "export.jsonl", "/api/schema/", "/send/fields/", "/status/", "/simulator/messages/",
+             "/inbox/count/"}  # fmt: skip
 
 
 def log_in_as(page, live_server, user, password):

@@ -11,6 +11,7 @@ from playwright.sync_api import expect
 from conversations import delivery, services
 from conversations.models import Call, WhatsAppChannel
 from tests.factories import ConnectionFactory, TemplateFactory
+from tests.helpers import execute_now
 
 from .conftest import screenshot
 
@@ -41,8 +42,8 @@ def test_the_console_follows_a_message_through_its_retries(setup, logged_in_page
     result = page.locator("#result")
     expect(result).to_contain_text("Not answered yet: attempt 2 of 3")
     expect(result).not_to_contain_text("Likely cause")
-    delivery.call_execute(call_id=call.latest_attempt().pk)
-    delivery.call_execute(call_id=call.latest_attempt().pk)
+    execute_now(call.latest_attempt().pk)
+    execute_now(call.latest_attempt().pk)
     expect(result).to_contain_text("after 3 attempts", timeout=10000)  # the final verdict, without a reload
     expect(result).to_contain_text("Attempt 1: Provider error: Service tier capacity exceeded")
     expect(result.locator(".error-box")).to_contain_text("Nothing to fix on your side")
@@ -155,7 +156,7 @@ def test_the_simulators_compose_box_stays_in_view_in_a_long_chat(setup, logged_i
 
     call_command(
         "add_whatsapp_channel", "Shop", phone_number_id="106540352242922", app_secret="s", access_token="t",
-        template="Support bot", connection="Sandbox", var=["business_name=Acme"],
+        template="Support bot", connection="Sandbox", var=["business_name=Acme"], burst_seconds=0,
         graph_base_url=sandbox.base_url.removesuffix("/v1"), stdout=open("/dev/null", "w"),  # noqa: SIM115
     )  # fmt: skip
     channel = WhatsAppChannel.objects.get()

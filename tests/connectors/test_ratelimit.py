@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from django.utils import timezone
 
 from connectors import ratelimit
 from conversations import delivery, services
@@ -63,6 +66,9 @@ def test_a_call_over_the_concurrency_limit_waits_in_the_queue(connection, templa
     requeued = [(row_id, countdown) for task, row_id, countdown in published if countdown]
     assert (call.status, call.attempt, requeued) == (Call.Status.QUEUED, 1, [(call.pk, 0.5)])
     ratelimit.release(connection.pk, held)
+    delivery.call_execute(call_id=call.pk)  # the message came early: it is rung again for when the call is due
+    assert published[-1][1:] == (call.pk, pytest.approx((call.run_after - timezone.now()).total_seconds(), abs=0.2))
+    time.sleep(max(0.0, (call.run_after - timezone.now()).total_seconds()))
     delivery.call_execute(call_id=call.pk)
     call.refresh_from_db()
     assert call.status == Call.Status.SUCCEEDED

@@ -105,7 +105,8 @@ def test_the_call_log_filters_and_never_counts_the_table(staff_client, connectio
         ).content.decode()
 
     assert page.count('<tr class="status-failed">') == 1 and "+44 20 7946 0001" in page
-    assert not any("COUNT(" in q["sql"].upper() for q in queries.captured_queries)
+    counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
+    assert not [sql for sql in counts if "conversations_call" in sql]  # the navigation counts the waiting only
 
 
 def test_the_call_log_pages_without_counting(staff_client, connection, template, settings):

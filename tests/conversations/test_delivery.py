@@ -13,6 +13,7 @@ from connectors.errors import ErrorKind
 from conversations import delivery, services, sweeper
 from conversations.models import Call, Message
 from conversations.queue import EXECUTE_CALL
+from tests.helpers import execute_now
 
 pytestmark = pytest.mark.django_db
 
@@ -72,7 +73,7 @@ def test_retries_stop_at_the_connections_maximum(connection, template, queued, d
     with django_capture_on_commit_callbacks(execute=True):
         delivery.call_execute(call_id=call.pk)
     with django_capture_on_commit_callbacks(execute=True):
-        delivery.call_execute(call_id=call.latest_attempt().pk)
+        execute_now(call.latest_attempt().pk)
 
     attempts = list(Call.objects.order_by("attempt").values_list("attempt", "status", "error_kind"))
     assert attempts == [(1, "failed", "provider_error"), (2, "failed", "provider_error")]

@@ -27,6 +27,12 @@ class Command(BaseCommand):
         parser.add_argument("--verify-token", default="", help="Default: a new random one.")
         parser.add_argument("--graph-base-url", default="https://graph.facebook.com")
         parser.add_argument("--graph-version", default="v23.0")
+        parser.add_argument(
+            "--burst-seconds",
+            type=float,
+            default=None,
+            help="Messages within this many seconds of each other get one answer (default 2, at most 10; 0: off).",
+        )
 
     def handle(self, *args, name: str, **o):
         template = PromptTemplate.objects.filter(name=o["template"]).first()
@@ -46,6 +52,10 @@ class Command(BaseCommand):
         channel.access_token_encrypted = crypto.encrypt(o["access_token"])
         channel.template, channel.connection, channel.variables = template, connection, variables
         channel.graph_base_url, channel.graph_version = o["graph_base_url"], o["graph_version"]
+        if o["burst_seconds"] is not None:
+            if not 0 <= o["burst_seconds"] <= 10:
+                raise CommandError("--burst-seconds is from 0 (off) to 10.")
+            channel.burst_seconds = o["burst_seconds"]
         channel.save()
         self.stdout.write(
             f"WhatsApp channel {name!r}: callback URL https://YOUR-HOST/whatsapp/{channel.pk}/webhook/, "

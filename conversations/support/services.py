@@ -1,0 +1,146 @@
+"""Who answers a conversation, and what people of the team do in it.
+
+Guarantees, and how they are kept:
+- While a conversation is not the bot's (waiting for a person, or with one), no provider call is made for
+  its customer's messages: every way in (WhatsApp, the API) asks `bot_answers` first.
+- Every change of hands is one ConversationEvent row, with who and when, written in the same transaction
+  as the change itself; so is every staff reply.
+- Every text Switchboard sends to a customer (a staff reply, a handover notice, an apology, an opt-out
+  confirmation, the answer to a picture) is a Message in the transcript and an Outbound row, so the
+  durable outbox delivers it as it delivers the bot's replies; none depends on a broker message alone.
+- WhatsApp takes free-form messages only within 24 hours of the customer's last one: a staff reply after
+  that is refused with the reason (Meta would answer 131047), never sent to fail.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from ..models import Conversation, ConversationEvent, Feedback, Message, Outbound
+
+Kind = ConversationEvent.Kind
+
+
+class SupportRefused(ValueError):
+    """An action staff cannot take now; the message says why and what to do instead."""
+
+
+def bot_answers(conversation: Conversation) -> bool:
+    return conversation.state == Conversation.State.BOT
+
+
+def conversation_hand_over(
+    *, conversation: Conversation, reason: str, event: str, note: str = "", notice: str = ""
+) -> None:
+    """The conversation waits for a person (the inbox shows it, oldest first); `notice` tells the customer."""
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if locked.state == Conversation.State.BOT:
+            locked.state, locked.reason, locked.waiting_since = Conversation.State.WAITING, reason, timezone.now()
+            locked.save(update_fields=["state", "reason", "waiting_since", "updated_at"])
+        ConversationEvent.objects.create(conversation=locked, kind=event, note=note[:2000])
+        if notice:
+            automatic_text(conversation=locked, text=notice)
+    conversation.refresh_from_db()
+
+
+def conversation_take_over(*, conversation: Conversation, by, assigned: bool = False) -> None:
+    """A person holds the conversation: the bot stays silent until they hand it back."""
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if locked.state == Conversation.State.BOT:
+            locked.reason, locked.waiting_since = Conversation.Reason.STAFF, timezone.now()
+        locked.state, locked.assigned_to = Conversation.State.HUMAN, by
+        locked.save(update_fields=["state", "reason", "waiting_since", "assigned_to", "updated_at"])
+        kind = Kind.ASSIGNED if assigned else Kind.TAKEN_OVER
+        ConversationEvent.objects.create(conversation=locked, kind=kind, by=by)
+    conversation.refresh_from_db()
+
+
+def conversation_hand_back(*, conversation: Conversation, by) -> None:
+    """The bot answers the customer's next message again."""
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        locked.state, locked.reason, locked.waiting_since, locked.assigned_to = Conversation.State.BOT, "", None, None
+        locked.save(update_fields=["state", "reason", "waiting_since", "assigned_to", "updated_at"])
+        ConversationEvent.objects.create(conversation=locked, kind=Kind.HANDED_BACK, by=by)
+    conversation.refresh_from_db()
+
+
+def staff_reply(*, conversation: Conversation, by, text: str) -> Message:
+    """A person's reply to the customer: in the transcript with who wrote it, delivered by the outbox
+    (to the WhatsApp customer, or to the integration's callback URL, signed like the bot's replies)."""
+    text = text.strip()
+    if not text:
+        raise SupportRefused("The reply is empty. Write what the customer should read.")
+    if conversation.is_test:
+        raise SupportRefused("This is a test conversation: there is no customer to reply to.")
+    if conversation.channel_id and not conversation.window_open:
+        raise SupportRefused(
+            f"WhatsApp's 24-hour window closed at {timezone.localtime(conversation.window_closes_at):%d %b %H:%M}: "
+            "free-form replies are refused until the customer writes again (a message template would be needed)."
+        )
+    if conversation.integration_id and not conversation.integration.callback_url:
+        raise SupportRefused(
+            "The integration has no callback URL, so a reply cannot reach its platform. An Admin can set one on "
+            "the integration's page."
+        )
+    with transaction.atomic():
+        message = Message.objects.create(conversation=conversation, role=Message.Role.STAFF, content=text, sent_by=by)
+        kind = Outbound.Kind.WHATSAPP if conversation.channel_id else Outbound.Kind.CALLBACK
+        _send(conversation, message, kind, text)
+        ConversationEvent.objects.create(conversation=conversation, kind=Kind.STAFF_REPLY, by=by)
+        if conversation.state == Conversation.State.WAITING:  # replying is taking it
+            conversation.state, conversation.assigned_to = Conversation.State.HUMAN, by
+        conversation.save(update_fields=["state", "assigned_to", "updated_at"])
+    return message
+
+
+def automatic_text(*, conversation: Conversation, text: str, to_opted_out: bool = False) -> Message | None:
+    """A text Switchboard sends by itself (a handover notice, an apology, a confirmation), through the outbox.
+
+    Not to a customer who opted out of automatic messages, but for the confirmation that they did.
+    """
+    from ..models import WhatsAppContact
+
+    if not text.strip() or not conversation.channel_id:
+        return None
+    if (
+        not to_opted_out
+        and WhatsAppContact.objects.filter(
+            channel_id=conversation.channel_id, contact=conversation.contact, opted_out_at__isnull=False
+        ).exists()
+    ):
+        return None
+    message = Message.objects.create(conversation=conversation, role=Message.Role.AUTOMATIC, content=text)
+    _send(conversation, message, Outbound.Kind.WHATSAPP, text)
+    return message
+
+
+def _send(conversation: Conversation, message: Message, kind: str, text: str) -> Outbound:
+    from .. import queue
+    from ..whatsapp.formatting import whatsapp_text  # the whatsapp package imports this module back
+
+    row = Outbound.objects.create(
+        kind=kind,
+        conversation=conversation,
+        message=message,
+        text=whatsapp_text(text) if kind == Outbound.Kind.WHATSAPP else "",
+    )
+    queue.publish_on_commit(queue.DELIVER_OUTBOUND, row.pk)
+    return row
+
+
+def feedback_give(*, message: Message, by, good: bool, note: str = "") -> Feedback:
+    """A thumbs up or down on one bot reply (one per person: giving it again changes it)."""
+    if message.role != Message.Role.ASSISTANT:
+        raise SupportRefused("Feedback is for the bot's replies.")
+    with transaction.atomic():
+        feedback, _ = Feedback.objects.update_or_create(
+            message=message, by=by, defaults={"good": good, "note": note.strip()[:2000]}
+        )
+        ConversationEvent.objects.create(
+            conversation_id=message.conversation_id, kind=Kind.FEEDBACK, by=by, note=("👍 " if good else "👎 ") + note
+        )
+    return feedback

@@ -1,0 +1,317 @@
+"""Support staff take over: handovers, opting out, what is not text, bursts, staff replies, the 24-hour window,
+the inbox and feedback, as a WhatsApp customer and an API platform meet them."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from conversations import outbox, whatsapp
+from conversations.api.tokens import integration_create
+from conversations.models import (
+    Call,
+    Conversation,
+    ConversationEvent,
+    Feedback,
+    Message,
+    Outbound,
+    WhatsAppChannel,
+    WhatsAppContact,
+)
+from conversations.whatsapp.views import simulated_payload
+from tests.factories import ConnectionFactory, TemplateFactory
+from tests.helpers import execute_now
+
+pytestmark = pytest.mark.django_db
+WA_ID = "15550104444"
+
+
+@pytest.fixture
+def channel(sandbox, published):
+    ConnectionFactory(name="Sandbox", base_url=sandbox.base_url, max_attempts=1)
+    TemplateFactory(name="Support", system_prompt="You help {{business_name}}. Write [HANDOVER] to hand over.")
+    call_command(
+        "add_whatsapp_channel", "Shop", phone_number_id="106540352242922", app_secret="s", access_token="t",
+        template="Support", connection="Sandbox", var=["business_name=Acme"], burst_seconds=0,
+        graph_base_url=sandbox.base_url.removesuffix("/v1"), stdout=open("/dev/null", "w"),  # noqa: SIM115
+    )  # fmt: skip
+    return WhatsAppChannel.objects.get()
+
+
+def say(channel, text, n=[0], kind="text", part=None):  # noqa: B006 - a counter for unique message ids
+    n[0] += 1
+    payload = simulated_payload(channel, WA_ID, text)
+    message = payload["entry"][0]["changes"][0]["value"]["messages"][0]
+    message["id"] = f"wamid.SUPPORT{n[0]}"
+    if kind != "text":
+        message.pop("text")
+        message.update({"type": kind, kind: part or {"id": "media-1"}})
+    body = json.dumps(payload).encode()
+    return whatsapp.webhook_accept(channel=channel, raw_body=body, signature=whatsapp.sign(channel, body))
+
+
+def conversation():
+    return Conversation.objects.get(contact=f"+{WA_ID}")
+
+
+def sent_texts():
+    return list(Outbound.objects.filter(kind="whatsapp").order_by("id").values_list("text", flat=True))
+
+
+def events():
+    return list(ConversationEvent.objects.order_by("id").values_list("kind", flat=True))
+
+
+# --- The customer asks for a person, the bot hands over, the provider fails ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "text", ["Can I talk to a HUMAN please?", "Je veux un conseiller", "Quiero un humano", "Mitarbeiter bitte"]
+)
+def test_asking_for_a_person_makes_no_provider_call_and_waits_for_staff(channel, text):
+    say(channel, text)
+
+    assert not Call.objects.exists()
+    c = conversation()
+    assert (c.state, c.reason) == ("waiting", "asked") and c.waiting_since is not None
+    assert sent_texts() == [channel.handover_text]
+    assert events() == ["asked"]
+
+
+@pytest.mark.parametrize("text", ["What about humanity?", "Do you sell agents of change?", "personal question"])
+def test_a_keyword_inside_another_word_is_not_a_request(channel, text):
+    say(channel, text)
+    assert Call.objects.count() == 1 and conversation().state == "bot"
+
+
+def test_the_bot_hands_over_with_the_channels_marker_which_the_customer_never_reads(channel):
+    say(channel, "Please pass me on [HANDOVER]")  # the sandbox repeats what it was told, marker included
+    call = execute_now(Call.objects.get().pk)
+
+    assert "[HANDOVER]" not in call.reply_text and call.reply_text.startswith("Sandbox reply")
+    c = conversation()
+    assert (c.state, c.reason) == ("waiting", "model")
+    assert sent_texts() == [outbox.whatsapp_text(call.reply_text)]  # its reply was the notice
+    assert "model_handover" in events()
+
+
+def test_a_provider_that_fails_for_good_sends_the_apology_instead_of_silence(channel):
+    channel.connection.model = "sandbox-server-error"
+    channel.connection.save()
+    say(channel, "Hello?")
+    execute_now(Call.objects.get().pk)
+
+    c = conversation()
+    assert (c.state, c.reason) == ("waiting", "provider_failure")
+    assert sent_texts() == [channel.apology_text]
+
+
+# --- Opting out, and what is not text ----------------------------------------------------------------------
+
+
+def test_stop_stops_every_automatic_reply_with_one_confirmation_and_start_resumes(channel):
+    say(channel, "STOP")
+    say(channel, "stop!")  # again: no second confirmation
+    say(channel, "Are you there?")
+    say(channel, "agent")  # not even a handover notice
+
+    assert not Call.objects.exists()
+    assert sent_texts() == [channel.opted_out_text]
+    assert WhatsAppContact.objects.get().opted_out_at is not None
+
+    say(channel, "Start")
+    say(channel, "Now a question")
+
+    assert sent_texts() == [channel.opted_out_text, channel.opted_in_text]
+    assert Call.objects.count() == 1
+    assert events() == ["opted_out", "opted_in"]
+
+
+def test_please_dont_stop_is_not_an_opt_out(channel):
+    say(channel, "please don't stop my order")
+    assert Call.objects.count() == 1 and not WhatsAppContact.objects.exists()
+
+
+@pytest.mark.parametrize("kind", ["image", "audio", "document", "sticker", "location"])
+def test_what_is_not_text_gets_the_channels_answer_and_is_shown_as_what_it_is(channel, kind):
+    say(channel, "", kind=kind, part={"latitude": 1, "longitude": 2} if kind == "location" else None)
+
+    assert not Call.objects.exists()
+    message = Message.objects.get(role="user")
+    assert message.media_type == kind and message.customer_message.startswith(f"[{kind}")
+    assert sent_texts() == [channel.not_text_reply]
+
+
+def test_a_reaction_is_kept_but_not_answered(channel):
+    say(channel, "", kind="reaction", part={"emoji": "👍", "message_id": "wamid.X"})
+    assert Message.objects.get(role="user").media_type == "reaction" and sent_texts() == []
+
+
+# --- Bursts ------------------------------------------------------------------------------------------------
+
+
+def test_a_burst_is_answered_by_one_call_carrying_every_message(channel):
+    channel.burst_seconds = 2
+    channel.save()
+
+    for text in ["Hi", "I ordered a bike", "where is it?"]:
+        say(channel, text)
+
+    call = Call.objects.get()
+    assert call.message.customer_message == "where is it?" and call.run_after > timezone.now()
+    assert call.run_after <= call.queued_at + timedelta(seconds=10)
+    execute_now(call.pk)
+    call.refresh_from_db()
+    said = [m["content"] for m in call.request["messages"] if m["role"] == "user"]
+    assert said == ["Hi", "I ordered a bike", "where is it?"]
+    assert Message.objects.filter(role="assistant").count() == 1
+
+
+def test_a_burst_never_waits_more_than_ten_seconds_in_all(channel):
+    channel.burst_seconds = 5
+    channel.save()
+    say(channel, "one")
+    began = timezone.now() - timedelta(seconds=8)
+    Call.objects.update(queued_at=began, run_after=began + timedelta(seconds=5))  # the burst began 8 s ago
+
+    say(channel, "two")
+
+    call = Call.objects.get()
+    assert call.run_after <= call.queued_at + timedelta(seconds=10, milliseconds=1)
+
+
+def test_a_call_rung_before_its_burst_ends_is_not_made_early(channel, published):
+    from conversations import delivery
+
+    channel.burst_seconds = 3
+    channel.save()
+    say(channel, "one")
+    call = Call.objects.get()
+
+    assert delivery.call_execute(call_id=call.pk) is None  # its message came early: not claimed
+    call.refresh_from_db()
+    assert call.status == "queued" and published[-1][:2] == ("conversations.execute_call", call.pk)
+
+
+# --- Staff take over, reply, hand back -----------------------------------------------------------------------
+
+
+def test_staff_take_over_reply_and_hand_back(channel, staff_client, support_user):
+    say(channel, "Hi")
+    execute_now(Call.objects.get().pk)
+    url = reverse("conversations:detail", args=[conversation().pk])
+
+    staff_client.post(reverse("conversations:take_over", args=[conversation().pk]))
+    say(channel, "Are you a person?")
+    staff_client.post(reverse("conversations:staff_reply", args=[conversation().pk]), {"text": "Yes, I am **Ana**."})
+    page = staff_client.get(url).content.decode()
+
+    assert Call.objects.count() == 1  # no provider call while a person holds it
+    assert (conversation().state, conversation().assigned_to) == ("human", support_user)
+    assert sent_texts()[-1] == "Yes, I am *Ana*."
+    assert "agent · staff" in page and "Taken over by agent" in page and "Replied by agent" in page
+
+    staff_client.post(reverse("conversations:hand_back", args=[conversation().pk]))
+    say(channel, "Thanks, one more question")
+
+    assert conversation().state == "bot" and Call.objects.count() == 2
+    execute_now(Call.objects.order_by("-id").first().pk)
+    history = [m["role"] for m in Call.objects.order_by("-id").first().request["messages"]]
+    assert history[-3:] == ["user", "assistant", "user"]  # the staff reply read as the business's answer
+    assert events() == ["taken_over", "staff_reply", "handed_back"]
+
+
+def test_a_staff_reply_after_the_24_hour_window_is_refused_with_the_reason(channel, staff_client):
+    say(channel, "agent")
+    Conversation.objects.update(last_customer_at=timezone.now() - timedelta(hours=25))
+
+    response = staff_client.post(
+        reverse("conversations:staff_reply", args=[conversation().pk]), {"text": "Sorry for the wait"}, follow=True
+    )
+
+    assert "24-hour window closed" in response.content.decode()
+    assert not Message.objects.filter(role="staff").exists()
+
+
+def test_a_staff_reply_is_delivered_through_the_outbox(channel, staff_client, sandbox):
+    say(channel, "agent")
+    staff_client.post(reverse("conversations:staff_reply", args=[conversation().pk]), {"text": "Hello, Ana here."})
+    row = Outbound.objects.filter(message__role="staff").get()
+
+    outbox.outbound_deliver(outbound_id=row.pk)
+
+    row.refresh_from_db()
+    assert row.status == "sent" and row.whatsapp_sends.get().message_id.startswith("wamid.")
+
+
+# --- The API: a conversation held by a person -----------------------------------------------------------------
+
+
+def test_the_api_answers_human_with_no_provider_call_and_staff_replies_reach_the_callback(
+    client, sandbox, staff_client, published
+):
+    connection = ConnectionFactory(name="Sandbox", base_url=sandbox.base_url)
+    template = TemplateFactory(name="Support")
+    _, token = integration_create(
+        name="Platform", templates=[template], connections=[connection], callback_url="http://127.0.0.1:9/hook"
+    )
+    body = {"template": "Support", "contact": "+15550001234", "message": "Hi", "variables": {"business_name": "A"}}
+    client.post(
+        "/api/v1/messages", data=json.dumps(body), content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
+    )
+    held = Conversation.objects.get()
+    staff_client.post(reverse("conversations:take_over", args=[held.pk]))
+
+    response = client.post(
+        "/api/v1/messages",
+        data=json.dumps({**body, "message": "Still there?"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "human" and response.json()["reply"] is None
+    assert Call.objects.count() == 1
+    staff_client.post(reverse("conversations:staff_reply", args=[held.pk]), {"text": "A person here."})
+    row = Outbound.objects.get(kind="callback", message__isnull=False)
+    from conversations.callbacks import callback_body
+
+    sent = json.loads(callback_body(row))
+    assert (sent["event"], sent["reply"], sent["sent_by"]) == ("message.staff", "A person here.", "agent")
+
+
+# --- The inbox, the count, feedback ---------------------------------------------------------------------------
+
+
+def test_the_inbox_lists_who_waits_oldest_first_with_why_and_the_nav_counts_them(channel, staff_client, support_user):
+    say(channel, "agent please")
+    page = staff_client.get(reverse("conversations:inbox")).content.decode()
+
+    assert f"+{WA_ID}" in page and "Asked for a person" in page and "agent please" in page
+    assert 'class="nav-count" aria-label="1 waiting"' in page
+
+    staff_client.post(reverse("conversations:take_over", args=[conversation().pk]), {"assign": "1"})
+
+    assert conversation().assigned_to == support_user and "assigned" in events()
+    assert 'class="nav-count"' not in staff_client.get(reverse("conversations:inbox")).content.decode()
+    mine = staff_client.get(reverse("conversations:inbox"), {"tab": "mine"}).content.decode()
+    assert f"+{WA_ID}" in mine
+
+
+def test_feedback_on_a_reply_is_kept_and_counted(channel, staff_client):
+    say(channel, "Hi")
+    execute_now(Call.objects.get().pk)
+    reply = Message.objects.get(role="assistant")
+
+    staff_client.post(reverse("conversations:feedback", args=[reply.pk]), {"good": "no", "note": "Too long"})
+    staff_client.post(reverse("conversations:feedback", args=[reply.pk]), {"good": "yes", "note": ""})  # changed
+
+    feedback = Feedback.objects.get()
+    assert feedback.good is True
+    overview = staff_client.get(reverse("conversations:overview"))
+    assert overview.context["feedback"] == {"up": 1, "down": 0}
