@@ -120,21 +120,22 @@ class RefuseUnstorableInputMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         found = _unstorable_input(request)
         if found:
-            field, problem = found
-            message = f"{field} {problem}, and nothing here can hold it."
+            field, label, problem = found
+            message = f"{label} {problem}, and nothing here can hold it."
             return json_error(400, field, message) if is_api(request) else error_page(400, "Bad request", message)
         return self.get_response(request)
 
 
-def _unstorable_input(request: HttpRequest) -> tuple[str, str] | None:
+def _unstorable_input(request: HttpRequest) -> tuple[str, str, str] | None:
+    """(field as an API error names it, the same for a person, problem) or None."""
     problem = unstorable(request.path)
     if problem:
-        return "The address", problem
+        return "path", "The address", problem
     for key, values in request.GET.lists():
         for text in [key, *values]:
             problem = unstorable(text)
             if problem:
-                return f"The query parameter {printable(key)!r}", problem
+                return f"query.{printable(key)}", f"The query parameter {printable(key)!r}", problem
     return None
 
 

@@ -1,11 +1,16 @@
 from django.contrib import admin
+from django.contrib.auth.views import LoginView
 from django.urls import include, path
+
+from .accounts import LoginForm
 
 admin.site.site_header = "Switchboard administration"
 admin.site.site_title = "Switchboard"
+admin.site.login_form = LoginForm
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("accounts/login/", LoginView.as_view(authentication_form=LoginForm), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("connections/", include("connectors.urls")),
     path("api/", include("conversations.api.urls")),

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from simple_history.admin import SimpleHistoryAdmin
+
+from config.history import HistoryAdmin
 
 from .forms import ProviderConnectionForm
 from .models import ModelPrice, ProviderConnection
@@ -9,7 +10,7 @@ from .safety import url_save_check
 
 
 @admin.register(ProviderConnection)
-class ProviderConnectionAdmin(SimpleHistoryAdmin):
+class ProviderConnectionAdmin(HistoryAdmin):
     form = ProviderConnectionForm
     list_display = ["name", "provider", "base_url", "model", "key_hint", "api_key_changed_at", "updated_at"]
     search_fields = ["name", "base_url", "model"]

@@ -8,6 +8,8 @@ from django.utils import timezone
 from django.utils.deconstruct import deconstructible
 from simple_history.models import HistoricalRecords
 
+from config.names import validate_name
+
 from . import crypto
 from .safety import url_save_check
 
@@ -36,6 +38,28 @@ class OutboundURLValidator:
 validate_base_url = OutboundURLValidator()
 
 
+@deconstructible
+def _number(value: float) -> str:
+    """1,000,000 and 0.1 as people write them, not 1e+06."""
+    return f"{int(value):,}" if float(value).is_integer() and abs(value) < 1e15 else f"{value:,.6g}"
+
+
+class RangeValidator:
+    """A number within [low, high], refused with the field's name and its range."""
+
+    def __init__(self, low: float, high: float, name: str, note: str = ""):
+        self.low, self.high, self.name, self.note = low, high, name, note
+
+    def __call__(self, value) -> None:
+        if value is not None and not self.low <= value <= self.high:
+            note = f" ({self.note})" if self.note else ""
+            low, high, given = (_number(n) for n in (self.low, self.high, value))
+            raise ValidationError(f"{self.name} must be between {low} and {high}{note}; {given} is not.")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RangeValidator) and vars(self) == vars(other)
+
+
 class ProviderConnection(models.Model):
     """Where and how to reach one AI provider: base URL, API key and the model to ask."""
 
@@ -43,7 +67,7 @@ class ProviderConnection(models.Model):
         MISTRAL = "mistral", "Mistral"
         OPENAI_COMPATIBLE = "openai", "OpenAI-compatible"
 
-    name = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=100, unique=True, validators=[validate_name])
     provider = models.CharField(max_length=20, choices=Provider.choices, default=Provider.MISTRAL)
     base_url = models.CharField(
         max_length=500,
@@ -55,19 +79,42 @@ class ProviderConnection(models.Model):
     api_key_encrypted = models.TextField(blank=True, editable=False)
     api_key_last4 = models.CharField(max_length=4, blank=True, editable=False)
     api_key_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
-    model = models.CharField(max_length=200, default=DEFAULT_MODEL)
-    max_tokens = models.PositiveIntegerField(null=True, blank=True, help_text="Leave empty to let the provider decide.")
-    temperature = models.FloatField(null=True, blank=True, help_text="0 to 1.5 for Mistral; empty for the default.")
-    timeout_seconds = models.FloatField(default=30.0, help_text="How long to wait for a reply before giving up.")
+    model = models.CharField(max_length=200, default=DEFAULT_MODEL, validators=[validate_name])
+    max_tokens = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[RangeValidator(1, 1_000_000, "Max tokens")],
+        help_text="Leave empty to let the provider decide.",
+    )
+    temperature = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[RangeValidator(0, 2, "Temperature", "Mistral takes 0 to 1.5, OpenAI 0 to 2")],
+        help_text="0 to 1.5 for Mistral; empty for the default.",
+    )
+    timeout_seconds = models.FloatField(
+        default=30.0,
+        validators=[RangeValidator(0.1, 600, "The timeout", "in seconds")],
+        help_text="How long to wait for a reply before giving up.",
+    )
     max_attempts = models.PositiveSmallIntegerField(
         default=3,
+        validators=[RangeValidator(1, 10, "Max attempts")],
         help_text="Tries per message when the provider is busy, rate-limited, slow or unreachable. "
         "Errors a retry cannot fix (bad key, bad model, bad request) are never retried.",
     )
     rate_limit_per_second = models.FloatField(
-        null=True, blank=True, help_text="Most requests per second, across all workers (Mistral's free tier: 1)."
+        null=True,
+        blank=True,
+        validators=[RangeValidator(0.01, 10_000, "The rate limit", "requests per second; leave it empty for none")],
+        help_text="Most requests per second, across all workers (Mistral's free tier: 1).",
     )
-    max_concurrent = models.PositiveIntegerField(null=True, blank=True, help_text="Most calls in flight at once.")
+    max_concurrent = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[RangeValidator(1, 10_000, "Max calls at once", "leave it empty for no limit")],
+        help_text="Most calls in flight at once.",
+    )
     # The last "Check connection": what the provider offers this key, and whether a one-token chat worked.
     available_models = models.JSONField(default=list, blank=True, editable=False)
     checked_at = models.DateTimeField(null=True, blank=True, editable=False)

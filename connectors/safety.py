@@ -9,8 +9,9 @@ over plain http.
 Guarantees, and how they are kept:
 - A host is judged by the addresses it reaches, not by how it is spelled. Every IPv4 spelling the C
   resolver accepts (`2852039166`, `0x7f000001`, `0177.0.0.1`, `127.1`, `0`) is read as that resolver
-  reads it; IPv6 literals, IPv4-mapped, 6to4, Teredo and NAT64 addresses are judged by the IPv4 address
-  inside them; a trailing dot and letter case change nothing; userinfo is refused.
+  reads it; IPv6 literals, IPv4-mapped, IPv4-translated, 6to4, Teredo and NAT64 addresses are judged by
+  the IPv4 address inside them; other IPv6 is public only inside global unicast (2000::/3); a trailing
+  dot and letter case change nothing; userinfo is refused.
 - A name is resolved, and every address it resolves to must be public. `destination` returns those
   checked addresses, and connectors/http.py connects to one of them (TLS still verified against the
   name), so a second lookup that answers differently (DNS rebinding) is never made.
@@ -53,6 +54,10 @@ _AMBIGUOUS = re.compile(r"[\\\s\x00-\x1f\x7f]")
 _NOT_ASCII = re.compile(r"[^\x00-\x7f]+")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
+# Only global unicast (2000::/3) is public IPv6; everything else (site-local fec0::/10, local-use NAT64
+# 64:ff9b:1::/48, unique-local, reserved ranges) stays inside some network.
+_GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
 VERDICT_SECONDS = 60.0
 FAILED_LOOKUP_SECONDS = 2.0
 
@@ -118,6 +123,8 @@ def is_public(address: str) -> bool:
         embedded = _embedded_ipv4(ip)
         if embedded is not None:
             return is_public(str(embedded))
+        if ip not in _GLOBAL_UNICAST:
+            return False
     return ip.is_global and not ip.is_multicast
 
 
@@ -128,7 +135,7 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
         return ip.sixtofour
     if ip.teredo:
         return ip.teredo[1]
-    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+    if ip in _NAT64 or ip in _IPV4_TRANSLATED or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db import models
-from simple_history.admin import SimpleHistoryAdmin
 
+from config.history import HistoryAdmin
 from connectors.safety import url_save_check
 
-from .forms import PrintableJSONField
+from .forms import PrintableJSONField, WhatsAppChannelForm
 from .models import (
     Call,
     CallbackAttempt,
@@ -82,7 +82,7 @@ class CallAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Integration)
-class IntegrationAdmin(SimpleHistoryAdmin):
+class IntegrationAdmin(HistoryAdmin):
     """The token is made when an integration is created and shown once, in the confirmation message. The
     dashboard's Integrations page also rotates tokens and signing secrets, and disables integrations."""
 
@@ -142,25 +142,36 @@ class CallbackAttemptAdmin(ReadOnlyAdmin):
 
 @admin.register(WhatsAppChannel)
 class WhatsAppChannelAdmin(admin.ModelAdmin):
-    """Secrets are set with `manage.py add_whatsapp_channel` and never shown here."""
+    """Meta's app secret and access token are write-only here, as a connection's API key is: required for a new
+    channel, kept when left empty on a change, never shown."""
 
+    form = WhatsAppChannelForm
     list_display = ["name", "phone_number_id", "template", "connection", "graph_base_url", "created_at"]
     formfield_overrides = {models.JSONField: {"form_class": PrintableJSONField}}
+    fieldsets = [
+        (None, {"fields": ["name", "phone_number_id", "verify_token", "app_secret", "access_token"]}),
+        ("Answers", {"fields": ["template", "connection", "variables", "burst_seconds"]}),
+        (
+            "Handing over to a person",
+            {"fields": ["handover_keywords", "handover_text", "handover_marker", "apology_text"]},
+        ),
+        (
+            "Opting out, and what is not text",
+            {"fields": ["stop_keywords", "start_keywords", "opted_out_text", "opted_in_text", "not_text_reply"]},
+        ),
+        ("Meta's Graph API", {"fields": ["graph_base_url", "graph_version"]}),
+    ]
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if self.has_change_permission(request, obj) or (obj is None and self.has_add_permission(request)):
+            return fieldsets
+        secrets = {"app_secret", "access_token"}  # a view-only page has no write-only fields
+        return [(name, {**opts, "fields": [f for f in opts["fields"] if f not in secrets]}) for name, opts in fieldsets]
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         _warn_unresolved(self, request, obj.graph_base_url)
-
-    fields = [
-        "name",
-        "phone_number_id",
-        "verify_token",
-        "template",
-        "connection",
-        "variables",
-        "graph_base_url",
-        "graph_version",
-    ]
 
 
 @admin.register(WhatsAppSend)

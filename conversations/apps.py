@@ -7,7 +7,11 @@ class ConversationsConfig(AppConfig):
     name = "conversations"
 
     def ready(self) -> None:
+        from config import lookups
+
         from .roles import roles_after_migrate
+
+        lookups.register()  # numbers from outside in `__in` and `__year` filters (config/lookups.py)
 
         # After every migrate (and every test database flush), so that a model added by a later migration
         # gets its permissions in the roles as soon as its table exists.

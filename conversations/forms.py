@@ -2,20 +2,92 @@ from __future__ import annotations
 
 from django import forms
 
+from config.names import validate_name
 from connectors.models import ProviderConnection
 
-from .models import PromptTemplate
+from .models import PromptTemplate, WhatsAppChannel
 from .payloads import printable
 
 VARIABLE_PREFIX = "var_"
 
 
 class PrintableJSONField(forms.JSONField):
-    """A JSON form field that shows a refused value back safely: `"\\ud800"` typed into it decodes to a lone
-    surrogate, which the model's validator refuses, and which no HTML page can be encoded with."""
+    """A JSON form field for untrusted text: empty is `{}`, JSON nested too deeply to read is a form error,
+    and a refused value is shown back safely (`"\\ud800"` decodes to a lone surrogate, which the model's
+    validator refuses, and which no HTML page can be encoded with)."""
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return {}
+        try:
+            return super().to_python(value)
+        except RecursionError:
+            raise forms.ValidationError("This JSON is nested too deeply to read; write a flat object.") from None
+
+    def bound_data(self, data, initial):
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:
+            return forms.fields.InvalidJSONInput(data)
 
     def prepare_value(self, value):
         return printable(super().prepare_value(value))
+
+
+class WhatsAppChannelForm(forms.ModelForm):
+    """Meta's secrets as write-only fields: never rendered back, kept when left empty, required for a new channel."""
+
+    app_secret = forms.CharField(
+        label="App secret",
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="The Meta app's secret: it verifies every webhook delivery. Stored encrypted.",
+    )
+    access_token = forms.CharField(
+        label="Access token",
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="A system-user token allowed to send messages. Stored encrypted.",
+    )
+
+    class Meta:
+        model = WhatsAppChannel
+        fields = [
+            "name",
+            "phone_number_id",
+            "verify_token",
+            "template",
+            "connection",
+            "variables",
+            "burst_seconds",
+            "handover_keywords",
+            "handover_text",
+            "handover_marker",
+            "apology_text",
+            "stop_keywords",
+            "start_keywords",
+            "opted_out_text",
+            "opted_in_text",
+            "not_text_reply",
+            "graph_base_url",
+            "graph_version",
+        ]
+        field_classes = {"variables": PrintableJSONField}
+
+    def clean(self):
+        data = super().clean()
+        for name in ("app_secret", "access_token"):
+            if not data.get(name) and not getattr(self.instance, f"{name}_encrypted", ""):
+                self.add_error(name, "Required: without it the channel can neither verify Meta's deliveries nor reply.")
+        return data
+
+    def save(self, commit: bool = True):
+        from connectors import crypto
+
+        for name in ("app_secret", "access_token"):
+            if self.cleaned_data.get(name):
+                setattr(self.instance, f"{name}_encrypted", crypto.encrypt(self.cleaned_data[name]))
+        return super().save(commit)
 
 
 class TestSendForm(forms.Form):
@@ -29,6 +101,8 @@ class TestSendForm(forms.Form):
     )
     model = forms.CharField(
         required=False,
+        max_length=200,
+        validators=[validate_name],
         label="Model override",
         widget=forms.TextInput(attrs={"list": "known-models", "placeholder": "the connection's model"}),
     )

@@ -11,15 +11,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, close_old_connections, transaction
 
 from config.errors import service_unavailable
+from config.names import validate_name
 from connectors.models import ProviderConnection
 
 from . import services
 from .contacts import contact_from_api
 from .models import Call, Conversation, IdempotencyKey, Integration, Message, PromptTemplate
 from .payloads import printable, unstorable
+from .rendering import PLACEHOLDER_NAME as VARIABLE_NAME
 from .support.services import bot_answers
 
 
@@ -72,17 +75,35 @@ def allowed_connection(integration: Integration, name: Any) -> ProviderConnectio
 
 
 def _variables(value: Any) -> dict[str, str]:
+    """Names as templates write them ({{business_name}}) to text; a number is taken as its text. true, false,
+    null, lists and objects are refused by name: a template would print them as "True" or "None"."""
     if value is None:
         return {}
-    if not isinstance(value, dict) or not all(isinstance(v, str | int | float) for v in value.values()):
+    if not isinstance(value, dict):
         raise Refused(
             400, "variables", '"variables" must be an object of names to text, e.g. {"business_name": "Acme"}.'
         )
-    variables = {str(k): str(v) for k, v in value.items()}
-    for name, text in variables.items():
-        _text(text, f"variables.{name}", 10_000)
+    variables = {}
+    for name, item in value.items():
+        if not VARIABLE_NAME.fullmatch(name):
+            raise Refused(
+                400,
+                f"variables.{printable(name)[:60]}",
+                f"{printable(name)[:60]!r} is not a variable name: templates name variables with letters, digits "
+                "and underscores, not starting with a digit, e.g. business_name.",
+            )
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            raise Refused(
+                400,
+                f"variables.{name}",
+                f'"variables.{name}" is {json.dumps(item)[:40]}; a variable is text (or a number), '
+                'e.g. {"business_name": "Acme"}.',
+            )
+        variables[name] = _text(str(item), f"variables.{name}", 10_000)
     return variables
 
+
+MODEL_MAX = 200  # as Call.model holds
 
 MESSAGE_FIELDS = ("template", "contact", "message", "variables", "connection", "wait", "message_id")
 
@@ -225,22 +246,49 @@ def _continue(conversation: Conversation, text: str) -> Accepted:
     return Accepted(conversation.pk, message.pk, None)
 
 
+def _content(value: Any, field: str) -> str:
+    """A chat message's text: a string, or OpenAI's list of parts [{"type": "text", "text": "…"}] joined."""
+    if isinstance(value, list) and value:
+        texts = []
+        for n, part in enumerate(value):
+            if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+                raise Refused(
+                    400,
+                    f"{field}[{n}]",
+                    'Only text parts can be relayed: {"type": "text", "text": "…"}. Images, audio and files are not '
+                    "supported; send what they say as text.",
+                )
+            texts.append(part["text"])
+        value = "\n".join(texts)
+    if not isinstance(value, str):
+        raise Refused(400, field, f'"{field}" is the message\'s text: a string, or a list of text parts.')
+    return _text(value, field)
+
+
 def chat_receive(*, integration: Integration, payload: dict[str, Any], contact: str) -> Call:
     """Queue a chat-completions request as a conversation: its system and earlier turns, then the last user message."""
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise Refused(400, "messages", '"messages" must be a list of {"role", "content"} objects.')
     for n, m in enumerate(messages):
-        if m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
-            raise Refused(400, f"messages[{n}]", "Each message needs a role (system, user or assistant) and text.")
-        if "\x00" in m["content"]:
-            raise Refused(400, f"messages[{n}]", "The content contains a NUL character; remove it.")
-    turns = [m for m in messages if m.get("role") != "system"]
-    if not turns or turns[-1].get("role") != "user" or not isinstance(turns[-1].get("content"), str):
+        if m.get("role") not in ("system", "user", "assistant"):
+            raise Refused(400, f"messages[{n}].role", "Each message's role is system, user or assistant.")
+        messages[n] = {**m, "content": _content(m.get("content"), f"messages[{n}].content")}
+    turns = [m for m in messages if m["role"] != "system"]
+    if not turns or turns[-1]["role"] != "user":
         raise Refused(400, "messages", 'The last message must be the customer\'s: {"role": "user", "content": "…"}.')
     model = payload.get("model")
     if model is not None and not isinstance(model, str):
         raise Refused(400, "model", '"model" is text: a connection name, or a model for the default connection.')
+    if model is not None and len(model) > MODEL_MAX:
+        raise Refused(
+            400, "model", f'"model" is {len(model):,} characters; a model or connection name is at most {MODEL_MAX}.'
+        )
+    if model is not None:
+        try:
+            validate_name(model)
+        except ValidationError as error:
+            raise Refused(400, "model", f'"model": {error.messages[0]}') from None
     names = set(integration.connections.values_list("name", flat=True))
     if model and model not in names and ProviderConnection.objects.filter(name=model).exists():
         # A connection by name, but not one of this integration's: never send its name to another provider.
@@ -261,7 +309,7 @@ def chat_receive(*, integration: Integration, payload: dict[str, Any], contact: 
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise Refused(400, "max_tokens", '"max_tokens" is a whole number, 1 or more.')
         overrides["max_tokens"] = max_tokens
-    system = "\n\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
     customer_message = turns[-1]["content"]
     services.check_message(customer_message)
     contact = contact_from_api(_text(contact, "user", 200))
@@ -275,9 +323,7 @@ def chat_receive(*, integration: Integration, payload: dict[str, Any], contact: 
             overrides=services.clean_overrides(overrides),
         )
         Message.objects.bulk_create(
-            Message(conversation=conversation, role=m["role"], content=str(m.get("content", "")))
-            for m in turns[:-1]
-            if m.get("role") in ("user", "assistant")
+            Message(conversation=conversation, role=m["role"], content=m["content"]) for m in turns[:-1]
         )
         return services.queue_call(conversation, customer_message, customer_message)
 

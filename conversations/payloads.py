@@ -67,7 +67,8 @@ def loads(raw: bytes, *, strict: bool = True) -> Any:
     and the caller checks the parts it uses, so that a WhatsApp delivery refuses one bad message, not its
     neighbours.
     """
-    hooks = {"parse_int": _int, "parse_float": _float, "parse_constant": _constant} if strict else _LENIENT
+    refused: list[_Refused] = []
+    hooks = _strict_hooks(refused) if strict else _LENIENT
     try:
         # Strict UTF-8 refuses encoded surrogates (ED A0 80) too; leniently, they become lone surrogates
         # in the strings they are in, which the caller's checks then find.
@@ -78,12 +79,13 @@ def loads(raw: bytes, *, strict: bool = True) -> Any:
         ) from None
     try:
         data = json.loads(text, **hooks)
-    except _NumberRefused as refused:
-        raise PayloadError(_key_before(raw, refused.literal), str(refused)) from None
     except RecursionError:
         raise PayloadError("body", "The JSON is nested too deeply to read; send a flat JSON object.") from None
     except ValueError as error:
         raise PayloadError("body", f"The body is not valid JSON ({error}). Send a JSON object.") from None
+    if refused:
+        path = _path_of(data, refused[0])
+        raise PayloadError(path, f'"{path}": {refused[0].message}')
     if strict and _ESCAPES.search(text):
         found = first_unstorable(data)
         if found:
@@ -117,38 +119,54 @@ def first_unstorable(data: Any) -> tuple[str, str] | None:
 _LENIENT = {"parse_int": lambda text: int(text) if len(text) <= 4000 else text, "parse_constant": str}
 
 
-class _NumberRefused(ValueError):
-    def __init__(self, message: str, literal: str):
-        super().__init__(message)
-        self.literal = literal
+class _Refused:
+    """Stands in, while decoding, for a number no field can take; `_path_of` then finds where it was, so
+    the error names the field (`messages[2].max_tokens`), which the decoder's hooks cannot know."""
+
+    def __init__(self, message: str):
+        self.message = message
 
 
-def _int(text: str) -> int:
-    digits = len(text.lstrip("-"))
-    if digits > MAX_NUMBER_DIGITS:
-        raise _NumberRefused(
-            f"A number in the body has {digits} digits ({text[:12]}…); no field takes more than "
-            f"{MAX_NUMBER_DIGITS}. Send the number the field's documentation asks for.",
-            text,
-        )
-    return int(text)
+def _strict_hooks(refused: list[_Refused]) -> dict[str, Any]:
+    def refuse(message: str) -> _Refused:
+        marker = _Refused(message)
+        refused.append(marker)
+        return marker
+
+    def parse_int(text: str) -> int | _Refused:
+        digits = len(text.lstrip("-"))
+        if digits > MAX_NUMBER_DIGITS:
+            return refuse(
+                f"a number with {digits} digits ({text[:12]}…); no field takes more than {MAX_NUMBER_DIGITS}. "
+                "Send the number the field's documentation asks for."
+            )
+        return int(text)
+
+    def parse_float(text: str) -> float | _Refused:
+        value = float(text)
+        if not math.isfinite(value):
+            return refuse(f"the number {text[:24]} is too large to be a number here; send a finite value.")
+        return value
+
+    def parse_constant(name: str) -> _Refused:
+        return refuse(f"{name} is not valid JSON; send a finite number.")
+
+    return {"parse_int": parse_int, "parse_float": parse_float, "parse_constant": parse_constant}
 
 
-def _float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _NumberRefused(f"The number {text[:24]} is too large to be a number here; send a finite value.", text)
-    return value
-
-
-def _constant(name: str) -> float:
-    raise _NumberRefused(f"{name} is not valid JSON; send a finite number.", name)
-
-
-def _key_before(raw: bytes, literal: str) -> str:
-    """The key holding a refused number, found in the raw text (the decoder's hooks do not know it)."""
-    found = re.search(rb'"([^"\\]{1,60})"\s*:\s*' + re.escape(literal.encode()), raw)
-    return printable(found.group(1).decode("utf-8", "replace")) if found else "body"
+def _path_of(data: Any, marker: _Refused) -> str:
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if value is marker:
+            return path or "body"
+        if isinstance(value, dict):
+            stack.extend(
+                (f"{path}.{printable(str(key))}" if path else printable(str(key)), item) for key, item in value.items()
+            )
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{n}]", item) for n, item in enumerate(value))
+    return "body"
 
 
 def validate_storable(value: Any) -> None:

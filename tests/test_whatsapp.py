@@ -192,10 +192,10 @@ class TestRefusals:
         response = deliver(client, channel, payload)
 
         assert response.status_code == 200
-        assert response.json()["refused"] == ["The message's text part is not in Meta's shape."]
+        assert response.json()["refused"] == ["The message's text part is not in Meta's shape (or is empty)."]
         assert Call.objects.get().message.external_id == "wamid.GOOD"
         page = staff_client.get(f"/whatsapp/{channel.pk}/").content.decode()
-        assert "wamid.BAD" in page and "The message&#x27;s text part is not in Meta&#x27;s shape." in page
+        assert "wamid.BAD" in page and "The message&#x27;s text part is not in Meta&#x27;s shape (or is empty)." in page
 
     @pytest.mark.parametrize(
         ("change", "reason"),

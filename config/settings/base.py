@@ -134,6 +134,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_RESET_ON_SUCCESS = True
 AXES_IPWARE_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+AXES_USERNAME_CALLABLE = "config.accounts.axes_username"  # cut to its column (config/accounts.py)
 AXES_VERBOSE = False  # no "AXES: BEGIN" line from every process at start; lockouts are still logged
 
 LOGIN_URL = "login"

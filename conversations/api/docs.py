@@ -6,6 +6,8 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
 
 ERROR = {
     "type": "object",
@@ -71,7 +73,9 @@ MESSAGE_REQUEST = {
         },
         "variables": {
             "type": "object",
-            "additionalProperties": {"type": "string"},
+            "description": "Values for the template's {{variables}}; a number is used as its text.",
+            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+            "additionalProperties": {"type": ["string", "number"]},
             "example": {"business_name": "Acme"},
         },
         "connection": {"type": "string", "description": "Connection name; the integration's default otherwise."},
@@ -89,7 +93,11 @@ CHAT_REQUEST = {
     "type": "object",
     "required": ["messages"],
     "properties": {
-        "model": {"type": "string", "description": "A connection name, or a model for the default connection."},
+        "model": {
+            "type": "string",
+            "maxLength": 200,
+            "description": "A connection name, or a model for the default connection.",
+        },
         "messages": {
             "type": "array",
             "minItems": 1,
@@ -98,7 +106,20 @@ CHAT_REQUEST = {
                 "required": ["role", "content"],
                 "properties": {
                     "role": {"type": "string", "enum": ["system", "user", "assistant"]},
-                    "content": {"type": "string"},
+                    "content": {
+                        "description": "Text, or a list of text parts as OpenAI's SDKs send them.",
+                        "oneOf": [
+                            {"type": "string"},
+                            {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["type", "text"],
+                                    "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+                                },
+                            },
+                        ],
+                    },
                 },
             },
         },
@@ -206,10 +227,16 @@ def openapi() -> dict[str, Any]:
     }
 
 
+# Read-only pages: any other method is a 405 that names GET (csrf_exempt so a POST is told that, not
+# about a missing CSRF cookie; nothing here changes anything).
+@csrf_exempt
+@require_safe
 def schema(request: HttpRequest) -> JsonResponse:
     return JsonResponse(openapi())
 
 
+@csrf_exempt
+@require_safe
 def docs(request: HttpRequest) -> HttpResponse:
     """The reference page: Swagger UI (vendored) reading /api/schema/, so the page and the document never differ."""
     return render(request, "api/docs.html", {"spec": openapi()})

@@ -29,6 +29,16 @@ from .tokens import integration_for
 LAST_USED_PRECISION = timedelta(minutes=1)
 
 
+def header(request: HttpRequest, name: str) -> str:
+    """A request header as the client wrote it: HTTP headers travel as bytes, which WSGI hands over as
+    Latin-1; UTF-8 clients (an Idempotency-Key of "é") mean UTF-8."""
+    value = request.headers.get(name, "")
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
 def _error(status: int, field: str, message: str) -> JsonResponse:
     return JsonResponse({"error": {"field": field, "message": message}}, status=status)
 
@@ -52,10 +62,13 @@ def api(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
         payload: Any = {}
         if request.method == "POST":
             limit = settings.API_MAX_BODY_BYTES
+            declared = request.headers.get("Content-Length") or "0"
+            if not declared.isascii() or not declared.isdigit():
+                return _error(400, "Content-Length", "Content-Length must be the body's size in bytes, a whole number.")
             try:
-                size = int(request.headers.get("Content-Length") or 0)
+                size = int(declared)
                 raw = request.body if size <= limit else b""
-            except (ValueError, RequestDataTooBig):
+            except RequestDataTooBig:
                 size = limit + 1
             if size > limit or len(raw) > limit:
                 return _error(413, "body", f"The body is over {limit:,} bytes (API_MAX_BODY_BYTES). Send less.")
@@ -86,7 +99,7 @@ def messages(request: HttpRequest, integration: Integration, payload: dict[str, 
     """Answer one customer message through a template, continuing the contact's conversation."""
     wait = _wait_seconds(payload)
     accepted = message_receive(
-        integration=integration, payload=payload, idempotency_key=request.headers.get("Idempotency-Key", "")
+        integration=integration, payload=payload, idempotency_key=header(request, "Idempotency-Key")
     )
     if accepted.human:
         # A person holds the conversation: no provider call; their reply reaches the callback URL.
@@ -131,11 +144,13 @@ def call_status(request: HttpRequest, integration: Integration, payload: Any, pk
 def chat_completions(request: HttpRequest, integration: Integration, payload: dict[str, Any]) -> JsonResponse:
     """The chat-completions shape in and out, so a platform wired to Mistral changes only base URL and key."""
     if payload.get("stream"):
-        return _openai_error(400, 'stream is not supported here; send "stream": false.', "invalid_request_error")
+        return _openai_error(
+            400, 'stream is not supported here; send "stream": false.', "invalid_request_error", "stream"
+        )
     user = payload.get("user")
     if user is not None and not isinstance(user, str):
         raise Refused(400, "user", '"user" is text naming the customer, e.g. their phone number or your user id.')
-    contact = user or request.headers.get("X-Contact") or f"api:{integration.name}"
+    contact = user or header(request, "X-Contact") or f"api:{integration.name}"
     try:
         call = chat_receive(integration=integration, payload=payload, contact=contact)
     except services.SendRefused as error:
@@ -187,5 +202,7 @@ def not_found(request: HttpRequest) -> JsonResponse:
     return _error(404, "path", f"No API endpoint at {request.path}. The endpoints are listed at /api/docs/.")
 
 
-def _openai_error(status: int, message: str, kind: str) -> JsonResponse:
-    return JsonResponse({"error": {"message": message, "type": kind, "param": None, "code": kind}}, status=status)
+def _openai_error(status: int, message: str, kind: str, field: str | None = None) -> JsonResponse:
+    """OpenAI's error shape (its SDKs read it), with our `field` too, as every other error under /api/."""
+    error = {"message": message, "type": kind, "param": field, "code": kind, "field": field or "request"}
+    return JsonResponse({"error": error}, status=status)

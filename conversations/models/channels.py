@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import models
 from simple_history.models import HistoricalRecords
 
+from config.names import validate_name
 from connectors.models import OutboundURLValidator, ProviderConnection
 
 from ..payloads import validate_variables
@@ -18,7 +19,7 @@ class Integration(models.Model):
     so a plain hash is enough and lets a request be matched with one indexed lookup.
     """
 
-    name = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=100, unique=True, validators=[validate_name])
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
     token_hint = models.CharField(max_length=12, editable=False, help_text="The token's first characters.")
     templates = models.ManyToManyField(PromptTemplate, blank=True, related_name="integrations")
@@ -127,7 +128,7 @@ class WhatsAppChannel(models.Model):
     answer to something that is not text.
     """
 
-    name = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=100, unique=True, validators=[validate_name])
     phone_number_id = models.CharField(max_length=50, unique=True, help_text="From Meta's WhatsApp Manager.")
     verify_token = models.CharField(max_length=100, help_text="Typed into Meta's webhook setup; checked on GET.")
     app_secret_encrypted = models.TextField(editable=False)

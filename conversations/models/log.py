@@ -7,6 +7,7 @@ from django.db import models
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
+from config.names import validate_name
 from connectors.errors import ErrorKind, Help, explain
 from connectors.models import ProviderConnection
 
@@ -18,7 +19,7 @@ WHATSAPP_WINDOW = timedelta(hours=24)
 class PromptTemplate(models.Model):
     """A system prompt and a user message with `{{variable}}` placeholders."""
 
-    name = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=100, unique=True, validators=[validate_name])
     system_prompt = models.TextField(blank=True, help_text="Sent as the system message, e.g. who the bot is.")
     user_message = models.TextField(
         default="{{customer_message}}",

@@ -29,6 +29,8 @@ class FeedbackForm(forms.Form):
 
 def _form_problem(form: forms.Form) -> str:
     return "; ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items())
+
+
 TABS = {
     "waiting": ("Waiting", Q(state=Conversation.State.WAITING)),
     "mine": ("Mine", Q(state=Conversation.State.HUMAN)),  # narrowed to the user in the view

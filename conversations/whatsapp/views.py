@@ -6,6 +6,8 @@ import json
 import secrets
 import time
 
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -29,7 +31,11 @@ def webhook(request: HttpRequest, pk: int) -> HttpResponse:
             return HttpResponse(request.GET.get("hub.challenge", ""), content_type="text/plain")
         return HttpResponse("Verification failed: hub.verify_token does not match this channel.", status=403)
     if request.method != "POST":
-        return HttpResponse(status=405)
+        return JsonResponse({"error": "Meta's webhook is GET (the handshake) or POST (deliveries)."}, status=405)
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    size = request.headers.get("Content-Length", "0")
+    if not size.isdigit() or int(size) > limit:  # before reading: Meta's deliveries are at most 3 MB
+        return JsonResponse({"error": f"The body is over {limit:,} bytes (MAX_REQUEST_BODY_BYTES)."}, status=413)
     try:
         received = whatsapp.webhook_accept(
             channel=channel, raw_body=request.body, signature=request.headers.get("X-Hub-Signature-256", "")
@@ -84,7 +90,10 @@ def simulator(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and request.POST.get("text", "").strip():
         # Through the same path as Meta's webhook: a signed raw body, verified, then queued.
         body = json.dumps(simulated_payload(channel, SIMULATED_WA_ID, request.POST["text"])).encode()
-        whatsapp.webhook_accept(channel=channel, raw_body=body, signature=whatsapp.sign(channel, body))
+        try:
+            whatsapp.webhook_accept(channel=channel, raw_body=body, signature=whatsapp.sign(channel, body))
+        except whatsapp.WebhookRefused as refused:
+            messages.error(request, str(refused))
         return redirect("conversations:whatsapp_simulator", pk=channel.pk)
     return render(request, "conversations/whatsapp_simulator.html", {"channel": channel, **_chat(channel)})
 

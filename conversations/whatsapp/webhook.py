@@ -68,7 +68,17 @@ class WebhookRefused(Exception):
 
 def sign(channel: WhatsAppChannel, raw_body: bytes) -> str:
     """X-Hub-Signature-256: HMAC-SHA256 of the raw body (never re-serialised JSON) with the app secret."""
-    return crypto.body_signature(crypto.decrypt(channel.app_secret_encrypted), raw_body)
+    if not channel.app_secret_encrypted:
+        raise WebhookRefused(
+            403, f"Channel {channel.name} has no app secret, so no delivery can be verified: set it in the admin."
+        )
+    try:
+        secret = crypto.decrypt(channel.app_secret_encrypted)
+    except crypto.SecretUnreadable:
+        raise WebhookRefused(
+            403, f"Channel {channel.name}'s app secret cannot be decrypted with FIELD_ENCRYPTION_KEY: set it again."
+        ) from None
+    return crypto.body_signature(secret, raw_body)
 
 
 def webhook_accept(*, channel: WhatsAppChannel, raw_body: bytes, signature: str) -> Received:
@@ -144,7 +154,9 @@ def _read_message(message: Any) -> Incoming | Refusal:
         return refuse(f"The message's {bad[0]} {bad[1]}.")
     text = _text_of(message)
     if text is None:
-        return refuse(f"The message's {message.get('type', 'text')!s:.40} part is not in Meta's shape.")
+        if not isinstance(message.get("type"), str) or not message.get("type"):
+            return refuse("The message has no type, so what it holds cannot be read.")
+        return refuse(f"The message's {message.get('type')!s:.40} part is not in Meta's shape (or is empty).")
     kind = message.get("type", "text")
     return Incoming(message_id, sender, text, "" if kind in TEXT_TYPES else str(kind)[:30])
 
@@ -166,15 +178,15 @@ def _text_of(message: dict[str, Any]) -> str | None:
 
     None when the part that should carry the text has the wrong shape (a list where a string belongs).
     """
-    kind = message.get("type", "unknown")
-    if not isinstance(kind, str):
+    kind = message.get("type")
+    if not isinstance(kind, str) or not kind:
         return None
     part = message.get(kind, {})
     if not isinstance(part, dict):
         return None
     if kind == "text":
-        body = part.get("body", "")
-        return body if isinstance(body, str) else None
+        body = part.get("body")
+        return body if isinstance(body, str) and body.strip() else None
     if kind == "interactive":
         reply = part.get("button_reply") or part.get("list_reply") or {}
         title = reply.get("title", "[interactive reply]") if isinstance(reply, dict) else None

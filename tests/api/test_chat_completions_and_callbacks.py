@@ -29,7 +29,7 @@ REPLY = "Sandbox reply from mistral-small-latest: you said 'Where is my parcel?'
         ({"model": ["x"]}, "model"),
         ({"temperature": "hot"}, "temperature"),
         ({"max_tokens": 0}, "max_tokens"),
-        ({"messages": [{"role": "robot", "content": "Hi"}]}, "messages[0]"),
+        ({"messages": [{"role": "robot", "content": "Hi"}]}, "messages[0].role"),
         ({"user": "u" * 300}, "user"),
         ({"messages": [{"role": "user", "content": "a\x00b"}]}, "messages[0].content"),
     ],

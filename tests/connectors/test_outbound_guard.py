@@ -42,6 +42,11 @@ INTERNAL_SPELLINGS = [
     "https://[2002:a9fe:a9fe::1]/",  # 6to4
     "https://[fe80::1%25eth0]/",
     "https://[fd00:ec2::254]/",
+    "https://[::ffff:0:7f00:1]/",  # IPv4-translated loopback
+    "https://[::ffff:0:a9fe:a9fe]/",  # IPv4-translated metadata
+    "https://[64:ff9b:1::a9fe:a9fe]/",  # local-use NAT64 (RFC 8215)
+    "https://[fec0::1]/",  # deprecated site-local
+    "https://[100::1]/",  # discard-only
     "https://10.0.0.1/",
     "https://100.100.100.200/",  # Alibaba's metadata, shared address space
     "https://192.168.1.1./",

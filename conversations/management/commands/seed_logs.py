@@ -49,6 +49,9 @@ class Command(BaseCommand):
         self.stdout.write(f"Added {calls:,} calls in {time.monotonic() - started:.1f} s.")
 
 
+WAITING_SHARE = 0.002  # of conversations waiting for a person
+
+
 class _Rows:
     """Synthetic conversations, customer messages and calls with ids chosen up front, so rows can be COPYed."""
 
@@ -69,14 +72,20 @@ class _Rows:
         for n in range((self.calls + CALLS_PER_CONVERSATION - 1) // CALLS_PER_CONVERSATION):
             at = self.at(n * CALLS_PER_CONVERSATION)
             contact = f"+33{self.rng.randrange(600000000, 799999999)}"
-            yield (self.conv0 + n, contact, self.connection.pk, self.template.pk, "{}", "", "{}", at, at)
+            # A few wait for a person, as in a real inbox (the inbox benchmark reads them).
+            waiting = self.rng.random() < WAITING_SHARE
+            state, reason = ("waiting", "asked") if waiting else ("bot", "")
+            yield (
+                self.conv0 + n, contact, self.connection.pk, self.template.pk, "{}", "", "{}", at, at,
+                state, reason, at if waiting else None,
+            )  # fmt: skip
 
     def messages_and_calls(self):
         for n in range(self.calls):
             conversation = self.conv0 + n // CALLS_PER_CONVERSATION
             at = self.at(n)
             text = f"Question {n}: where is my order?"
-            message = (self.msg0 + n, conversation, "user", text, text, at)
+            message = (self.msg0 + n, conversation, "user", text, text, at, "")
             failed = self.rng.random() < 0.08
             latency = int(self.rng.lognormvariate(6.2, 0.5))
             prompt, completion = self.rng.randint(20, 400), self.rng.randint(10, 200)
@@ -127,8 +136,11 @@ CONVERSATION_COLUMNS = [
     "overrides",
     "created_at",
     "updated_at",
+    "state",
+    "reason",
+    "waiting_since",
 ]
-MESSAGE_COLUMNS = ["id", "conversation_id", "role", "content", "customer_message", "created_at"]
+MESSAGE_COLUMNS = ["id", "conversation_id", "role", "content", "customer_message", "created_at", "media_type"]
 CALL_COLUMNS = [
     "id",
     "conversation_id",

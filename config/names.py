@@ -1,0 +1,40 @@
+"""What a name staff give a thing (a connection, a template, an integration, a channel) may hold.
+
+Names are shown on every page, sent in API answers and typed into API requests (`"connection": "Mistral"`).
+A control character or an invisible formatting character in one (a right-to-left override that makes
+"lartsiM" read "Mistral", a zero-width space) makes two names look the same while they differ, and a name
+nobody can type. Letters, digits, punctuation, symbols (emoji included) and single spaces are what a name
+needs.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from django.core.exceptions import ValidationError
+
+# Unicode categories refused: controls (Cc: tab, newline, NUL, ...), formatting (Cf: bidi overrides,
+# zero-width spaces), line and paragraph separators, private use, surrogates and unassigned code points.
+_REFUSED = {
+    "Cc": "a control character",
+    "Cf": "an invisible formatting character",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+    "Co": "a private-use character",
+    "Cs": "a lone surrogate",
+    "Cn": "an unassigned code point",
+}
+_ZERO_WIDTH_JOINER = "\u200d"  # part of many emoji (👩‍💻); harmless between visible characters
+
+
+def validate_name(value: str) -> None:
+    for position, char in enumerate(value, start=1):
+        kind = _REFUSED.get(unicodedata.category(char))
+        if kind and char != _ZERO_WIDTH_JOINER:
+            raise ValidationError(
+                f"The name holds {kind} (U+{ord(char):04X}) at position {position}, which would make it look "
+                "like another name or impossible to type. Use letters, digits, spaces and punctuation.",
+                code="unprintable",
+            )
+    if value and not value.strip():
+        raise ValidationError("The name is only spaces; give it a name people can read.", code="blank")
