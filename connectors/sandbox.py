@@ -158,6 +158,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if path.rstrip("/") == "/_sandbox/whatsapp/outbox":
             to = parse_qs(query).get("to", [None])[0]
             return self._handle(lambda raw: self._raise(200, {"data": sandbox_whatsapp.outbox(to)}))
+        if path.rstrip("/") == "/_sandbox/whatsapp/reads":
+            return self._handle(lambda raw: self._raise(200, {"data": sandbox_whatsapp.reads()}))
         self._handle(self._models if path.rstrip("/") == "/v1/models" else None)
 
     def do_POST(self) -> None:

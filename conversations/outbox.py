@@ -36,7 +36,7 @@ from . import queue
 from .callbacks import callback_try
 from .models import Call, Outbound
 from .tries import TryResult, durably
-from .whatsapp import whatsapp_try
+from .whatsapp import read_try, whatsapp_try
 from .whatsapp.formatting import whatsapp_text
 
 logger = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ def retry_delay(tries: int, retry_after: float | None) -> float:
 _SENDERS: dict[str, Callable[[Outbound], TryResult]] = {
     Outbound.Kind.CALLBACK: callback_try,
     Outbound.Kind.WHATSAPP: whatsapp_try,
+    Outbound.Kind.READ: read_try,
 }
 
 

@@ -7,16 +7,19 @@ from .log import Call, Conversation, Message
 
 
 class Outbound(models.Model):
-    """One message Switchboard sends out: a reply to a WhatsApp customer, or a call's outcome to an
-    integration's callback URL. Created in the same transaction as what it reports, before anything is
-    sent, so that it survives a broker restart: the sweeper brings it back exactly as it does calls.
+    """One message Switchboard sends out: a reply to a WhatsApp customer, a call's outcome to an
+    integration's callback URL, or the read receipt (with "typing…") for a customer's WhatsApp message.
+    Created in the same transaction as what it reports, before anything is sent, so that it survives a
+    broker restart: the sweeper brings it back exactly as it does calls.
 
-    Its tries are CallbackAttempt or WhatsAppSend rows; this row says where the delivery stands.
+    Its tries are CallbackAttempt or WhatsAppSend rows (a read receipt keeps only its last error); this row
+    says where the delivery stands.
     """
 
     class Kind(models.TextChoices):
         CALLBACK = "callback", "Callback"
         WHATSAPP = "whatsapp", "WhatsApp message"
+        READ = "read", "WhatsApp read receipt"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -30,8 +33,14 @@ class Outbound(models.Model):
         Call, on_delete=models.CASCADE, null=True, blank=True, related_name="outbound", help_text="What it reports."
     )
     # A message of the team or an automatic text (no call): the transcript shows it, the customer receives it.
+    # For a read receipt, the customer's message it marks as read.
     message = models.ForeignKey(
-        Message, on_delete=models.CASCADE, null=True, blank=True, related_name="outbound", help_text="What it sends."
+        Message,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="outbound",
+        help_text="What it sends (or, for a read receipt, the customer's message it marks read).",
     )
     text = models.TextField(blank=True, help_text="What the customer receives (WhatsApp); a callback is built at send.")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)

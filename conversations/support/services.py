@@ -91,6 +91,10 @@ def staff_reply(*, conversation: Conversation, by, text: str) -> Message:
         kind = Outbound.Kind.WHATSAPP if conversation.channel_id else Outbound.Kind.CALLBACK
         _send(conversation, message, kind, text)
         ConversationEvent.objects.create(conversation=conversation, kind=Kind.STAFF_REPLY, by=by)
+        # What the customer wrote while a person held the conversation is read now that one answers it.
+        last_said = conversation.messages.filter(role=Message.Role.USER).order_by("-id").first()
+        if last_said is not None:
+            read_receipt(conversation=conversation, message=last_said)
         if conversation.state == Conversation.State.WAITING:  # replying is taking it
             conversation.state, conversation.assigned_to = Conversation.State.HUMAN, by
         conversation.save(update_fields=["state", "assigned_to", "updated_at"])
@@ -116,6 +120,16 @@ def automatic_text(*, conversation: Conversation, text: str, to_opted_out: bool 
     message = Message.objects.create(conversation=conversation, role=Message.Role.AUTOMATIC, content=text)
     _send(conversation, message, Outbound.Kind.WHATSAPP, text)
     return message
+
+
+def read_receipt(*, conversation: Conversation, message: Message) -> Outbound | None:
+    """Queue the read receipt for a customer's WhatsApp message: blue ticks, with "typing…" while a bot
+    answer is on its way (whatsapp/send.py decides when it goes out). Once per message."""
+    if not conversation.channel_id or not message.external_id:
+        return None
+    if Outbound.objects.filter(kind=Outbound.Kind.READ, message=message).exists():
+        return None
+    return _send(conversation, message, Outbound.Kind.READ, "")
 
 
 def _send(conversation: Conversation, message: Message, kind: str, text: str) -> Outbound:

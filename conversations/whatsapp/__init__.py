@@ -2,7 +2,7 @@
 the pages staff use (views.py)."""
 
 from .formatting import MAX_MESSAGE, whatsapp_parts, whatsapp_text
-from .send import TRANSIENT_CODES, whatsapp_try
+from .send import TRANSIENT_CODES, read_try, whatsapp_try
 from .webhook import (
     Incoming,
     Received,
@@ -25,6 +25,7 @@ __all__ = [
     "channel_receive",
     "incoming_messages",
     "read_delivery",
+    "read_try",
     "sign",
     "webhook_accept",
     "whatsapp_parts",

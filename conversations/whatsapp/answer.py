@@ -1,5 +1,8 @@
 """What happens to one customer message that arrived on WhatsApp, once it is stored.
 
+Each message the bot handles is marked read at once (with "typing…" while its answer is on the way); one
+that arrives while a person holds the conversation is marked read when they reply.
+
 In this order: STOP and START (whole-message words) change whether automatic replies reach the customer,
 with one confirmation each; a customer who opted out gets nothing automatic; a conversation waiting for a
 person or held by one gets no bot answer (staff see the message); a picture, a voice note, a document, a
@@ -25,7 +28,7 @@ from django.utils import timezone
 from .. import queue, services
 from ..contacts import contact_from_whatsapp
 from ..models import Call, Conversation, ConversationEvent, Message, WhatsAppChannel, WhatsAppContact
-from ..support.services import automatic_text, bot_answers, conversation_hand_over
+from ..support.services import automatic_text, bot_answers, conversation_hand_over, read_receipt
 
 BURST_LIMIT = timedelta(seconds=10)
 Kind = ConversationEvent.Kind
@@ -47,6 +50,8 @@ def message_answer(*, channel: WhatsAppChannel, message_id: str, wa_id: str, tex
     message = services.message_add(conversation, text.strip() or "[empty message]", message_id, media_type)
     conversation.last_customer_at = message.created_at
     conversation.save(update_fields=["last_customer_at", "updated_at"])
+    if bot_answers(conversation):  # a person holding it reads it (the receipt goes with their reply)
+        read_receipt(conversation=conversation, message=message)
 
     if not media_type and _is_one_of(text, channel.stop_keywords):
         return _opt(channel, conversation, out=True)

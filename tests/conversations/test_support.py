@@ -4,7 +4,9 @@ the inbox and feedback, as a WhatsApp customer and an API platform meet them."""
 from __future__ import annotations
 
 import json
+import urllib.request
 from datetime import timedelta
+from unittest.mock import ANY
 
 import pytest
 from django.core.management import call_command
@@ -196,6 +198,62 @@ def test_a_call_rung_before_its_burst_ends_is_not_made_early(channel, published)
     assert delivery.call_execute(call_id=call.pk) is None  # its message came early: not claimed
     call.refresh_from_db()
     assert call.status == "queued" and published[-1][:2] == ("conversations.execute_call", call.pk)
+
+
+# --- Read and typing --------------------------------------------------------------------------------------------
+
+
+def receipts_for(sandbox, message) -> list[dict]:
+    """What the sandbox's Graph API was told about a customer's message, as Meta would have been told."""
+    with urllib.request.urlopen(f"{sandbox.base_url.removesuffix('/v1')}/_sandbox/whatsapp/reads") as answer:
+        return [r for r in json.load(answer)["data"] if r["message_id"] == message.external_id]
+
+
+def deliver_receipts():
+    for row in Outbound.objects.filter(kind="read", status="queued"):
+        outbox.outbound_deliver(outbound_id=row.pk)
+
+
+def test_a_message_for_the_bot_is_marked_read_with_typing_while_the_answer_is_written(channel, sandbox):
+    say(channel, "Do you deliver?")
+    message = Message.objects.get(role="user")
+
+    deliver_receipts()
+
+    assert receipts_for(sandbox, message) == [
+        {"message_id": message.external_id, "typing": True, "to": channel.phone_number_id, "at": ANY}
+    ]
+    assert Outbound.objects.get(kind="read").status == "sent"
+
+
+def test_a_message_with_no_bot_answer_coming_is_marked_read_without_typing(channel, sandbox):
+    say(channel, "I want a human")
+    deliver_receipts()
+    assert [r["typing"] for r in receipts_for(sandbox, Message.objects.get(role="user"))] == [False]
+
+
+def test_what_arrives_while_a_person_holds_it_is_read_when_they_reply(channel, sandbox, staff_client):
+    say(channel, "agent")
+    deliver_receipts()
+    staff_client.post(reverse("conversations:take_over", args=[conversation().pk]))
+    say(channel, "Hello? Anyone there?")
+    waiting = Message.objects.filter(role="user").order_by("-id").first()
+    deliver_receipts()
+    assert receipts_for(sandbox, waiting) == []  # nobody has read it yet
+
+    staff_client.post(reverse("conversations:staff_reply", args=[conversation().pk]), {"text": "Yes, Ana here."})
+    deliver_receipts()
+
+    assert [r["typing"] for r in receipts_for(sandbox, waiting)] == [False]
+
+
+def test_a_read_receipt_too_late_to_matter_is_not_sent(channel, sandbox):
+    say(channel, "Hi")
+    Outbound.objects.filter(kind="read").update(created_at=timezone.now() - timedelta(minutes=10))
+    deliver_receipts()
+    row = Outbound.objects.get(kind="read")
+    assert (row.status, receipts_for(sandbox, Message.objects.get(role="user"))) == ("failed", [])
+    assert "this late" in row.last_error
 
 
 # --- Staff take over, reply, hand back -----------------------------------------------------------------------
