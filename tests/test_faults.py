@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 import redis
 
 from bench.harness import free_port
+from connectors import sandbox_whatsapp
 from connectors.sandbox import SandboxServer
 from conversations import services
 from conversations.models import Call, Message
@@ -244,3 +246,55 @@ def test_two_workers_share_the_work_and_do_nothing_twice(own_stack, slow_sandbox
     assert answered_exactly_once(40) == {"accepted": 40, "answered": 40, "lost": 0, "duplicated": 0}
     workers = {name.split("@")[0] for name in Call.objects.values_list("worker", flat=True)}
     assert workers == {"left", "right"}
+
+
+BURST = """
+import json, time
+from conversations import whatsapp
+from conversations.models import WhatsAppChannel
+from conversations.whatsapp.views import simulated_payload
+channel = WhatsAppChannel.objects.get()
+for n, text in enumerate(["Hi", "I ordered a lamp", "Where is it?"]):
+    payload = simulated_payload(channel, "15550107777", text)
+    payload["entry"][0]["changes"][0]["value"]["messages"][0]["id"] = f"wamid.BURST{n}"
+    body = json.dumps(payload).encode()
+    whatsapp.webhook_accept(channel=channel, raw_body=body, signature=whatsapp.sign(channel, body))
+    time.sleep(0.3)
+"""
+
+
+@pytest.mark.parametrize("own_stack", ["tcp"], indirect=True)
+def test_a_worker_killed_during_a_burst_window_answers_the_burst_once(own_stack, sandbox):
+    from django.core.management import call_command
+
+    from conversations.models import Outbound, WhatsAppChannel
+
+    ConnectionFactory(name="Sandbox", base_url=sandbox.base_url)
+    TemplateFactory(name="Support")
+    call_command(
+        "add_whatsapp_channel", "Shop", phone_number_id="106540352242922", app_secret="s", access_token="t",
+        template="Support", connection="Sandbox", var=["business_name=Acme"], burst_seconds=3,
+        graph_base_url=sandbox.base_url.removesuffix("/v1"), stdout=open("/dev/null", "w"),  # noqa: SIM115
+    )  # fmt: skip
+    first = own_stack.worker("first")
+    own_stack.beat()
+    # The customer's three messages, through the webhook path, published to this test's own Redis.
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", BURST], cwd=ROOT, env=own_stack.env, capture_output=True,
+        text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    call = Call.objects.get()  # one call for the burst, due when the window closes
+    assert call.status == Call.Status.QUEUED and call.run_after > call.queued_at
+
+    kill_hard(first)  # inside the window: the worker held the call's message, due later
+    own_stack.worker("second")
+
+    wait_until(lambda: Outbound.objects.filter(kind="whatsapp", status="sent").exists(), 60, "the burst's answer")
+    time.sleep(6)  # two sweeps and more: time for a second answer to appear, if one could
+
+    assert Call.objects.filter(status=Call.Status.SUCCEEDED).count() == 1
+    assert Message.objects.filter(role=Message.Role.ASSISTANT).count() == 1
+    to_phone = sandbox_whatsapp.outbox("15550107777")
+    assert len(to_phone) == 1 and "Where is it?" in to_phone[0]["body"]
+    assert WhatsAppChannel.objects.get().conversations.get().messages.filter(role="user").count() == 3

@@ -9,12 +9,13 @@ import time
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 
 from ..contacts import contact_from_whatsapp
-from ..models import Message, WhatsAppChannel, WhatsAppSend
+from ..models import Call, Message, Outbound, WhatsAppChannel, WhatsAppSend
 from . import webhook as whatsapp
 from .formatting import whatsapp_parts
 
@@ -106,24 +107,35 @@ def simulator_messages(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _chat(channel: WhatsAppChannel) -> dict:
-    """The simulated customer's screen: what they wrote, and what was delivered to them."""
-    said = list(
-        Message.objects.filter(conversation__channel=channel, conversation__contact=SIMULATED_CONTACT, role="user")
+    """The simulated customer's screen: what they wrote (✓✓ in blue once Switchboard marked it read), what
+    reached their phone (bot replies, staff replies, automatic texts), and "typing…" while an answer is
+    being written, as Meta's typing indicator shows it."""
+    mine = {"conversation__channel": channel, "conversation__contact": SIMULATED_CONTACT}
+    said = list(Message.objects.filter(role=Message.Role.USER, **mine))
+    read = set(
+        Outbound.objects.filter(kind=Outbound.Kind.READ, status=Outbound.Status.SENT, **mine).values_list(
+            "message_id", flat=True
+        )
     )
     delivered = list(
         WhatsAppSend.objects.filter(
-            call__conversation__channel=channel, call__conversation__contact=SIMULATED_CONTACT
+            Q(outbound__conversation__channel=channel, outbound__conversation__contact=SIMULATED_CONTACT)
+            | Q(
+                outbound__isnull=True,
+                call__conversation__channel=channel,
+                call__conversation__contact=SIMULATED_CONTACT,
+            )
         ).select_related("call", "outbound")
     )
-    bubbles = [{"at": m.created_at, "mine": True, "text": m.customer_message or m.content} for m in said]
+    bubbles = [
+        {"at": m.created_at, "mine": True, "text": m.customer_message or m.content, "read": m.pk in read} for m in said
+    ]
     bubbles += [
         {"at": s.created_at, "mine": False, "text": _sent_text(s) if s.message_id else None, "error": s.error}
         for s in delivered
     ]
-    return {
-        "bubbles": sorted(bubbles, key=lambda b: b["at"]),
-        "waiting": len(said) > sum(1 for s in delivered if s.message_id),
-    }
+    typing = Call.objects.filter(status__in=[Call.Status.QUEUED, Call.Status.RUNNING], **mine).exists()
+    return {"bubbles": sorted(bubbles, key=lambda b: b["at"]), "waiting": typing}
 
 
 def _sent_text(send: WhatsAppSend) -> str:
