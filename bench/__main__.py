@@ -14,7 +14,17 @@ from pathlib import Path
 
 from . import harness
 
-BENCHMARKS = ["pipeline", "added_latency", "in_flight", "memory", "rate_limit", "logs_at_scale", "inbound_api"]
+BENCHMARKS = [
+    "pipeline",
+    "added_latency",
+    "in_flight",
+    "memory",
+    "rate_limit",
+    "logs_at_scale",
+    "inbound_api",
+    "inbox_at_scale",
+    "burst_window",
+]
 
 
 def main() -> int:
@@ -28,13 +38,13 @@ def main() -> int:
     import django
 
     django.setup()
-    from . import data, suite, web
+    from . import data, suite, support, web
 
     data.prepare_database()
     results, started = [], time.monotonic()
     for name in args.only or BENCHMARKS:
         data.clear_logs()
-        benchmark = getattr(suite, name, None) or getattr(web, name)
+        benchmark = next(getattr(module, name) for module in (suite, web, support) if hasattr(module, name))
         for result in benchmark(env, args.quick):
             result["benchmark"] = name
             print(json.dumps(result), flush=True)
@@ -70,8 +80,8 @@ def write_docs(results, args, elapsed: float) -> None:
         )
     lines += [
         "",
-        "What each one measures is in `bench/suite.py` and `bench/web.py`; the README's Performance section",
-        "explains the choices they led to.",
+        "What each one measures is in `bench/suite.py`, `bench/web.py` and `bench/support.py`; the README's",
+        "Performance section explains the choices they led to.",
         "",
     ]
     (harness.ROOT / "docs").mkdir(exist_ok=True)

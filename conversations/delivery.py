@@ -61,6 +61,9 @@ def call_messages(call: Call, history: list[tuple[str, str]]) -> list[dict[str, 
     return ([{"role": "system", "content": system}] if system else []) + kept[::-1]
 
 
+EARLY_WAIT = 0.25  # seconds a worker thread may wait for a call rung early, instead of ringing it again
+
+
 @sensitive_variables("api_key")
 def call_execute(*, call_id: int, worker: str = "") -> Call | None:
     """Make the provider request for a queued call and record the outcome.
@@ -71,6 +74,12 @@ def call_execute(*, call_id: int, worker: str = "") -> Call | None:
     claimed = store.call_claim(call_id=call_id, worker=worker[:200], token=token)
     if claimed is None:
         due_in = store.call_due_in(call_id=call_id, now=token)
+        if due_in and due_in <= EARLY_WAIT:  # rung early on purpose (queue.RING_EARLY): wait until it is due
+            time.sleep(due_in)
+            token = timezone.now()
+            claimed = store.call_claim(call_id=call_id, worker=worker[:200], token=token)
+            due_in = store.call_due_in(call_id=call_id, now=token) if claimed is None else None
+    if claimed is None:
         if due_in:  # rung early (a burst grew meanwhile): ring again when it is due
             queue.publish(queue.EXECUTE_CALL, call_id, countdown=due_in)
         else:

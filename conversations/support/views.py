@@ -6,16 +6,16 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from ..models import Conversation, Message
-from ..views.logs import with_inbox_columns
 from . import services
 
 HANDLE = "conversations.handle_conversation"
+INBOX_ROWS = 200  # the oldest first; the page says how many more there are
 
 
 class ReplyForm(forms.Form):
@@ -47,10 +47,15 @@ def inbox(request: HttpRequest) -> HttpResponse:
     conversations = Conversation.objects.filter(TABS[tab][1])
     if tab == "mine":
         conversations = conversations.filter(assigned_to=request.user)
-    rows = with_inbox_columns(
-        conversations.select_related("channel", "integration", "assigned_to").order_by("waiting_since", "id")
-    )[:200]
-    context = {"rows": rows, "tab": tab, "tabs": {key: label for key, (label, _) in TABS.items()}}
+    said = Message.objects.filter(conversation=OuterRef("pk"), role=Message.Role.USER).order_by("-created_at", "-id")
+    rows = (
+        conversations.select_related("channel", "integration", "assigned_to")
+        .annotate(last_message=Subquery(said.values("customer_message")[:1]))  # for the page's rows only
+        .order_by("waiting_since", "id")[:INBOX_ROWS]
+    )
+    rows = list(rows)
+    total = len(rows) if len(rows) < INBOX_ROWS else conversations.count()  # the partial index: cheap
+    context = {"rows": rows, "total": total, "tab": tab, "tabs": {key: label for key, (label, _) in TABS.items()}}
     if request.headers.get("HX-Request"):
         return render(request, "conversations/_inbox_rows.html", context)
     return render(request, "conversations/inbox.html", context)

@@ -106,6 +106,7 @@ def test_a_customer_asks_for_a_person_who_takes_over_replies_and_hands_back(shop
     row = desk.locator("#inbox-rows tbody tr").first
     expect(row).to_contain_text("+15550100100")
     expect(row).to_contain_text("Asked for a person")
+    screenshot(desk, "inbox")
     row.get_by_role("button", name="Assign to me").click()
     desk.goto(f"{live_server.url}/conversations/{Conversation.objects.get().pk}/")
     expect(desk.locator("#handling")).to_contain_text("With agent")

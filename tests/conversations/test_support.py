@@ -200,6 +200,20 @@ def test_a_call_rung_before_its_burst_ends_is_not_made_early(channel, published)
     assert call.status == "queued" and published[-1][:2] == ("conversations.execute_call", call.pk)
 
 
+def test_a_call_rung_just_before_its_window_closes_starts_when_it_closes(channel, published):
+    from conversations import delivery
+
+    say(channel, "one")
+    due = timezone.now() + timedelta(milliseconds=150)
+    Call.objects.update(run_after=due)
+    rings = len(published)
+
+    call = delivery.call_execute(call_id=Call.objects.get().pk)  # rung early on purpose (queue.RING_EARLY)
+
+    assert call is not None and call.status == "succeeded"  # waited, then answered: no second ring
+    assert call.started_at >= due and len([p for p in published[rings:] if p[0] == "conversations.execute_call"]) == 0
+
+
 # --- Read and typing --------------------------------------------------------------------------------------------
 
 
@@ -361,6 +375,23 @@ def test_the_inbox_lists_who_waits_oldest_first_with_why_and_the_nav_counts_them
     assert f"+{WA_ID}" in mine
 
 
+def test_a_long_inbox_shows_the_oldest_and_says_how_many_wait(channel, staff_client, monkeypatch):
+    from conversations.support import views
+
+    monkeypatch.setattr(views, "INBOX_ROWS", 2)
+    now = timezone.now()
+    for n in range(3):
+        Conversation.objects.create(
+            contact=f"+1555010900{n}", connection=channel.connection, channel=channel, state="waiting",
+            reason="asked", waiting_since=now - timedelta(minutes=10 - n),
+        )  # fmt: skip
+
+    page = staff_client.get(reverse("conversations:inbox")).content.decode()
+
+    assert "+15550109000" in page and "+15550109001" in page and "+15550109002" not in page
+    assert "The 2 oldest of 3" in page
+
+
 def test_feedback_on_a_reply_is_kept_and_counted(channel, staff_client):
     say(channel, "Hi")
     execute_now(Call.objects.get().pk)
@@ -373,3 +404,6 @@ def test_feedback_on_a_reply_is_kept_and_counted(channel, staff_client):
     assert feedback.good is True
     overview = staff_client.get(reverse("conversations:overview"))
     assert overview.context["feedback"] == {"up": 1, "down": 0}
+    assert "1 good · 0 not good" in overview.content.decode()
+    page = staff_client.get(reverse("conversations:detail", args=[reply.conversation_id])).content.decode()
+    assert 'value="yes" class="secondary chosen" aria-pressed="true">Good</button>' in page

@@ -33,14 +33,20 @@ class Command(BaseCommand):
         parser.add_argument("--calls", type=int, default=100_000, help="How many calls to add (default 100,000).")
         parser.add_argument("--days", type=int, default=30, help="Spread them over this many past days.")
         parser.add_argument("--seed", type=int, default=7, help="Random seed, for repeatable data.")
+        parser.add_argument(
+            "--calls-per-conversation",
+            type=int,
+            default=CALLS_PER_CONVERSATION,
+            help=f"Turns per conversation (default {CALLS_PER_CONVERSATION}); 1: one conversation per call.",
+        )
 
-    def handle(self, *args, calls: int, days: int, seed: int, **options):
+    def handle(self, *args, calls: int, days: int, seed: int, calls_per_conversation: int, **options):
         connection = ProviderConnection.objects.order_by("pk").first()
         template = PromptTemplate.objects.order_by("pk").first()
         if not connection or not template:
             raise CommandError("Create a connection and a template first (add_connection, add_template).")
         started = time.monotonic()
-        rows = _Rows(random.Random(seed), connection, template, calls, days)  # noqa: S311 - test data
+        rows = _Rows(random.Random(seed), connection, template, calls, days, max(1, calls_per_conversation))  # noqa: S311 - test data
         with transaction.atomic():
             if db.vendor == "postgresql":
                 _copy(rows)
@@ -55,8 +61,9 @@ WAITING_SHARE = 0.002  # of conversations waiting for a person
 class _Rows:
     """Synthetic conversations, customer messages and calls with ids chosen up front, so rows can be COPYed."""
 
-    def __init__(self, rng, connection, template, calls, days):
+    def __init__(self, rng, connection, template, calls, days, per_conversation):
         self.rng, self.connection, self.template, self.calls, self.days = rng, connection, template, calls, days
+        self.per = per_conversation
         self.now = timezone.now()
         self.conv0 = _next_id(Conversation)
         self.msg0 = _next_id(Message)
@@ -69,8 +76,8 @@ class _Rows:
         return self.now - timedelta(seconds=max(0.0, offset))
 
     def conversations(self):
-        for n in range((self.calls + CALLS_PER_CONVERSATION - 1) // CALLS_PER_CONVERSATION):
-            at = self.at(n * CALLS_PER_CONVERSATION)
+        for n in range((self.calls + self.per - 1) // self.per):
+            at = self.at(n * self.per)
             contact = f"+33{self.rng.randrange(600000000, 799999999)}"
             # A few wait for a person, as in a real inbox (the inbox benchmark reads them).
             waiting = self.rng.random() < WAITING_SHARE
@@ -82,7 +89,7 @@ class _Rows:
 
     def messages_and_calls(self):
         for n in range(self.calls):
-            conversation = self.conv0 + n // CALLS_PER_CONVERSATION
+            conversation = self.conv0 + n // self.per
             at = self.at(n)
             text = f"Question {n}: where is my order?"
             message = (self.msg0 + n, conversation, "user", text, text, at, "")
