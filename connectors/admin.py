@@ -16,8 +16,9 @@ class ProviderConnectionAdmin(HistoryAdmin):
     search_fields = ["name", "base_url", "model"]
     readonly_fields = ["key_hint", "api_key_changed_at", "created_at", "updated_at"]
     fieldsets = [
-        (None, {"fields": ["name", "provider", "base_url", "api_key", "key_hint", "api_key_changed_at"]}),
-        ("Model", {"fields": ["model", "max_tokens", "temperature"]}),
+        (None, {"fields": ["name", "provider", "api_version", "base_url"]}),
+        ("Key", {"fields": ["api_key", "key_hint", "api_key_changed_at"]}),
+        ("Model", {"fields": ["model", "max_tokens", "temperature", "free"]}),
         ("Delivery", {"fields": ["timeout_seconds", "max_attempts", "rate_limit_per_second", "max_concurrent"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]

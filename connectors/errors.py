@@ -39,7 +39,8 @@ class Help:
 _HELP: dict[str, Help] = {
     ErrorKind.AUTH: Help(
         "The API key is wrong, revoked or missing.",
-        "Paste the full key into the connection again; Switchboard sends it as 'Authorization: Bearer KEY'.",
+        "Paste the full key into the connection again (Switchboard sends it as 'Authorization: Bearer KEY', or "
+        "as Anthropic's x-api-key).",
     ),
     "forbidden": Help(
         "The key is valid but this model or feature is not available on your plan.",

@@ -1,11 +1,22 @@
 from __future__ import annotations
 
+import json
+
 from django import forms
 
-from .models import ProviderConnection
+from .models import DEFAULT_MODEL, MISTRAL_BASE_URL, ProviderConnection
+from .providers.presets import PRESETS
 
 
 class ProviderConnectionForm(forms.ModelForm):
+    # A new connection may start from a preset: the page's script fills the fields as it is chosen, and
+    # without script the fields left as they were are filled when it is saved.
+    preset = forms.ChoiceField(
+        label="Start from a preset",
+        required=False,
+        choices=[("", "None: fill in the fields")] + [(key, preset.label) for key, preset in PRESETS.items()],
+        help_text="Fills the kind, the base URL and a model for that provider; change them as you need.",
+    )
     # Write-only: the widget never renders a value back, and an empty field keeps the stored key.
     api_key = forms.CharField(
         label="API key",
@@ -19,8 +30,10 @@ class ProviderConnectionForm(forms.ModelForm):
         fields = [
             "name",
             "provider",
+            "api_version",
             "base_url",
             "model",
+            "free",
             "max_tokens",
             "temperature",
             "timeout_seconds",
@@ -29,6 +42,8 @@ class ProviderConnectionForm(forms.ModelForm):
             "max_concurrent",
         ]
         labels = {
+            "provider": "Kind",
+            "free": "Free (a local model)",
             "base_url": "Base URL",
             "max_tokens": "Max tokens",
             "timeout_seconds": "Timeout (seconds)",
@@ -52,6 +67,38 @@ class ProviderConnectionForm(forms.ModelForm):
         # admin page builds this form with no editable fields at all.)
         if "model" in self.fields:
             self.fields["model"].widget.attrs["list"] = "available-models"
+        if self.instance.pk or "provider" not in self.fields:
+            del self.fields["preset"]
+        else:
+            self.order_fields(["name", "preset"])
+            self.fields["preset"].widget.attrs["data-presets"] = json.dumps(
+                {
+                    key: {
+                        "provider": p.provider,
+                        "base_url": p.base_url,
+                        "model": p.model,
+                        "free": p.free,
+                        "note": p.note,
+                    }
+                    for key, p in PRESETS.items()
+                }
+            )
+
+    def clean(self):
+        data = super().clean()
+        preset = PRESETS.get(data.get("preset") or "")
+        if preset:  # fields still at the form's defaults take the preset's values
+            data["provider"] = preset.provider
+            if data.get("base_url") in (None, "", MISTRAL_BASE_URL):
+                data["base_url"] = preset.base_url
+            if data.get("model") in (None, "", DEFAULT_MODEL):
+                data["model"] = preset.model
+            data["free"] = data.get("free") or preset.free
+            for field in ("provider", "base_url", "model", "free"):
+                setattr(self.instance, field, data[field])
+            if not data["model"]:
+                self.add_error("model", f"{preset.label} needs the model name it serves. {preset.note}")
+        return data
 
     def clean_api_key(self) -> str:
         key = self.cleaned_data["api_key"]

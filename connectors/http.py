@@ -201,11 +201,19 @@ _HEADER_SAFE = re.compile(r"[\x21-\x7e]*")
 
 @sensitive_variables()
 def provider_request(
-    method: str, url: str, api_key: str, body: dict[str, Any] | None, timeout: float
+    method: str,
+    url: str,
+    api_key: str,
+    body: dict[str, Any] | None,
+    timeout: float,
+    *,
+    auth: Mapping[str, str] | None = None,
 ) -> tuple[int, str, Mapping[str, str]]:
     """One JSON exchange with a provider: (status, body text, case-insensitive headers), or ProviderError.
 
-    An error message that never quotes the key, and a body with the key redacted where the provider echoed it.
+    The key goes as `Authorization: Bearer KEY` unless `auth` gives the provider's own headers (Anthropic's
+    `x-api-key` and `anthropic-version`). An error message that never quotes the key, and a body with the
+    key redacted where the provider echoed it.
     """
     if not _HEADER_SAFE.fullmatch(api_key):
         # http.client would refuse it with the whole header, key included, in its error message.
@@ -214,7 +222,11 @@ def provider_request(
             "The API key has a line break, a space or a character HTTP headers cannot carry: nothing was sent. "
             "Paste the key again.",
         )
-    headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
+    headers = {
+        **(auth if auth is not None else {"Authorization": f"Bearer {api_key}"}),
+        "Accept": "application/json",
+        "Accept-Encoding": "gzip, deflate",
+    }
     payload = None
     if body is not None:
         try:

@@ -11,6 +11,8 @@ from simple_history.models import HistoricalRecords
 from config.names import validate_name
 
 from . import crypto
+from .providers.anthropic import VERSIONS as ANTHROPIC_VERSIONS
+from .providers.anthropic import temperature_problem
 from .safety import url_save_check
 
 MISTRAL_BASE_URL = "https://api.mistral.ai/v1"
@@ -66,6 +68,7 @@ class ProviderConnection(models.Model):
     class Provider(models.TextChoices):
         MISTRAL = "mistral", "Mistral"
         OPENAI_COMPATIBLE = "openai", "OpenAI-compatible"
+        ANTHROPIC = "anthropic", "Anthropic"
 
     name = models.CharField(max_length=100, unique=True, validators=[validate_name])
     provider = models.CharField(max_length=20, choices=Provider.choices, default=Provider.MISTRAL)
@@ -73,7 +76,19 @@ class ProviderConnection(models.Model):
         max_length=500,
         default=MISTRAL_BASE_URL,
         validators=[validate_base_url],
-        help_text="The API root; /chat/completions is added to it.",
+        help_text="The API root; /chat/completions (Anthropic: /messages) is added to it.",
+    )
+    api_version = models.CharField(
+        "API version",
+        max_length=20,
+        blank=True,
+        choices=[(version, label) for version, label in ANTHROPIC_VERSIONS.items()],
+        help_text="Anthropic only: the anthropic-version sent, each with its rules. Empty: 2023-06-01.",
+    )
+    free = models.BooleanField(
+        default=False,
+        help_text="A model you run yourself (Ollama, vLLM, llama.cpp): its calls cost nothing, whatever the "
+        "model is called.",
     )
     # Fernet ciphertext; read it only through `api_key`.
     api_key_encrypted = models.TextField(blank=True, editable=False)
@@ -150,6 +165,16 @@ class ProviderConnection(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """Rules of the chosen wire shape: a setting the provider would refuse is refused here, when saved."""
+        super().clean()
+        if self.provider == self.Provider.ANTHROPIC:
+            problem = temperature_problem(self.api_version or "2023-06-01", self.temperature)
+            if problem:
+                raise ValidationError({"temperature": problem})
+        elif self.api_version:
+            raise ValidationError({"api_version": "The API version is Anthropic's setting; leave it empty."})
 
     def set_api_key(self, raw_key: str) -> None:
         raw_key = raw_key.strip()

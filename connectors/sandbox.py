@@ -29,7 +29,8 @@ by the request itself:
 | model `sandbox-html`                      | 200 with an HTML page (a login portal, a wrong base URL) |
 | model `sandbox-not-utf8`                  | 200 whose body is Latin-1, not UTF-8                    |
 
-It also stands in for WhatsApp's send endpoint (connectors/sandbox_whatsapp.py).
+It also speaks Anthropic's Messages API (`POST /v1/messages`, connectors/sandbox_anthropic.py) and stands in
+for WhatsApp's send endpoint (connectors/sandbox_whatsapp.py).
 
 `python manage.py runsandbox --port 8765 [--delay SECONDS] [--flaky N]` runs it; `--delay` slows every
 reply, and `--flaky N` makes every distinct request fail its first N tries, with 500 and 429 in turn.
@@ -48,7 +49,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
-from . import sandbox_whatsapp
+from . import sandbox_anthropic, sandbox_whatsapp
 
 CATALOGUE = [
     "mistral-small-latest",
@@ -160,6 +161,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
             return self._handle(lambda raw: self._raise(200, {"data": sandbox_whatsapp.outbox(to)}))
         if path.rstrip("/") == "/_sandbox/whatsapp/reads":
             return self._handle(lambda raw: self._raise(200, {"data": sandbox_whatsapp.reads()}))
+        if path.rstrip("/") == "/v1/models" and self.headers.get("anthropic-version"):
+            return self._handle(lambda raw: self._raise(*sandbox_anthropic.models(self.headers)))
         self._handle(self._models if path.rstrip("/") == "/v1/models" else None)
 
     def do_POST(self) -> None:
@@ -168,11 +171,24 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if graph:
             auth = self.headers.get("Authorization", "")
             return self._handle(lambda raw: self._raise(*sandbox_whatsapp.send(graph.group(1), auth, raw)))
+        if path == "/v1/messages":
+            return self._handle(self._anthropic)
         self._handle(self._chat if path == "/v1/chat/completions" else None)
 
+    def _anthropic(self, raw: bytes) -> None:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        self._maybe_fail(raw)
+        if self.server.delay:  # type: ignore[attr-defined]
+            time.sleep(self.server.delay)  # type: ignore[attr-defined]
+        status, answer, headers = sandbox_anthropic.messages(self.headers, body)
+        raise Answer(status, answer, headers=headers)
+
     @staticmethod
-    def _raise(status: int, body: Any) -> None:
-        raise Answer(status, body)
+    def _raise(status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        raise Answer(status, body, headers=headers)
 
     def _handle(self, route: Any) -> None:
         length = int(self.headers.get("Content-Length") or 0)

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from . import chat_completions
 from .crypto import SecretUnreadable
 from .errors import ErrorKind, Help, ProviderError
 from .models import ProviderConnection, decrypted_api_key
+from .providers import adapter_for
 from .safety import check_reachable
 
 
@@ -38,6 +38,7 @@ def connection_check(*, connection: ProviderConnection) -> CheckResult:
     """
     timeout = min(connection.timeout_seconds, 15.0)
     result = CheckResult(ok=False)
+    adapter = adapter_for(connection)
     try:
         check_reachable(connection.base_url)
         api_key = decrypted_api_key(connection)
@@ -45,16 +46,14 @@ def connection_check(*, connection: ProviderConnection) -> CheckResult:
             raise ProviderError(ErrorKind.CONFIG, "The connection has no API key. Enter one and save.")
         result.step = "listing models"
         try:
-            result.models = chat_completions.list_models(base_url=connection.base_url, api_key=api_key, timeout=timeout)
+            result.models = adapter.models(api_key=api_key, timeout=timeout)
         except ProviderError as error:
             if error.status != 404:  # some OpenAI-compatible servers have no /models: the chat still decides
                 raise
         result.step = "one-token chat"
-        body = chat_completions.build_body(
-            model=connection.model, messages=[{"role": "user", "content": "ping"}], max_tokens=1
-        )
+        body = adapter.body(model=connection.model, messages=[{"role": "user", "content": "ping"}], max_tokens=1)
         started = time.monotonic()
-        reply = chat_completions.chat(base_url=connection.base_url, api_key=api_key, body=body, timeout=timeout)
+        reply = adapter.chat(api_key=api_key, body=body, timeout=timeout)
         result.latency_ms = round((time.monotonic() - started) * 1000)
         result.reply, result.ok = reply.content, True
     except SecretUnreadable as error:

@@ -31,6 +31,7 @@ from config.errors import service_unavailable
 from connectors import chat_completions, ratelimit
 from connectors.errors import ErrorKind, ProviderError
 from connectors.models import ProviderConnection, decrypted_api_key
+from connectors.providers import adapter_for
 from connectors.safety import check_reachable
 
 from . import outbox, prices, queue, store
@@ -108,16 +109,15 @@ def _attempt(claimed: store.Claimed) -> Call:
     connection = call.connection
     wanted = request_settings(connection, call.conversation.overrides)
     call.model = wanted["model"]
-    call.request = chat_completions.build_body(messages=call_messages(call, history), **wanted)
+    adapter = adapter_for(connection)
     _release_database_connection()
     started = time.monotonic()
     try:
+        call.request = adapter.body(messages=call_messages(call, history), **wanted)
         api_key = _usable_key(connection, call.model)
         with ratelimit.limited(connection):
             started = time.monotonic()  # latency is the provider's time, not the wait for a rate-limit slot
-            reply = chat_completions.chat(
-                base_url=connection.base_url, api_key=api_key, body=call.request, timeout=connection.timeout_seconds
-            )
+            reply = adapter.chat(api_key=api_key, body=call.request, timeout=connection.timeout_seconds)
     except ratelimit.Deferred as deferred:
         _defer(call, deferred)
         return call
@@ -197,7 +197,7 @@ def _apply_success(call: Call, reply: chat_completions.ChatReply) -> None:
     call.provider_request_id = reply.response_id
     call.prompt_tokens = reply.prompt_tokens
     call.completion_tokens = reply.completion_tokens
-    call.cost_usd = prices.cost(call.model, reply.prompt_tokens, reply.completion_tokens)
+    call.cost_usd = prices.call_cost(call.connection, call.model, reply)
     call.finished_at = timezone.now()
 
 

@@ -6,7 +6,8 @@ import threading
 import time
 from decimal import Decimal
 
-from connectors.models import ModelPrice
+from connectors.chat_completions import ChatReply
+from connectors.models import ModelPrice, ProviderConnection
 
 CACHE_SECONDS = 60.0
 _lock = threading.Lock()
@@ -18,6 +19,15 @@ def cost(model: str, prompt_tokens: int | None, completion_tokens: int | None) -
     """USD for the tokens at the model's price, or None when the model has no price."""
     price = _prices().get(model)
     return price.cost(prompt_tokens, completion_tokens) if price else None
+
+
+def call_cost(connection: ProviderConnection, requested: str, reply: ChatReply) -> Decimal | None:
+    """What a call cost: nothing on a free connection (a local model, whatever it is called); else the price
+    of the model the provider says answered, or of the model asked for when that one has no price."""
+    if connection.free:
+        return Decimal(0)
+    answered = reply.model if reply.model in _prices() else requested
+    return cost(answered, reply.prompt_tokens, reply.completion_tokens)
 
 
 def _prices() -> dict[str, ModelPrice]:

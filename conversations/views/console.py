@@ -10,8 +10,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from connectors import chat_completions
+from connectors.errors import ProviderError
 from connectors.models import ModelPrice
+from connectors.providers import adapter_for
 
 from .. import services
 from ..forms import VARIABLE_PREFIX, ReplyForm, TestSendForm
@@ -125,11 +126,17 @@ def preview(request: HttpRequest) -> HttpResponse:
         else:
             wanted = services.request_settings(connection, services.clean_overrides(form.overrides()))
             messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-            context.update(
-                url=f"{connection.base_url.rstrip('/')}/chat/completions",
-                key_hint=connection.key_hint,
-                body=json.dumps(chat_completions.build_body(messages=messages, **wanted), indent=2, ensure_ascii=False),
-            )
+            adapter = adapter_for(connection)
+            try:
+                body = adapter.body(messages=messages, **wanted)
+            except ProviderError as error:
+                context["problem"] = error.message
+            else:
+                context.update(
+                    url=adapter.url,
+                    key_hint=connection.key_hint,
+                    body=json.dumps(body, indent=2, ensure_ascii=False),
+                )
     return render(request, "conversations/_preview.html", context)
 
 

@@ -61,3 +61,26 @@ function drawCharts() {
   }
 }
 document.addEventListener("DOMContentLoaded", drawCharts);
+
+// A new connection's preset fills its kind, base URL, model and "free" (connectors/providers/presets.py),
+// and shows what that provider needs besides. The fields stay editable.
+document.addEventListener("change", (event) => {
+  const select = event.target.closest("select[data-presets]");
+  if (!select) return;
+  const preset = JSON.parse(select.dataset.presets)[select.value];
+  if (!preset) return;
+  const form = select.form;
+  form.elements.provider.value = preset.provider;
+  form.elements.base_url.value = preset.base_url;
+  form.elements.model.value = preset.model;
+  form.elements.free.checked = preset.free;
+  let note = document.getElementById("preset-note");
+  if (!note) {
+    note = document.createElement("p");
+    note.id = "preset-note";
+    note.className = "meta";
+    note.setAttribute("aria-live", "polite");
+    select.closest(".field").append(note);
+  }
+  note.textContent = preset.note;
+});

@@ -4,7 +4,9 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from connectors.crypto import SecretUnreadable
-from connectors.models import DEFAULT_MODEL, MISTRAL_BASE_URL, ProviderConnection, decrypted_api_key
+from connectors.models import ProviderConnection, decrypted_api_key
+from connectors.providers.anthropic import VERSIONS
+from connectors.providers.presets import PRESETS
 from connectors.safety import url_save_check
 
 
@@ -13,12 +15,19 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("name")
-        parser.add_argument("--base-url", default=MISTRAL_BASE_URL, help=f"API root (default {MISTRAL_BASE_URL}).")
-        parser.add_argument("--api-key", required=True, help="The provider's API key.")
-        parser.add_argument("--model", default=DEFAULT_MODEL, help=f"Model to ask (default {DEFAULT_MODEL}).")
         parser.add_argument(
-            "--provider", default=ProviderConnection.Provider.MISTRAL, choices=ProviderConnection.Provider.values
+            "--provider",
+            default="mistral",
+            choices=list(PRESETS),
+            help="mistral (default), openai or anthropic, or a preset that fills the base URL and model: "
+            + ", ".join(key for key in PRESETS if key not in ("mistral", "openai", "anthropic"))
+            + ".",
         )
+        parser.add_argument("--base-url", default=None, help="API root (default: the provider's).")
+        parser.add_argument("--api-key", required=True, help="The provider's API key.")
+        parser.add_argument("--model", default=None, help="Model to ask (default: the provider's).")
+        parser.add_argument("--api-version", default="", choices=["", *VERSIONS], help="Anthropic's API version.")
+        parser.add_argument("--free", action="store_true", help="A local model: its calls cost nothing.")
         parser.add_argument("--max-tokens", type=int, default=None)
         parser.add_argument("--temperature", type=float, default=None)
         parser.add_argument("--timeout", type=float, default=30.0, help="Seconds to wait for a reply (default 30).")
@@ -26,9 +35,14 @@ class Command(BaseCommand):
     def handle(self, *args, name: str, api_key: str, **options):
         connection = ProviderConnection.objects.filter(name=name).first() or ProviderConnection(name=name)
         created = connection.pk is None
-        connection.base_url = options["base_url"]
-        connection.model = options["model"]
-        connection.provider = options["provider"]
+        preset = PRESETS[options["provider"]]
+        connection.provider = preset.provider
+        connection.base_url = options["base_url"] or preset.base_url
+        connection.model = options["model"] or preset.model
+        if not connection.model:
+            raise CommandError(f"{preset.label} needs --model: the name of the model it serves. {preset.note}")
+        connection.api_version = options["api_version"]
+        connection.free = options["free"] or preset.free
         connection.max_tokens = options["max_tokens"]
         connection.temperature = options["temperature"]
         connection.timeout_seconds = options["timeout"]
