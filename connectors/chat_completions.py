@@ -128,6 +128,14 @@ def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+# How providers word "too long for this model's context" (OpenAI and Mistral, llama.cpp's server, Anthropic,
+# vLLM), besides the codes they send.
+_CONTEXT_TOO_LONG = re.compile(
+    r"maximum context length|context length|context window|context size|too large for model|prompt is too long"
+    r"|exceeds? the (available )?context",
+    re.I,
+)
+_CONTEXT_CODES = {"context_length_exceeded", "exceed_context_size_error", "3051"}
 _INVALID_MODEL = re.compile(r"invalid model|unknown model|model\b.*\b(not found|does not exist|not exist)", re.I)
 
 
@@ -148,6 +156,8 @@ def classify(status: int, text: str, headers: Mapping[str, str] | None = None) -
         kind = ErrorKind.RATE_LIMITED
     elif status >= 500:
         kind = ErrorKind.PROVIDER_ERROR
+    elif _is_context_too_long(data, message):
+        kind = ErrorKind.CONTEXT_TOO_LONG
     elif _is_missing_model(data):
         kind = ErrorKind.MISSING_MODEL
     elif _is_invalid_model(data, message):
@@ -205,6 +215,13 @@ def _validation_items(data: Any) -> list[dict[str, Any]]:
         if isinstance(holder, dict) and isinstance(holder.get("detail"), list):
             return [i for i in holder["detail"] if isinstance(i, dict)]
     return []
+
+
+def _is_context_too_long(data: Any, message: str) -> bool:
+    fields = data.get("error") if isinstance(data, dict) and isinstance(data.get("error"), dict) else data
+    if isinstance(fields, dict) and (str(fields.get("code")) in _CONTEXT_CODES or fields.get("type") in _CONTEXT_CODES):
+        return True
+    return bool(_CONTEXT_TOO_LONG.search(message))
 
 
 def _is_invalid_model(data: Any, message: str) -> bool:

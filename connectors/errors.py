@@ -17,6 +17,7 @@ class ErrorKind(models.TextChoices):
     INVALID_MODEL = "invalid_model", "Invalid model"
     MISSING_MODEL = "missing_model", "Model missing"
     BAD_REQUEST = "bad_request", "Bad request"
+    CONTEXT_TOO_LONG = "context_length", "Context too long"
     RATE_LIMITED = "rate_limited", "Rate limited"
     PROVIDER_ERROR = "provider_error", "Provider error"
     TIMEOUT = "timeout", "Timeout"
@@ -57,6 +58,13 @@ _HELP: dict[str, Help] = {
     ErrorKind.BAD_REQUEST: Help(
         "The provider rejected the request body.",
         "Check the template: messages must be a list with at least one user message and no empty content.",
+    ),
+    ErrorKind.CONTEXT_TOO_LONG: Help(
+        "The system prompt, the conversation's history and the message together are longer than the model's "
+        "context window.",
+        "Lower CONVERSATION_HISTORY_TOKENS (the history sent with each message), shorten the template's system "
+        "prompt, or choose a model with a larger context; a local server may need a larger context size "
+        "(llama.cpp: -c).",
     ),
     "extra_inputs": Help(
         "The request carried a field this provider does not accept.",

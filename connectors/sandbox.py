@@ -26,6 +26,7 @@ by the request itself:
 | model `sandbox-echo-key`                  | 401 whose message repeats the key, as some gateways do  |
 | model `sandbox-giant`                     | 200 with a 3 MB body                                    |
 | model `sandbox-markdown`                  | a long reply in Markdown, as models write (about 9,000 characters) |
+| model `sandbox-context-length`            | 400 "too large for model with 32768 maximum context length" |
 | model `sandbox-html`                      | 200 with an HTML page (a login portal, a wrong base URL) |
 | model `sandbox-not-utf8`                  | 200 whose body is Latin-1, not UTF-8                    |
 
@@ -77,6 +78,7 @@ TRIGGERS = [
     "sandbox-html",
     "sandbox-not-utf8",
     "sandbox-trickle",
+    "sandbox-context-length",
 ]
 REQUEST_FIELDS = {
     "model",
@@ -373,6 +375,16 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 json.dumps({"choices": [], "padding": "x" * (3 * 1024 * 1024)}),
                 raw=True,
                 headers={"Content-Type": "application/json"},
+            )
+        elif model == "sandbox-context-length":
+            raise Answer(
+                400,
+                _error(
+                    "Prompt contains 40000 tokens and 0 draft tokens, too large for model with 32768 maximum "
+                    "context length",
+                    "invalid_request_message_error",
+                    code="3051",
+                ),
             )
         elif model == "sandbox-html":
             raise Answer(200, "<html><head><title>Sign in</title></head><body>Portal</body></html>", raw=True)

@@ -324,3 +324,37 @@ def test_a_setting_that_is_not_a_number_is_refused_before_anything_is_sent():
         chat_completions.chat(base_url="http://127.0.0.1:9/v1", api_key=KEY, body=body, timeout=1)
     assert caught.value.kind == ErrorKind.CONFIG
     assert "NaN or infinite" in caught.value.message
+
+
+CONTEXT_TOO_LONG_BODIES = [
+    (  # OpenAI
+        '{"error": {"message": "This model\'s maximum context length is 8192 tokens. However, your messages resulted '
+        'in 9000 tokens. Please reduce the length of the messages.", "type": "invalid_request_error", '
+        '"param": "messages", "code": "context_length_exceeded"}}'
+    ),
+    (  # Mistral
+        '{"object": "error", "message": "Prompt contains 40000 tokens and 0 draft tokens, too large for model with '
+        '32768 maximum context length", "type": "invalid_request_message_error", "param": null, "code": "3051"}'
+    ),
+    (  # llama.cpp's server
+        '{"error": {"code": 400, "message": "the request exceeds the available context size, try increasing it", '
+        '"type": "exceed_context_size_error", "n_prompt_tokens": 5000, "n_ctx": 4096}}'
+    ),
+]
+
+
+@pytest.mark.parametrize("body", CONTEXT_TOO_LONG_BODIES)
+def test_a_context_too_long_is_its_own_kind_with_its_fix(body):
+    error = chat_completions.classify(400, body)
+    assert error.kind == ErrorKind.CONTEXT_TOO_LONG and error.permanent
+    assert "CONVERSATION_HISTORY_TOKENS" in error.help.fix and "larger context" in error.help.fix
+
+
+def test_anthropics_prompt_too_long_is_a_context_too_long_too():
+    from connectors.providers.anthropic import classify
+
+    body = (
+        '{"type": "error", "error": {"type": "invalid_request_error", '
+        '"message": "prompt is too long: 210000 tokens > 200000 maximum"}}'
+    )
+    assert classify(400, body).kind == ErrorKind.CONTEXT_TOO_LONG
