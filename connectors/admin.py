@@ -20,6 +20,7 @@ class ProviderConnectionAdmin(HistoryAdmin):
         ("Key", {"fields": ["api_key", "key_hint", "api_key_changed_at"]}),
         ("Model", {"fields": ["model", "max_tokens", "temperature", "free"]}),
         ("Delivery", {"fields": ["timeout_seconds", "max_attempts", "rate_limit_per_second", "max_concurrent"]}),
+        ("When it fails", {"fields": ["fallback"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
 

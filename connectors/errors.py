@@ -125,8 +125,10 @@ class ProviderError(Exception):
         status: int | None = None,
         body: str = "",
         retry_after: float | None = None,
+        skipped: bool = False,
     ) -> None:
         super().__init__(message)
+        self.skipped = skipped  # not sent at all: the connection's circuit is open (its fallback answers)
         self.kind = kind
         self.message = message
         self.status = status

@@ -40,6 +40,7 @@ class ProviderConnectionForm(forms.ModelForm):
             "max_attempts",
             "rate_limit_per_second",
             "max_concurrent",
+            "fallback",
         ]
         labels = {
             "provider": "Kind",
@@ -67,6 +68,10 @@ class ProviderConnectionForm(forms.ModelForm):
         # admin page builds this form with no editable fields at all.)
         if "model" in self.fields:
             self.fields["model"].widget.attrs["list"] = "available-models"
+        if "fallback" in self.fields:
+            others = ProviderConnection.objects.order_by("name")
+            self.fields["fallback"].queryset = others.exclude(pk=self.instance.pk) if self.instance.pk else others
+            self.fields["fallback"].empty_label = "None: the bot stays silent when this connection fails"
         if self.instance.pk or "provider" not in self.fields:
             del self.fields["preset"]
         else:

@@ -85,6 +85,15 @@ class ProviderConnection(models.Model):
         choices=[(version, label) for version, label in ANTHROPIC_VERSIONS.items()],
         help_text="Anthropic only: the anthropic-version sent, each with its rules. Empty: 2023-06-01.",
     )
+    fallback = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="fallback_for",
+        help_text="When a call fails for good here (retries spent, or this connection's key, model or setup is "
+        "wrong), the same message goes to this connection. Never for an error the message itself causes.",
+    )
     free = models.BooleanField(
         default=False,
         help_text="A model you run yourself (Ollama, vLLM, llama.cpp): its calls cost nothing, whatever the "
@@ -175,6 +184,23 @@ class ProviderConnection(models.Model):
                 raise ValidationError({"temperature": problem})
         elif self.api_version:
             raise ValidationError({"api_version": "The API version is Anthropic's setting; leave it empty."})
+        chain, hop = [self.name], self.fallback
+        while hop is not None:
+            if hop.pk == self.pk or hop.name in chain:
+                raise ValidationError(
+                    {"fallback": f"A loop: {' → '.join([*chain, hop.name])}. A chain of fallbacks must end."}
+                )
+            chain.append(hop.name)
+            hop = hop.fallback
+
+    def fallback_chain(self) -> list[ProviderConnection]:
+        """The connections that answer when this one cannot, in order (loops were refused when saved)."""
+        chain, hop, seen = [], self.fallback, {self.pk}
+        while hop is not None and hop.pk not in seen:
+            chain.append(hop)
+            seen.add(hop.pk)
+            hop = hop.fallback
+        return chain
 
     def set_api_key(self, raw_key: str) -> None:
         raw_key = raw_key.strip()

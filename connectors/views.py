@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from . import circuit
 from .forms import ProviderConnectionForm
 from .models import ProviderConnection
 from .safety import url_save_check
@@ -20,7 +21,12 @@ from .services import connection_check
 @login_required
 @permission_required("connectors.view_providerconnection", raise_exception=True)
 def connection_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "connectors/connection_list.html", {"connections": ProviderConnection.objects.all()})
+    """Every connection with its fallback, its health (the circuit breaker's state) and its last errors."""
+    connections = list(ProviderConnection.objects.select_related("fallback"))
+    for connection in connections:
+        connection.health = circuit.state(connection) if connection.fallback_id else None
+        connection.last_errors = circuit.last_errors(connection)[:3]
+    return render(request, "connectors/connection_list.html", {"connections": connections})
 
 
 @login_required

@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from config.errors import service_unavailable
-from connectors import chat_completions, ratelimit
+from connectors import chat_completions, circuit, ratelimit
 from connectors.errors import ErrorKind, ProviderError
 from connectors.models import ProviderConnection, decrypted_api_key
 from connectors.providers import adapter_for
@@ -107,7 +107,11 @@ def call_execute(*, call_id: int, worker: str = "") -> Call | None:
 def _attempt(claimed: store.Claimed) -> Call:
     call, history = claimed.call, claimed.history
     connection = call.connection
-    wanted = request_settings(connection, call.conversation.overrides)
+    overrides = call.conversation.overrides
+    if call.connection_id != call.conversation.connection_id:
+        # A fallback hop: a model named for the first connection means nothing to this one.
+        overrides = {key: value for key, value in overrides.items() if key != "model"}
+    wanted = request_settings(connection, overrides)
     call.model = wanted["model"]
     adapter = adapter_for(connection)
     _release_database_connection()
@@ -115,6 +119,13 @@ def _attempt(claimed: store.Claimed) -> Call:
     try:
         call.request = adapter.body(messages=call_messages(call, history), **wanted)
         api_key = _usable_key(connection, call.model)
+        if not circuit.allow(connection):
+            raise ProviderError(
+                ErrorKind.PROVIDER_ERROR,
+                f"Not sent: {connection.name} failed {settings.CIRCUIT_FAILURES} times in a row, so it is skipped "
+                f"for {settings.CIRCUIT_COOLDOWN_SECONDS} s and its fallback answers.",
+                skipped=True,
+            )
         with ratelimit.limited(connection):
             started = time.monotonic()  # latency is the provider's time, not the wait for a rate-limit slot
             reply = adapter.chat(api_key=api_key, body=call.request, timeout=connection.timeout_seconds)
@@ -122,10 +133,13 @@ def _attempt(claimed: store.Claimed) -> Call:
         _defer(call, deferred)
         return call
     except ProviderError as error:
+        if not error.skipped and error.kind not in MESSAGE_ERRORS:
+            circuit.record_failure(connection, error)
         call.latency_ms = _elapsed_ms(started)
         _apply_failure(call, error)
         recorded = _finish(call, claimed.has_callback, error=error)
     else:
+        circuit.record_success(connection)
         call.latency_ms = _elapsed_ms(started)
         _apply_success(call, reply)
         handover = _take_handover_marker(call)
@@ -249,21 +263,29 @@ def _finish(
     A database that blinks meanwhile is waited for (`tries.durably`): the provider's answer is in hand,
     and losing it would mean asking again.
     """
-    retry = error is not None and not error.permanent and call.attempt < call.connection.max_attempts
-    gave_up = error is not None and not retry and call.conversation.channel_id is not None
+    retry = (
+        error is not None
+        and not error.permanent
+        and not error.skipped
+        and call.connection_attempt < call.connection.max_attempts
+    )
+    fallback = None if retry or error is None else fallback_for(call, error)
+    gave_up = error is not None and not retry and fallback is None and call.conversation.channel_id is not None
     reply_text = call.reply_text if reply is not None and call.reply_text else None
 
     def record() -> bool:
-        outgoing = [] if retry else outbox.outbound_kinds(call, has_callback=has_callback)
-        # The outcome is one statement on PostgreSQL; a retry's next row, the outbox rows or a handover
-        # share its transaction, so that a worker dying in between cannot leave an outcome without what
-        # follows from it.
-        with transaction.atomic() if retry or outgoing or handover or gave_up else nullcontext():
+        outgoing = [] if retry or fallback else outbox.outbound_kinds(call, has_callback=has_callback)
+        # The outcome is one statement on PostgreSQL; a retry's next row, a fallback's, the outbox rows
+        # or a handover share its transaction, so that a worker dying in between cannot leave an outcome
+        # without what follows from it.
+        with transaction.atomic() if retry or fallback or outgoing or handover or gave_up else nullcontext():
             if not store.call_record(call=call, fields=OUTCOME_FIELDS, reply_text=reply_text):
                 logger.warning("call %s was handed to another worker meanwhile; dropping this outcome", call.pk)
                 return False
             if retry:
                 _schedule_retry(call, error)
+            elif fallback:
+                _schedule_fallback(call, fallback, error)
             elif outgoing:
                 outbox.outbound_create(call=call, kinds=outgoing)
             if handover or gave_up:
@@ -321,14 +343,53 @@ def retry_delay(attempt: int, retry_after: float | None) -> float:
     return max(random.uniform(0, ceiling), retry_after or 0.0)  # noqa: S311 - jitter, not cryptography
 
 
+# Errors the message itself causes: another provider would refuse it too, so no fallback is tried.
+MESSAGE_ERRORS = frozenset({ErrorKind.BAD_REQUEST, ErrorKind.CONTEXT_TOO_LONG, ErrorKind.INTERNAL})
+
+
+def fallback_for(call: Call, error: ProviderError) -> ProviderConnection | None:
+    """The connection that gets the message next when this call failed for good: its connection's fallback,
+    unless the message caused the error or that connection already had its turn at this message."""
+    if error.kind in MESSAGE_ERRORS or not call.connection.fallback_id:
+        return None
+    tried = set(Call.objects.filter(message_id=call.message_id).values_list("connection_id", flat=True))
+    fallback = call.connection.fallback
+    return None if fallback.pk in tried else fallback
+
+
+def _schedule_fallback(call: Call, fallback: ProviderConnection, error: ProviderError) -> Call:
+    """The next hop: a new attempt row on the fallback connection, linked to the call that failed."""
+    hop = Call.objects.create(
+        conversation_id=call.conversation_id,
+        message_id=call.message_id,
+        connection=fallback,
+        model=fallback.model,
+        attempt=call.attempt + 1,
+        connection_attempt=1,
+        fallback_from=call,
+    )
+    queue.publish_on_commit(queue.EXECUTE_CALL, hop.pk)
+    logger.info(
+        "call %s failed on %s (%s); falling back to %s as call %s",
+        call.pk,
+        call.connection,
+        error.kind,
+        fallback,
+        hop.pk,
+    )
+    return hop
+
+
 def _schedule_retry(call: Call, error: ProviderError) -> Call:
-    delay = retry_delay(call.attempt, error.retry_after)
+    delay = retry_delay(call.connection_attempt, error.retry_after)
     retry = Call.objects.create(
         conversation_id=call.conversation_id,
         message_id=call.message_id,
         connection_id=call.connection_id,
         model=call.model,
         attempt=call.attempt + 1,
+        connection_attempt=call.connection_attempt + 1,
+        fallback_from_id=call.fallback_from_id,  # still answering for the connection it fell back from
         run_after=timezone.now() + timedelta(seconds=delay),
     )
     queue.publish_on_commit(queue.EXECUTE_CALL, retry.pk, countdown=delay)

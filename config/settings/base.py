@@ -283,3 +283,8 @@ API_CHAT_WAIT_SECONDS = env.float("API_CHAT_WAIT_SECONDS", default=120.0)
 # RATE_LIMIT_MAX_WAIT_SECONDS goes back to the queue instead of holding a worker thread.
 RATE_LIMIT_REDIS_URL = env("RATE_LIMIT_REDIS_URL", default=CELERY_BROKER_URL)
 RATE_LIMIT_MAX_WAIT_SECONDS = env.float("RATE_LIMIT_MAX_WAIT_SECONDS", default=10.0)
+# The circuit breaker of a connection with a fallback (connectors/circuit.py), in the same Redis: after
+# CIRCUIT_FAILURES transient failures in a row its calls go straight to the fallback for
+# CIRCUIT_COOLDOWN_SECONDS, then one call tries it again.
+CIRCUIT_FAILURES = env.int("CIRCUIT_FAILURES", default=5)
+CIRCUIT_COOLDOWN_SECONDS = env.int("CIRCUIT_COOLDOWN_SECONDS", default=30)

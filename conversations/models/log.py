@@ -212,7 +212,17 @@ class Call(models.Model):
     )
     reply = models.OneToOneField(Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="answered_by")
     connection = models.ForeignKey(ProviderConnection, on_delete=models.PROTECT, related_name="calls", db_index=False)
-    attempt = models.PositiveSmallIntegerField(default=1)
+    attempt = models.PositiveSmallIntegerField(default=1, help_text="Which try at answering this message, all hops.")
+    # A fallback hop starts counting its connection's tries again (max_attempts is per connection).
+    connection_attempt = models.PositiveSmallIntegerField(default=1)
+    fallback_from = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="fallbacks",
+        help_text="The failed call whose connection named this call's connection as its fallback.",
+    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
 
     model = models.CharField(max_length=200, blank=True)
@@ -265,6 +275,10 @@ class Call(models.Model):
     def latest_attempt(self) -> Call:
         """The newest attempt at answering the same customer message (this call, or a retry of it)."""
         return Call.objects.filter(message_id=self.message_id).order_by("-attempt").first() or self
+
+    @property
+    def answered_by_fallback(self) -> bool:
+        return self.fallback_from_id is not None
 
     @property
     def help(self) -> Help | None:

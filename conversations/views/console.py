@@ -89,7 +89,11 @@ def test_send(request: HttpRequest) -> HttpResponse:
 def _earlier_attempts(call: Call | None):
     if call is None or call.attempt == 1:
         return []
-    return Call.objects.filter(message_id=call.message_id, attempt__lt=call.attempt).order_by("attempt")
+    return (
+        Call.objects.filter(message_id=call.message_id, attempt__lt=call.attempt)
+        .select_related("connection")
+        .order_by("attempt")
+    )
 
 
 def _call_from(value: str) -> Call | None:

@@ -28,6 +28,9 @@ class Command(BaseCommand):
         parser.add_argument("--model", default=None, help="Model to ask (default: the provider's).")
         parser.add_argument("--api-version", default="", choices=["", *VERSIONS], help="Anthropic's API version.")
         parser.add_argument("--free", action="store_true", help="A local model: its calls cost nothing.")
+        parser.add_argument(
+            "--fallback", default=None, help="The connection that answers when this one fails for good ('' for none)."
+        )
         parser.add_argument("--max-tokens", type=int, default=None)
         parser.add_argument("--temperature", type=float, default=None)
         parser.add_argument("--timeout", type=float, default=30.0, help="Seconds to wait for a reply (default 30).")
@@ -42,6 +45,11 @@ class Command(BaseCommand):
         if not connection.model:
             raise CommandError(f"{preset.label} needs --model: the name of the model it serves. {preset.note}")
         connection.api_version = options["api_version"]
+        if options["fallback"] is not None:
+            fallback = ProviderConnection.objects.filter(name=options["fallback"]).first()
+            if options["fallback"] and fallback is None:
+                raise CommandError(f"--fallback: there is no connection named {options['fallback']!r}.")
+            connection.fallback = fallback
         connection.free = options["free"] or preset.free
         connection.max_tokens = options["max_tokens"]
         connection.temperature = options["temperature"]
