@@ -74,6 +74,7 @@ class Conversation(models.Model):
         MODEL = "model", "The bot handed over"
         PROVIDER_FAILURE = "provider_failure", "The provider failed"
         STAFF = "staff", "Taken over by staff"
+        OPTED_OUT = "opted_out", "Wrote after opting out"
 
     contact = models.CharField(max_length=200, help_text="Who the customer is: a phone number, or 'test console'.")
     connection = models.ForeignKey(ProviderConnection, on_delete=models.PROTECT, related_name="conversations")

@@ -23,6 +23,7 @@ class ConversationEvent(models.Model):
         STAFF_REPLY = "staff_reply", "Replied"
         OPTED_OUT = "opted_out", "The customer opted out of automatic replies"
         OPTED_IN = "opted_in", "The customer opted in again"
+        WROTE_OPTED_OUT = "wrote_opted_out", "The customer wrote after opting out: no automatic reply, a person answers"
         NOT_TEXT = "not_text", "The customer sent something that is not text"
         FEEDBACK = "feedback", "Feedback on a reply"
 

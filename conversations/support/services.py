@@ -17,7 +17,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from ..models import Conversation, ConversationEvent, Feedback, Message, Outbound
+from ..models import Call, Conversation, ConversationEvent, Feedback, Message, Outbound
 
 Kind = ConversationEvent.Kind
 
@@ -58,14 +58,35 @@ def conversation_take_over(*, conversation: Conversation, by, assigned: bool = F
     conversation.refresh_from_db()
 
 
-def conversation_hand_back(*, conversation: Conversation, by) -> None:
-    """The bot answers the customer's next message again."""
+def conversation_hand_back(*, conversation: Conversation, by) -> Message | None:
+    """The bot answers the customer again. If the customer wrote after the last answer (a question left
+    open while a person held the conversation), the bot answers it now; that message is returned."""
+    from ..models import WhatsAppContact
+    from ..services import call_queue
+
     with transaction.atomic():
         locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
         locked.state, locked.reason, locked.waiting_since, locked.assigned_to = Conversation.State.BOT, "", None, None
         locked.save(update_fields=["state", "reason", "waiting_since", "assigned_to", "updated_at"])
         ConversationEvent.objects.create(conversation=locked, kind=Kind.HANDED_BACK, by=by)
+        last = locked.messages.order_by("-id").first()
+        opted_out = WhatsAppContact.objects.filter(
+            channel_id=locked.channel_id, contact=locked.contact, opted_out_at__isnull=False
+        ).exists()
+        open_question = (
+            last is not None
+            and last.role == Message.Role.USER
+            and not last.media_type
+            and not last.calls.filter(
+                status__in=[Call.Status.QUEUED, Call.Status.RUNNING, Call.Status.SUCCEEDED]
+            ).exists()
+            and not opted_out
+            and (not locked.channel_id or locked.window_open)
+        )
+        if open_question:
+            call_queue(conversation=locked, message=last)
     conversation.refresh_from_db()
+    return last if open_question else None
 
 
 def staff_reply(*, conversation: Conversation, by, text: str) -> Message:

@@ -98,8 +98,15 @@ def take_over(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def hand_back(request: HttpRequest, pk: int) -> HttpResponse:
     conversation = get_object_or_404(Conversation, pk=pk)
-    services.conversation_hand_back(conversation=conversation, by=request.user)
-    messages.success(request, "Handed back: the bot answers the customer's next message.")
+    answering = services.conversation_hand_back(conversation=conversation, by=request.user)
+    if answering is not None:
+        messages.success(
+            request,
+            "Handed back: the bot is answering the customer's open question, "
+            f"“{(answering.customer_message or answering.content)[:200]}”.",
+        )
+    else:
+        messages.success(request, "Handed back: the bot answers the customer's next message.")
     return redirect("conversations:detail", pk=pk)
 
 

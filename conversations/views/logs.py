@@ -90,7 +90,7 @@ def with_inbox_columns(conversations):
 @permission_required("conversations.view_conversation", raise_exception=True)
 def conversation_list(request: HttpRequest) -> HttpResponse:
     conversations = with_inbox_columns(
-        Conversation.objects.select_related("connection", "template").order_by("-updated_at", "-id")
+        Conversation.objects.select_related("connection", "template", "assigned_to").order_by("-updated_at", "-id")
     )
     filterset = ConversationFilter(request.GET, queryset=conversations)
     return _log_page(request, filterset, "conversations/conversation_list.html", "conversations")

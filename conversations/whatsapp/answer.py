@@ -4,7 +4,8 @@ Each message the bot handles is marked read at once (with "typing…" while its 
 that arrives while a person holds the conversation is marked read when they reply.
 
 In this order: STOP and START (whole-message words) change whether automatic replies reach the customer,
-with one confirmation each; a customer who opted out gets nothing automatic; a conversation waiting for a
+with one confirmation each; a customer who opted out gets nothing automatic, and what they write waits
+in the inbox for a person; a conversation waiting for a
 person or held by one gets no bot answer (staff see the message); a picture, a voice note, a document, a
 location or a sticker gets the channel's answer to what is not text; a message asking for a person (one of
 the channel's words, whole, any case) hands the conversation over with the channel's notice; anything else
@@ -58,7 +59,12 @@ def message_answer(*, channel: WhatsAppChannel, message_id: str, wa_id: str, tex
     opted_out = WhatsAppContact.objects.filter(channel=channel, contact=contact, opted_out_at__isnull=False).exists()
     if opted_out and not media_type and _is_one_of(text, channel.start_keywords):
         return _opt(channel, conversation, out=False)
-    if opted_out or not bot_answers(conversation):
+    if opted_out:  # nothing automatic reaches them, but a person may answer what they wrote
+        conversation_hand_over(
+            conversation=conversation, reason=Conversation.Reason.OPTED_OUT, event=Kind.WROTE_OPTED_OUT, note=text[:200]
+        )
+        return None
+    if not bot_answers(conversation):
         return None
     if media_type:
         if media_type != "reaction":  # a thumbs-up on a reply needs no answer
@@ -104,6 +110,14 @@ def _opt(channel: WhatsAppChannel, conversation: Conversation, *, out: bool) -> 
         return None  # STOP twice: one confirmation is enough
     contact.opted_out_at = timezone.now() if out else None
     contact.save(update_fields=["opted_out_at", "changed_at"])
+    if (
+        not out
+        and conversation.state == Conversation.State.WAITING
+        and conversation.reason == Conversation.Reason.OPTED_OUT
+    ):
+        # Waiting only because nothing automatic could answer: the bot answers again from the next message.
+        conversation.state, conversation.reason, conversation.waiting_since = Conversation.State.BOT, "", None
+        conversation.save(update_fields=["state", "reason", "waiting_since", "updated_at"])
     ConversationEvent.objects.create(conversation=conversation, kind=Kind.OPTED_OUT if out else Kind.OPTED_IN)
     automatic_text(
         conversation=conversation, text=channel.opted_out_text if out else channel.opted_in_text, to_opted_out=True

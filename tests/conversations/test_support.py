@@ -3,6 +3,7 @@ the inbox and feedback, as a WhatsApp customer and an API platform meet them."""
 
 from __future__ import annotations
 
+import html
 import json
 import urllib.request
 from datetime import timedelta
@@ -125,13 +126,26 @@ def test_stop_stops_every_automatic_reply_with_one_confirmation_and_start_resume
     assert not Call.objects.exists()
     assert sent_texts() == [channel.opted_out_text]
     assert WhatsAppContact.objects.get().opted_out_at is not None
+    # What they wrote reaches a person: nothing automatic, but the inbox shows it.
+    assert (conversation().state, conversation().reason) == ("waiting", "opted_out")
 
     say(channel, "Start")
     say(channel, "Now a question")
 
     assert sent_texts() == [channel.opted_out_text, channel.opted_in_text]
-    assert Call.objects.count() == 1
-    assert events() == ["opted_out", "opted_in"]
+    assert Call.objects.count() == 1 and conversation().state == "bot"
+    assert events() == ["opted_out", "wrote_opted_out", "wrote_opted_out", "opted_in"]
+
+
+def test_a_message_written_after_opting_out_waits_in_the_inbox(channel, staff_client):
+    say(channel, "STOP")
+    say(channel, "My order 1234 arrived broken, please help")
+
+    inbox = staff_client.get(reverse("conversations:inbox")).content.decode()
+    log = staff_client.get(reverse("conversations:list")).content.decode()
+
+    assert "My order 1234 arrived broken" in inbox and "Wrote after opting out" in inbox
+    assert "waiting for a person" in log
 
 
 def test_please_dont_stop_is_not_an_opt_out(channel):
@@ -407,3 +421,26 @@ def test_feedback_on_a_reply_is_kept_and_counted(channel, staff_client):
     assert "1 good · 0 not good" in overview.content.decode()
     page = staff_client.get(reverse("conversations:detail", args=[reply.conversation_id])).content.decode()
     assert 'value="yes" class="secondary chosen" aria-pressed="true">Good</button>' in page
+
+
+def test_handing_back_answers_what_the_customer_asked_while_a_person_held_it(channel, staff_client):
+    say(channel, "agent")
+    staff_client.post(reverse("conversations:take_over", args=[conversation().pk]))
+    say(channel, "Hello? Is the red one in stock?")
+
+    response = staff_client.post(reverse("conversations:hand_back", args=[conversation().pk]), follow=True)
+
+    call = Call.objects.get()
+    assert call.message.content == "Hello? Is the red one in stock?" and call.status == "queued"
+    assert "the bot is answering the customer's open question" in html.unescape(response.content.decode())
+
+
+def test_handing_back_after_the_last_word_was_the_teams_queues_nothing(channel, staff_client):
+    say(channel, "agent")
+    staff_client.post(reverse("conversations:take_over", args=[conversation().pk]))
+    staff_client.post(reverse("conversations:staff_reply", args=[conversation().pk]), {"text": "Here to help."})
+
+    response = staff_client.post(reverse("conversations:hand_back", args=[conversation().pk]), follow=True)
+
+    assert not Call.objects.exists()
+    assert "the bot answers the customer's next message" in html.unescape(response.content.decode())
