@@ -6,6 +6,7 @@ customer who types `{{business_name}}` gets those characters back, not our busin
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 
@@ -25,6 +26,56 @@ def placeholders(*texts: str) -> list[str]:
         for match in PLACEHOLDER.finditer(text):
             seen.setdefault(match.group(1), None)
     return list(seen)
+
+
+# Anything between double braces, and a name in single braces: what a placeholder looks like when mistyped.
+_BETWEEN_BRACES = re.compile(r"\{\{([^{}]*)\}\}")
+_SINGLE_BRACES = re.compile(r"(?<!\{)\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}(?!\})")
+_UNCLOSED = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)?[^{}]{0,30}")
+_TAG = re.compile(r"\{%.{0,40}?(%\}|$)|\{#.{0,40}?(#\}|$)", re.MULTILINE)
+
+
+def placeholder_problems(text: str) -> list[str]:
+    """Placeholders written so that they would be sent as they are, each with the fix: `{{ business name }}`,
+    `{{Opening-Hours}}`, `{{business_name}` and `{customer_message}`."""
+    problems = []
+    for match in _BETWEEN_BRACES.finditer(text):
+        inside = match.group(1).strip()
+        if not PLACEHOLDER_NAME.fullmatch(inside):
+            better = re.sub(r"[^A-Za-z0-9_]+", "_", inside).strip("_").lower() or "a_name"
+            problems.append(
+                f"{match.group(0)} is not a placeholder: names are letters, digits and underscores. "
+                f"Write {{{{{better}}}}}."
+            )
+    for match in _UNCLOSED.finditer(_BETWEEN_BRACES.sub("", text)):
+        fix = f" Write {{{{{match.group(1)}}}}}." if match.group(1) else ""
+        problems.append(
+            f"“{match.group(0).strip()}” opens a placeholder with {{{{ but does not close it with }}}}.{fix}"
+        )
+    for match in _TAG.finditer(text):
+        problems.append(
+            f"“{match.group(0).strip()}” is template-language syntax, which Switchboard does not run: it would be "
+            "sent to the model as it is. Templates have only {{placeholders}}; remove it, or put the wording "
+            "you want in the text."
+        )
+    for match in _SINGLE_BRACES.finditer(_BETWEEN_BRACES.sub("", text)):
+        problems.append(
+            f"{match.group(0)} has single braces, so it would be sent as it is. Write {{{{{match.group(1)}}}}}."
+        )
+    return problems
+
+
+def customer_message_problem(user_message: str) -> str | None:
+    """A user message without {{customer_message}} would never send what the customer wrote."""
+    names = placeholders(user_message)
+    if CUSTOMER_MESSAGE in names:
+        return None
+    close = difflib.get_close_matches(CUSTOMER_MESSAGE, names, n=1, cutoff=0.7)
+    hint = f" {{{{{close[0]}}}}} looks like a typo of it." if close else ""
+    return (
+        f"The user message has no {{{{{CUSTOMER_MESSAGE}}}}}, so what the customer writes would never reach the "
+        f"model.{hint} Put {{{{{CUSTOMER_MESSAGE}}}}} where their words go."
+    )
 
 
 def render(text: str, variables: Mapping[str, str]) -> str:

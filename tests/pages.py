@@ -16,6 +16,7 @@ from conversations import delivery, services
 from conversations.api.tokens import integration_create
 from conversations.models import WhatsAppChannel, WhatsAppRefusal
 from tests.factories import ConnectionFactory, TemplateFactory
+from tests.helpers import wait_for_calls
 
 CANARIES = {
     "api_key": "sk-canary-connection-key-1111",
@@ -37,7 +38,9 @@ def world(sandbox, django_user_model):
     call = services.call_send(
         connection=connection, template=template, customer_message="Hi", variables={"business_name": "Acme"}
     )
+    # Run it here; in browser tests a live worker may have claimed it first, so wait for whoever runs it.
     delivery.call_execute(call_id=call.pk)
+    wait_for_calls([call])
     channel = WhatsAppChannel.objects.create(
         name="Shop",
         phone_number_id="106540352242922",

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
@@ -34,6 +35,20 @@ class PromptTemplate(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """A placeholder mistyped would be sent as it is, and a user message without {{customer_message}}
+        would never send what the customer wrote: both are refused with the fix, wherever it is saved."""
+        super().clean()
+        errors = {
+            field: rendering.placeholder_problems(getattr(self, field)) for field in ("system_prompt", "user_message")
+        }
+        missing = rendering.customer_message_problem(self.user_message)
+        if missing:
+            errors["user_message"].append(missing)
+        errors = {field: problems for field, problems in errors.items() if problems}
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def placeholders(self) -> list[str]:

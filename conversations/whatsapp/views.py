@@ -88,13 +88,20 @@ def simulated_payload(channel: WhatsAppChannel, wa_id: str, text: str) -> dict:
 def simulator(request: HttpRequest, pk: int) -> HttpResponse:
     """Chat as a WhatsApp customer: messages go through the signed webhook path, replies through the Graph API."""
     channel = get_object_or_404(WhatsAppChannel, pk=pk)
+    refusal = None
     if request.method == "POST" and request.POST.get("text", "").strip():
         # Through the same path as Meta's webhook: a signed raw body, verified, then queued.
         body = json.dumps(simulated_payload(channel, SIMULATED_WA_ID, request.POST["text"])).encode()
         try:
             whatsapp.webhook_accept(channel=channel, raw_body=body, signature=whatsapp.sign(channel, body))
         except whatsapp.WebhookRefused as refused:
-            messages.error(request, str(refused))
+            refusal = str(refused)
+        if request.headers.get("HX-Request"):
+            # The compose box sends through htmx, so the page never reloads under someone still typing.
+            context = {"channel": channel, "refusal": refusal, **_chat(channel)}
+            return render(request, "conversations/_whatsapp_chat.html", context)
+        if refusal:
+            messages.error(request, refusal)
         return redirect("conversations:whatsapp_simulator", pk=channel.pk)
     return render(request, "conversations/whatsapp_simulator.html", {"channel": channel, **_chat(channel)})
 

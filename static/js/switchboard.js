@@ -26,6 +26,22 @@ document.addEventListener("htmx:afterSwap", (event) => {
   if (event.target.id === "wa-chat") scrollChatToEnd();
 });
 
+// The simulator's compose box empties as soon as a message is on its way, so the next one can be typed at
+// once; letters typed meanwhile are kept, and a message that could not be sent comes back to the box.
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const form = event.detail.elt;
+  if (!form.matches || !form.matches("form.wa-compose")) return;
+  form.dataset.sending = form.elements.text.value;
+  form.elements.text.value = "";
+  form.elements.text.focus();
+});
+document.addEventListener("htmx:afterRequest", (event) => {
+  const form = event.detail.elt;
+  if (!form.matches || !form.matches("form.wa-compose")) return;
+  if (!event.detail.successful && !form.elements.text.value) form.elements.text.value = form.dataset.sending;
+  delete form.dataset.sending;
+});
+
 document.addEventListener("click", (event) => {
   const button = event.target.closest("[data-copy]");
   if (!button) return;

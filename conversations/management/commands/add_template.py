@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 
 from conversations.models import PromptTemplate
 
@@ -16,8 +17,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, name: str, system: str, user: str, **options):
-        template, created = PromptTemplate.objects.update_or_create(
-            name=name, defaults={"system_prompt": system, "user_message": user}
-        )
+        template = PromptTemplate.objects.filter(name=name).first() or PromptTemplate(name=name)
+        created = template.pk is None
+        template.system_prompt, template.user_message = system, user
+        try:
+            template.full_clean()
+        except ValidationError as error:
+            problems = [f"{field.replace('_', ' ')}: {m}" for field, ms in error.message_dict.items() for m in ms]
+            raise CommandError(f"Template {name!r} was not saved. " + " ".join(problems)) from None
+        template.save()
         placeholders = ", ".join(f"{{{{{p}}}}}" for p in template.placeholders) or "none"
         self.stdout.write(f"{'Created' if created else 'Updated'} template {name!r}; placeholders: {placeholders}.")
