@@ -29,6 +29,8 @@ else:
     SECRET_KEY = env("SECRET_KEY")  # no default outside DEBUG: refuse to start without one
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
+# Where Meta and chatbot platforms reach this site, for commands that print a URL (no request to ask).
+PUBLIC_URL = env.str("PUBLIC_URL", default="").rstrip("/")
 
 INSTALLED_APPS = [
     "django.contrib.admin",

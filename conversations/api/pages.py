@@ -20,13 +20,24 @@ from connectors.views import history_of
 from ..models import Integration, PromptTemplate
 from . import tokens
 
+NO_CONNECTION = (
+    "Choose at least one connection: an integration without one cannot send anything, so every request "
+    "would be refused."
+)
+NO_TEMPLATE = (
+    "It may use no template yet, so POST /api/v1/messages refuses its requests; only /api/v1/chat/completions "
+    "works. Tick the templates its chatbot sends with."
+)
+
 
 class IntegrationForm(forms.ModelForm):
     templates = forms.ModelMultipleChoiceField(
         queryset=PromptTemplate.objects.all(), widget=forms.CheckboxSelectMultiple, required=False
     )
     connections = forms.ModelMultipleChoiceField(
-        queryset=ProviderConnection.objects.all(), widget=forms.CheckboxSelectMultiple, required=False
+        queryset=ProviderConnection.objects.all(),
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={"required": NO_CONNECTION},
     )
 
     class Meta:
@@ -124,6 +135,8 @@ def shown_once(request: HttpRequest, integration: Integration, *, token: str = "
 
 
 def _warn_if_unresolved(request: HttpRequest, integration: Integration) -> None:
+    if not integration.templates.exists():
+        messages.warning(request, NO_TEMPLATE)
     if integration.callback_url:
         _, warning = url_save_check(integration.callback_url)
         if warning:

@@ -90,6 +90,8 @@ def take_over(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         services.conversation_take_over(conversation=conversation, by=request.user, assigned="assign" in request.POST)
         messages.success(request, "You hold this conversation: the bot stays silent until you hand it back.")
+        # Straight to the reply box: on a phone it is a long scroll below the transcript.
+        return redirect(f"{conversation_url(pk)}#reply")
     return redirect("conversations:detail", pk=pk)
 
 

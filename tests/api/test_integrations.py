@@ -3,10 +3,12 @@ secrets from the dashboard, effective at the next request, each change in the hi
 
 from __future__ import annotations
 
+import html
 import json
 import re
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from conversations.models import Call, Integration
@@ -97,6 +99,21 @@ def test_an_admin_creates_an_integration_from_the_dashboard(client, lead_client,
     body = {**MESSAGE, "template": template.name}
     answer = client.post("/api/v1/messages", data=json.dumps(body), content_type="application/json", **auth(token))
     assert answer.status_code == 202
+
+
+def test_an_integration_needs_a_connection_and_is_warned_without_a_template(lead_client, connection, capsys):
+    refused = lead_client.post(reverse("conversations:integration_new"), {"name": "Shopbot"})
+    assert "Choose at least one connection: an integration without one cannot send anything" in refused.content.decode()
+    with pytest.raises(CommandError, match="--connection is required.*known: Sandbox"):
+        call_command("add_integration", "Shopbot")
+    assert not Integration.objects.exists()
+
+    created = lead_client.post(
+        reverse("conversations:integration_new"), {"name": "Bot", "connections": [connection.pk]}
+    )
+    assert "only /api/v1/chat/completions works" in html.unescape(created.content.decode())
+    call_command("add_integration", "Other bot", connection=[connection.name])
+    assert "only /api/v1/chat/completions works" in capsys.readouterr().err
 
 
 def test_the_default_connection_must_be_an_allowed_one(lead_client, connection, template):

@@ -178,3 +178,45 @@ def test_templates_for_the_list_exist(staff_client):
     TemplateFactory(name="Other")
     assert staff_client.get(reverse("conversations:templates")).status_code == 200
     assert Call.objects.count() == 0
+
+
+def test_add_whatsapp_channel_prints_the_webhook_url_meta_needs(settings, connection, template):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    def add(name):
+        out = StringIO()
+        call_command(
+            "add_whatsapp_channel", name, phone_number_id="106540352242922", app_secret="s3cret",
+            access_token="t0ken", template=template.name, connection=connection.name, verify_token="vt-123",
+            stdout=out,
+        )  # fmt: skip
+        return out.getvalue()
+
+    settings.PUBLIC_URL = ""
+    assert "/webhook/ on this site's public https address (set PUBLIC_URL" in add("Shop")
+    settings.PUBLIC_URL = "https://switchboard.example.com"
+    printed = add("Shop")
+    assert (
+        "callback URL to https://switchboard.example.com/whatsapp/" in printed and "verify token to vt-123" in printed
+    )
+    assert "YOUR-HOST" not in printed
+
+
+def test_the_verify_token_is_shown_to_admins_only_and_the_api_docs_are_in_the_navigation(
+    client, support_user, team_admin, connection, template
+):
+    from conversations.models import WhatsAppChannel
+
+    channel = WhatsAppChannel.objects.create(
+        name="Shop", phone_number_id="1", verify_token="vt-secret-9", template=template, connection=connection
+    )
+    pages = [reverse("conversations:whatsapp_channels"), reverse("conversations:whatsapp_channel", args=[channel.pk])]
+    client.force_login(support_user)
+    for url in pages:
+        assert "vt-secret-9" not in client.get(url).content.decode()
+    client.force_login(team_admin)
+    for url in pages:
+        assert "vt-secret-9" in client.get(url).content.decode()
+    assert '<a href="/api/docs/">API docs</a>' in client.get(reverse("conversations:integrations")).content.decode()

@@ -292,7 +292,8 @@ def test_staff_take_over_reply_and_hand_back(channel, staff_client, support_user
     execute_now(Call.objects.get().pk)
     url = reverse("conversations:detail", args=[conversation().pk])
 
-    staff_client.post(reverse("conversations:take_over", args=[conversation().pk]))
+    taken = staff_client.post(reverse("conversations:take_over", args=[conversation().pk]))
+    assert taken.url == f"{url}#reply"  # straight to the reply box, a long scroll away on a phone
     say(channel, "Are you a person?")
     staff_client.post(reverse("conversations:staff_reply", args=[conversation().pk]), {"text": "Yes, I am **Ana**."})
     page = staff_client.get(url).content.decode()
@@ -301,6 +302,7 @@ def test_staff_take_over_reply_and_hand_back(channel, staff_client, support_user
     assert (conversation().state, conversation().assigned_to) == ("human", support_user)
     assert sent_texts()[-1] == "Yes, I am *Ana*."
     assert "agent · staff" in page and "Taken over by agent" in page and "Replied by agent" in page
+    assert '<button type="submit" form="hand-back-form"' in page.split('id="reply"')[1]  # beside Send reply
 
     staff_client.post(reverse("conversations:hand_back", args=[conversation().pk]))
     say(channel, "Thanks, one more question")

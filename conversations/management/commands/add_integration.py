@@ -31,6 +31,17 @@ class Command(BaseCommand):
                 raise CommandError(f"--callback-url: {problem}")
             if warning:
                 self.stderr.write(f"Warning: {warning}")
+        if not connection:
+            known = ", ".join(ProviderConnection.objects.values_list("name", flat=True)[:10]) or "none yet"
+            raise CommandError(
+                "--connection is required: an integration without a connection cannot send anything. "
+                f"Name one or more (known: {known})."
+            )
+        if not template:
+            self.stderr.write(
+                "Warning: no --template, so POST /api/v1/messages refuses its requests; only "
+                "/api/v1/chat/completions works. Add templates in the dashboard (Integrations) when you need them."
+            )
         templates = [_get(PromptTemplate, t, "template") for t in template]
         connections = [_get(ProviderConnection, c, "connection") for c in connection]
         integration, token = integration_create(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import secrets
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from connectors import crypto
@@ -57,7 +58,13 @@ class Command(BaseCommand):
                 raise CommandError("--burst-seconds is from 0 (off) to 10.")
             channel.burst_seconds = o["burst_seconds"]
         channel.save()
+        path = f"/whatsapp/{channel.pk}/webhook/"
+        where = (
+            f"{settings.PUBLIC_URL}{path}"
+            if settings.PUBLIC_URL
+            else f"{path} on this site's public https address (set PUBLIC_URL to have it printed whole)"
+        )
         self.stdout.write(
-            f"WhatsApp channel {name!r}: callback URL https://YOUR-HOST/whatsapp/{channel.pk}/webhook/, "
-            f"verify token {channel.verify_token}"
+            f"Saved WhatsApp channel {name!r}. In Meta's app dashboard (WhatsApp → Configuration), set the callback "
+            f"URL to {where} and the verify token to {channel.verify_token}"
         )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import secrets
 
 from django.conf import settings
@@ -56,7 +57,12 @@ class Command(BaseCommand):
                 connection="Sandbox",
                 var=["business_name=Acme Bikes", "opening_hours=9-17"],
                 graph_base_url=f"http://127.0.0.1:{settings.SANDBOX_PORT}",
-                stdout=self.stdout,
+                stdout=io.StringIO(),  # its Meta set-up lines do not apply: the sandbox plays Meta here
+            )
+            channel = WhatsAppChannel.objects.get(name="Demo WhatsApp")
+            self.stdout.write(
+                "Created WhatsApp channel 'Demo WhatsApp' on the sandbox: chat as a customer at "
+                f"http://127.0.0.1:8000/whatsapp/{channel.pk}/simulator/"
             )
         self.stdout.write(
             f"Dashboard: http://127.0.0.1:8000/  logins: {DEMO_USER} (Admin) and {DEMO_AGENT} (Support staff), "
