@@ -24,11 +24,26 @@ def whatsapp_recipient(contact: str) -> str:
     return contact[1:] if contact.startswith("+") and contact[1:].isdigit() else contact
 
 
+class NotInternational(ValueError):
+    """A phone number written without its country code: which customer it is cannot be known."""
+
+
 def contact_from_api(contact: str) -> str:
-    """A number written with a `+` (spaces, dashes, dots, brackets allowed) as E.164; anything else unchanged."""
-    compact = _SEPARATORS.sub("", contact.strip())
+    """A number written with a `+` (spaces, dashes, dots, brackets allowed) as E.164; anything else unchanged.
+
+    A number formatted as people write them but without a `+` (`(650) 555-0100`, `650 555 0100`) is refused:
+    stored as it is, it would never meet the same customer's WhatsApp conversation or a search for `+1650`.
+    Bare digits stay as they are: platforms use numeric user ids, and a WhatsApp wa_id has no `+` either.
+    """
+    stripped = contact.strip()
+    compact = _SEPARATORS.sub("", stripped)
     if compact.startswith("+") and _E164.fullmatch(compact):
         return compact
+    if compact != stripped and compact.isascii() and compact.isdigit() and len(compact) >= 7:
+        raise NotInternational(
+            f"{stripped!r} looks like a phone number without its country code. Write it in international form, "
+            f"with + and the country code (e.g. +1 {stripped} in the US), so it is the same customer everywhere."
+        )
     return contact
 
 

@@ -19,7 +19,7 @@ from config.names import validate_name
 from connectors.models import ProviderConnection
 
 from . import services
-from .contacts import contact_from_api
+from .contacts import NotInternational, contact_from_api
 from .models import Call, Conversation, IdempotencyKey, Integration, Message, PromptTemplate
 from .payloads import printable, unstorable
 from .rendering import PLACEHOLDER_NAME as VARIABLE_NAME
@@ -33,6 +33,13 @@ class Refused(Exception):
     status: int
     field: str
     message: str
+
+
+def _contact(text: str, field: str) -> str:
+    try:
+        return contact_from_api(text)
+    except NotInternational as refused:
+        raise Refused(400, field, str(refused)) from None
 
 
 def _text(value: Any, field: str, limit: int | None = None, example: str = "") -> str:
@@ -178,8 +185,8 @@ def message_receive(*, integration: Integration, payload: dict[str, Any], idempo
         return earlier
     template = _allowed_template(integration, payload.get("template"))
     connection = allowed_connection(integration, payload.get("connection"))
-    contact = contact_from_api(
-        _text(payload.get("contact"), "contact", 200, ": who the customer is, e.g. their WhatsApp number")
+    contact = _contact(
+        _text(payload.get("contact"), "contact", 200, ": who the customer is, e.g. their WhatsApp number"), "contact"
     )
     message = payload.get("message")
     if not isinstance(message, str):
@@ -312,7 +319,7 @@ def chat_receive(*, integration: Integration, payload: dict[str, Any], contact: 
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
     customer_message = turns[-1]["content"]
     services.check_message(customer_message)
-    contact = contact_from_api(_text(contact, "user", 200))
+    contact = _contact(_text(contact, "user", 200), "user")
     with transaction.atomic():
         conversation = Conversation.objects.create(
             contact=contact,

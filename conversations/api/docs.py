@@ -63,7 +63,9 @@ MESSAGE_REQUEST = {
         },
         "contact": {
             "type": "string",
-            "description": "Who the customer is; their conversation continues.",
+            "description": "Who the customer is; their conversation continues. A phone number with + and its "
+            "country code (stored as E.164, so it meets the same number's WhatsApp conversation), or your "
+            "platform's user id. A number formatted without a country code, such as (650) 555-0100, is a 400.",
             "example": "+16505551234",
         },
         "message": {
@@ -88,6 +90,20 @@ MESSAGE_REQUEST = {
         },
     },
     "additionalProperties": False,
+}
+MESSAGE_EXAMPLE = {
+    "template": "Support bot",
+    "contact": "+16505551234",
+    "message": "Do you deliver on Sundays?",
+    "variables": {"business_name": "Acme Bikes", "opening_hours": "9-17"},
+    "wait": 10,
+}
+CHAT_EXAMPLE = {
+    "messages": [
+        {"role": "system", "content": "You answer for Acme Bikes, briefly."},
+        {"role": "user", "content": "Do you deliver on Sundays?"},
+    ],
+    "user": "+16505551234",
 }
 CHAT_REQUEST = {
     "type": "object",
@@ -130,8 +146,13 @@ CHAT_REQUEST = {
 }
 
 
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": schema}}}
+def _json(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
+    """A JSON body. With an example, "Try it out" starts from a request that works as it is, rather than
+    one built from the schema (which would fill every optional field with "string")."""
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"content": {"application/json": media}}
 
 
 def openapi() -> dict[str, Any]:
@@ -175,7 +196,7 @@ def openapi() -> dict[str, Any]:
                             "schema": {"type": "string", "maxLength": 200},
                         }
                     ],
-                    "requestBody": {"required": True, **_json(MESSAGE_REQUEST)},
+                    "requestBody": {"required": True, **_json(MESSAGE_REQUEST, MESSAGE_EXAMPLE)},
                     "responses": {
                         "200": {
                             "description": "Answered, or status human: a person holds the conversation",
@@ -208,7 +229,7 @@ def openapi() -> dict[str, Any]:
                     "summary": "Drop-in chat completions (OpenAI and Mistral shape)",
                     "description": "Point an OpenAI or Mistral client at `/api/v1`, the integration token as its key. "
                     "The call is logged and retried like any other.",
-                    "requestBody": {"required": True, **_json(CHAT_REQUEST)},
+                    "requestBody": {"required": True, **_json(CHAT_REQUEST, CHAT_EXAMPLE)},
                     "responses": {
                         "200": {"description": "choices[0].message.content holds the reply"},
                         "403": {"description": "model names a connection this integration may not use", **_json(ERROR)},

@@ -154,3 +154,24 @@ def test_the_openapi_document_and_docs_page(client, admin_client):
     assert set(schema["paths"]) == {"/api/v1/messages", "/api/v1/calls/{id}", "/api/v1/chat/completions"}
     page = admin_client.get("/api/docs/").content.decode()
     assert 'data-schema-url="/api/schema/"' in page and "swagger-ui-bundle.js" in page
+
+
+def test_the_reference_pages_example_requests_work_as_they_are(client, sandbox, published, settings):
+    """ "Try it out" starts from the example body: it must be accepted, not a body of "string" fields."""
+    settings.API_CHAT_WAIT_SECONDS = 0  # accepted and queued is enough here: no worker runs
+    schema = client.get("/api/schema/").json()
+    connection = ConnectionFactory(name="Sandbox", base_url=sandbox.base_url)
+    template = TemplateFactory(
+        name="Support bot", system_prompt="You answer for {{business_name}}, open {{opening_hours}}."
+    )
+    _, token = integration_create(name="Docs", templates=[template], connections=[connection])
+    for path in ["/api/v1/messages", "/api/v1/chat/completions"]:
+        body = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["example"]
+        assert "string" not in json.dumps(body)
+        if "wait" in body:
+            body = {**body, "wait": 0}
+        answer = client.post(
+            path, data=json.dumps(body), content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
+        )
+        assert answer.status_code in (202, 503) and "queued" in answer.content.decode(), answer.content
+    assert Call.objects.count() == 2

@@ -123,6 +123,29 @@ def test_whatsapp_and_api_numbers_are_stored_and_found_as_e164(client, staff_cli
         assert "+15550100100" in page, query
 
 
+@pytest.mark.parametrize("written", ["(650) 555-0100", "650 555 0100", "650-555-0100", "650.555.0100"])
+def test_an_api_contact_written_as_a_number_without_its_country_code_is_refused(client, connection, template, written):
+    _, token = integration_create(name="Bot", templates=[template], connections=[connection])
+    for path, body in [
+        ("/api/v1/messages", {"template": template.name, "contact": written, "message": "Hi"}),
+        ("/api/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "user": written}),
+    ]:
+        answer = client.post(path, data=json.dumps(body), content_type="application/json",
+                             HTTP_AUTHORIZATION=f"Bearer {token}")  # fmt: skip
+        assert answer.status_code == 400
+        assert "without its country code" in answer.content.decode() and "+1 " in answer.content.decode()
+    assert not Conversation.objects.exists()
+
+
+def test_ids_that_are_not_phone_numbers_are_kept_as_they_are(client, connection, template, published):
+    _, token = integration_create(name="Bot", templates=[template], connections=[connection])
+    for contact in ["123456789", "user-42", "ana@example.com"]:
+        body = {"template": template.name, "contact": contact, "message": "Hi", "variables": {"business_name": "A"}}
+        client.post("/api/v1/messages", data=json.dumps(body), content_type="application/json",
+                    HTTP_AUTHORIZATION=f"Bearer {token}")  # fmt: skip
+    assert sorted(Conversation.objects.values_list("contact", flat=True)) == ["123456789", "ana@example.com", "user-42"]
+
+
 def test_a_chat_completions_conversation_names_its_kind_not_none(staff_client, connection):
     conversation = Conversation.objects.create(contact="api:Bot", connection=connection, template=None)
     page = staff_client.get(reverse("conversations:detail", args=[conversation.pk])).content.decode()
