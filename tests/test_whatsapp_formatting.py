@@ -53,6 +53,13 @@ def test_text_without_marks_is_sent_as_it_is(text):
     assert whatsapp_text(text) == text
 
 
+def test_characters_the_converter_uses_internally_pass_through_unchanged():
+    """It marks converted text with private-use characters; a reply that holds those very characters
+    (emoji fonts and some keyboards use them) must still come out as written."""
+    text = "\ue000 \ue001 \ue010" + "0\ue011 and **bold** with `code`"
+    assert whatsapp_text(text) == "\ue000 \ue001 \ue0100\ue011 and *bold* with `code`"
+
+
 @given(st.lists(words, min_size=1, max_size=6))
 def test_no_markdown_bold_is_left_for_whatsapp_to_show_as_asterisks(chunk):
     text = "**" + " ".join(chunk) + "**"

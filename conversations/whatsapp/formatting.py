@@ -19,8 +19,9 @@ import re
 
 MAX_MESSAGE = 4096  # characters in one WhatsApp text message
 
-# Private-use characters stand in for the marks already converted, so later rules do not read them again.
-_BOLD, _ITALIC, _STRIKE = "\ue000", "\ue001", "\ue002"
+# Private-use characters stand in for the marks already converted, so later rules do not read them again. They
+# are chosen per text among those it does not contain: a reply may hold any character, these included.
+_PRIVATE_USE = range(0xE000, 0xF900)
 _FENCE = re.compile(r"^(```|~~~).*?^\1[^\S\n]*$", re.M | re.S)
 _CODE_SPAN = re.compile(r"(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.S)
 _HEADING = re.compile(r"^[^\S\n]{0,3}#{1,6}[^\S\n]+(.+?)[^\S\n]*#*[^\S\n]*$", re.M)
@@ -49,33 +50,37 @@ def whatsapp_text(markdown: str) -> str:
 
 def _convert_prose(text: str) -> str:
     """Everything outside fenced blocks; inline code spans are set aside and put back unchanged."""
+    present = set(text)
+    free = (chr(c) for c in _PRIVATE_USE if chr(c) not in present)
+    try:
+        bold, italic, strike, opening, closing = (next(free) for _ in range(5))
+    except (StopIteration, RuntimeError):
+        return text  # every stand-in is taken: send it unconverted rather than wrong
     spans: list[str] = []
 
     def keep(match: re.Match) -> str:
         spans.append(match.group())
-        return f"\ue010{len(spans) - 1}\ue011"
+        return f"{opening}{len(spans) - 1}{closing}"
+
+    def heading(match: re.Match) -> str:
+        """A heading is a bold line; a heading that was bold already is not bolded twice."""
+        inner = re.sub(r"^(\*\*|__)(.+)\1$", r"\2", match.group(1).strip())
+        return f"{bold}{inner}{bold}"
 
     text = _CODE_SPAN.sub(keep, text)
     text = text.replace("\\*", "∗").replace("\\_", "_").replace("\\~", "~").replace("\\#", "#")
     text = _tables(text)
-    text = _HEADING.sub(_heading, text)
+    text = _HEADING.sub(heading, text)
     text = _BULLET.sub(lambda m: f"{m.group(1)}- ", text)
     text = _IMAGE.sub(lambda m: _link(m.group(1), m.group(2)), text)
     text = _LINK.sub(lambda m: _link(m.group(1), m.group(2)), text)
-    text = _BOLD_ITALIC.sub(lambda m: f"{_BOLD}{_ITALIC}{m.group(1)}{_ITALIC}{_BOLD}", text)
-    text = _BOLD_STARS.sub(lambda m: f"{_BOLD}{m.group(1)}{_BOLD}", text)
-    text = _BOLD_UNDERSCORES.sub(lambda m: f"{_BOLD}{m.group(1)}{_BOLD}", text)
-    text = _ITALIC_STAR.sub(lambda m: f"{_ITALIC}{m.group(1)}{_ITALIC}", text)
-    text = _STRIKE_TILDES.sub(lambda m: f"{_STRIKE}{m.group(1)}{_STRIKE}", text)
-    text = text.replace(_BOLD, "*").replace(_ITALIC, "_").replace(_STRIKE, "~")
-    return re.sub("\ue010(\\d+)\ue011", lambda m: spans[int(m.group(1))], text)
-
-
-def _heading(match: re.Match) -> str:
-    """A heading is a bold line; a heading that was bold already is not bolded twice."""
-    inner = match.group(1).strip()
-    inner = re.sub(r"^(\*\*|__)(.+)\1$", r"\2", inner)
-    return f"{_BOLD}{inner}{_BOLD}"
+    text = _BOLD_ITALIC.sub(lambda m: f"{bold}{italic}{m.group(1)}{italic}{bold}", text)
+    text = _BOLD_STARS.sub(lambda m: f"{bold}{m.group(1)}{bold}", text)
+    text = _BOLD_UNDERSCORES.sub(lambda m: f"{bold}{m.group(1)}{bold}", text)
+    text = _ITALIC_STAR.sub(lambda m: f"{italic}{m.group(1)}{italic}", text)
+    text = _STRIKE_TILDES.sub(lambda m: f"{strike}{m.group(1)}{strike}", text)
+    text = text.replace(bold, "*").replace(italic, "_").replace(strike, "~")
+    return re.sub(f"{opening}(\\d+){closing}", lambda m: spans[int(m.group(1))], text)
 
 
 def _link(label: str, url: str) -> str:
