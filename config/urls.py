@@ -1,8 +1,7 @@
 from django.contrib import admin
-from django.contrib.auth.views import LoginView
 from django.urls import include, path
 
-from .accounts import LoginForm
+from .accounts import LoginForm, SwitchboardLoginView
 
 admin.site.site_header = "Switchboard administration"
 admin.site.site_title = "Switchboard"
@@ -10,7 +9,7 @@ admin.site.login_form = LoginForm
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("accounts/login/", LoginView.as_view(authentication_form=LoginForm), name="login"),
+    path("accounts/login/", SwitchboardLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("connections/", include("connectors.urls")),
     path("api/", include("conversations.api.urls")),

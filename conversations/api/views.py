@@ -39,6 +39,11 @@ def header(request: HttpRequest, name: str) -> str:
         return value
 
 
+SEND_TOKEN = (
+    "Send the integration's token as 'Authorization: Bearer sb_…' (shown once when the integration was created)."
+)
+
+
 def _error(status: int, field: str, message: str) -> JsonResponse:
     return JsonResponse({"error": {"field": field, "message": message}}, status=status)
 
@@ -49,10 +54,20 @@ def api(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
     @csrf_exempt  # token-authenticated: no cookies, so no cross-site request to forge
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> JsonResponse:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        integration = integration_for(token.strip()) if scheme.lower() == "bearer" else None
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.strip().partition(" ")
+        if not header.strip():
+            return _error(401, "Authorization", f"No token was sent. {SEND_TOKEN}")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _error(401, "Authorization", f"The Authorization header is not a Bearer token. {SEND_TOKEN}")
+        integration = integration_for(token.strip())
         if integration is None:
-            return _error(401, "Authorization", "Send the integration's token as 'Authorization: Bearer sb_…'.")
+            return _error(
+                401,
+                "Authorization",
+                "The token matches no integration: it is mistyped, or it was replaced (rotated). Copy the "
+                "integration's current token; an Admin can rotate it on the integration's page to get a new one.",
+            )
         if not integration.is_active:
             return _error(401, "Authorization", "This integration is disabled. An Admin can enable it on its page.")
         now = timezone.now()

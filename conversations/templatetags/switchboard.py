@@ -12,6 +12,13 @@ register = template.Library()
 
 
 @register.filter
+def duration(value) -> str:
+    from config.accounts import readable_duration
+
+    return readable_duration(value)
+
+
+@register.filter
 def pretty_json(value: object) -> str:
     """A value (or a JSON string) as indented JSON; text that is not JSON comes back unchanged."""
     if isinstance(value, str):

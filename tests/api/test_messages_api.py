@@ -28,10 +28,23 @@ GOOD = {
 
 @pytest.mark.django_db
 class TestRefusals:
-    def test_a_wrong_token_is_a_json_401(self, client, integration_token):
-        response = post(client, "sb_not-a-real-token", GOOD)
+    @pytest.mark.parametrize(
+        ("headers", "words"),
+        [
+            ({}, "No token was sent."),
+            ({"HTTP_AUTHORIZATION": "Basic dXNlcjpwYXNz"}, "not a Bearer token"),
+            ({"HTTP_AUTHORIZATION": "Bearer "}, "not a Bearer token"),
+            ({"HTTP_AUTHORIZATION": "Bearer sb_not-a-real-token"}, "matches no integration"),
+        ],
+    )
+    def test_a_missing_malformed_or_wrong_token_is_a_json_401_that_says_which(
+        self, client, integration_token, headers, words
+    ):
+        response = client.post("/api/v1/messages", data=json.dumps(GOOD), content_type="application/json", **headers)
         assert response.status_code == 401
         assert response.json()["error"]["field"] == "Authorization"
+        assert words in response.json()["error"]["message"]
+        assert "sb_not-a-real-token" not in response.content.decode()  # a token is never echoed back
 
     @pytest.mark.parametrize(
         ("change", "status", "field", "words"),

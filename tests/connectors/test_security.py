@@ -140,14 +140,21 @@ def test_the_admin_refuses_an_unsafe_base_url(admin_client):
 def test_logins_are_locked_after_repeated_failures(client, django_user_model, settings):
     django_user_model.objects.create_user("agent", password="right-password-1")
     url = reverse("login")
-    for _ in range(settings.AXES_FAILURE_LIMIT):
+    wrong = client.post(url, {"username": "agent", "password": "wrong"}).content.decode()
+    assert wrong.count("do not match an account") == 1  # said once, not twice
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
         client.post(url, {"username": "agent", "password": "wrong"})
 
     response = client.post(url, {"username": "agent", "password": "right-password-1"})
 
+    page = response.content.decode()
     assert response.status_code == 429
-    assert "Too many failed logins" in response.content.decode()
+    assert "Too many failed logins" in page and "<strong>agent</strong> is" in page
+    settings_minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
+    assert f"locked out for {settings_minutes} minutes after {settings.AXES_FAILURE_LIMIT} wrong passwords" in page
+    assert 'href="/accounts/login/?username=agent"' in page
     assert "_auth_user_id" not in client.session
+    assert 'value="agent"' in client.get(url, {"username": "agent"}).content.decode()  # the link back fills it in
 
 
 @pytest.mark.django_db
