@@ -36,6 +36,12 @@ class Help:
     cause: str
     fix: str
 
+    @property
+    def in_connection(self) -> bool:
+        """The fix is a change to the connection's settings, which only Admins may make: Support staff are
+        told to pass it on rather than shown a fix they cannot carry out."""
+        return self in _CONNECTION_FIXES
+
 
 _HELP: dict[str, Help] = {
     ErrorKind.AUTH: Help(
@@ -102,6 +108,12 @@ _HELP: dict[str, Help] = {
 }
 
 
+_CONNECTION_FIXES = [
+    _HELP[kind]
+    for kind in (ErrorKind.AUTH, "forbidden", ErrorKind.INVALID_MODEL, ErrorKind.MISSING_MODEL, ErrorKind.CONFIG)
+]
+
+
 def explain(kind: str, status: int | None = None, message: str = "") -> Help:
     """The likely cause and the fix for a failure, for showing to staff."""
     if kind == ErrorKind.AUTH and status == 403:
@@ -109,6 +121,12 @@ def explain(kind: str, status: int | None = None, message: str = "") -> Help:
     if kind == ErrorKind.BAD_REQUEST and "extra inputs" in message.lower():
         return _HELP["extra_inputs"]
     return _HELP.get(kind, _HELP[ErrorKind.PROVIDER_ERROR])
+
+
+def error_summary(label: str, message: str) -> str:
+    """ "Invalid model: mistral-tiny" rather than "Invalid model: Invalid model: mistral-tiny": providers often
+    start their message with what our kind's label says already."""
+    return message if message.lower().startswith(label.lower()) else f"{label}: {message}"
 
 
 class ProviderError(Exception):
@@ -134,6 +152,10 @@ class ProviderError(Exception):
         self.status = status
         self.body = body
         self.retry_after = retry_after
+
+    @property
+    def summary(self) -> str:
+        return error_summary(self.kind.label, self.message)
 
     @property
     def permanent(self) -> bool:

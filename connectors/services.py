@@ -62,9 +62,7 @@ def connection_check(*, connection: ProviderConnection) -> CheckResult:
         result.error = error
     connection.checked_at = timezone.now()
     connection.check_ok = result.ok
-    connection.check_message = (
-        f"OK in {result.latency_ms} ms" if result.ok else f"{result.error.kind.label}: {result.error.message}"
-    )
+    connection.check_message = f"OK in {result.latency_ms} ms" if result.ok else result.error.summary
     if result.models:
         connection.available_models = result.models
     # An update, not a save: a check changes nothing staff configured, so it is no entry in the history (a save

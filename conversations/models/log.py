@@ -9,7 +9,7 @@ from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 from config.names import validate_name
-from connectors.errors import ErrorKind, Help, explain
+from connectors.errors import ErrorKind, Help, error_summary, explain
 from connectors.models import ProviderConnection
 
 from .. import rendering
@@ -305,9 +305,7 @@ class Call(models.Model):
         """ "Invalid model: mistral-tiny" rather than "Invalid model: Invalid model: mistral-tiny"."""
         if not self.error_kind:
             return ""
-        label = self.get_error_kind_display()
-        message = self.error_message
-        return message if message.lower().startswith(label.lower()) else f"{label}: {message}"
+        return error_summary(self.get_error_kind_display(), self.error_message)
 
     @property
     def total_tokens(self) -> int | None:

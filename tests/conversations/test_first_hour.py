@@ -77,6 +77,24 @@ def test_checking_a_connection_writes_no_history_and_answers_in_its_row(staff_cl
     assert f'hx-target="#check-result-{connection.pk}"' in listing and f'id="check-result-{connection.pk}"' in listing
 
 
+def test_a_failed_check_names_the_kind_once_and_tells_support_staff_who_can_fix_it(
+    client, support_user, team_admin, connection
+):
+    ProviderConnection.objects.filter(pk=connection.pk).update(model="no-such-model")
+    url = reverse("connectors:check", args=[connection.pk])
+    client.force_login(support_user)
+    staff_sees = client.post(url, {"where": "list"}).content.decode()
+    client.force_login(team_admin)
+    admin_sees = client.post(url, {"where": "list"}).content.decode()
+
+    for page in (staff_sees, admin_sees):
+        assert "Invalid model: no-such-model" in page and "Invalid model: Invalid model" not in page
+    assert "Only an Admin can change a connection: send them this." in staff_sees
+    assert "Only an Admin" not in admin_sees
+    listing = client.get(reverse("connectors:list")).content.decode()
+    assert "Invalid model: no-such-model" in listing and "Invalid model: Invalid model" not in listing
+
+
 def test_the_check_button_is_on_the_edit_page_and_a_mistral_url_without_v1_is_flagged(lead_client, connection):
     url = reverse("connectors:edit", args=[connection.pk])
     assert f'hx-post="{reverse("connectors:check", args=[connection.pk])}"' in lead_client.get(url).content.decode()
