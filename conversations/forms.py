@@ -119,8 +119,13 @@ class TestSendForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.chosen_template = template
         for name in template.variables if template else []:
+            # Not required by the form: the send refuses a missing value naming the template and the fix. The
+            # browser marks the field as needed before anything is sent.
             self.fields[VARIABLE_PREFIX + name] = forms.CharField(
-                label=name.replace("_", " ").capitalize(), required=False, help_text=f"{{{{{name}}}}} in the template"
+                label=name.replace("_", " ").capitalize(),
+                required=False,
+                help_text=f"{{{{{name}}}}} in the template",
+                widget=forms.TextInput(attrs={"required": True, "aria-required": "true"}),
             )
 
     def variable_fields(self) -> list[forms.BoundField]:

@@ -68,7 +68,8 @@ def test_send(request: HttpRequest) -> HttpResponse:
                     "connection": call.connection_id,
                     "template": call.conversation.template_id,
                 }
-                return redirect(f"{reverse('conversations:test_send')}?call={call.pk}&again={call.pk}")
+                # At #result: on a phone the result is below the whole form.
+                return redirect(f"{reverse('conversations:test_send')}?call={call.pk}&again={call.pk}#result")
         call = None
     else:
         call = _call_from(request.GET.get("call", ""))
@@ -121,10 +122,17 @@ def preview(request: HttpRequest) -> HttpResponse:
     data = form.cleaned_data
     connection, template = data.get("connection"), data.get("template")
     if connection and template:
+        # Shown before the form is complete: what is still empty appears as ‹its name›, listed above the body.
+        variables = form.variables()
+        missing = [name for name in template.variables if not variables.get(name)]
+        variables.update({name: f"‹{name}›" for name in missing})
+        customer_message = data.get("customer_message") or ""
+        if not customer_message.strip():
+            missing.append("customer message")
+            customer_message = "‹customer message›"
+        context["still_needed"] = missing
         try:
-            system, user = template.render(
-                variables=form.variables(), customer_message=data.get("customer_message", "")
-            )
+            system, user = template.render(variables=variables, customer_message=customer_message)
         except TemplateVariableError as error:
             context["problem"] = str(error)
         else:

@@ -45,10 +45,24 @@ def test_sending_queues_a_call_and_shows_it_waiting(staff_client, connection, te
 
     call = Call.objects.get()
     assert call.status == Call.Status.QUEUED
-    assert response.status_code == 302
+    assert response.status_code == 302 and response["Location"].endswith("#result")  # a phone scrolls to it
     page = staff_client.get(response["Location"]).content.decode()
-    assert "Queued" in page and "Waiting for the worker" in page
+    assert "Queued" in page and "waiting for a worker to pick it up" in page
     assert reverse("conversations:call_status", args=[call.pk]) in page  # the page polls for the outcome
+
+    Call.objects.filter(pk=call.pk).update(status=Call.Status.RUNNING)
+    running = staff_client.get(reverse("conversations:call_status", args=[call.pk])).content.decode()
+    assert f"The worker is asking {connection.name} for a reply" in running and "Queued" not in running
+
+
+def test_the_preview_shows_the_request_before_the_form_is_complete(staff_client, connection, template):
+    form = {"connection": connection.pk, "template": template.pk, "customer_message": ""}
+    preview = staff_client.post(reverse("conversations:preview"), form).content.decode()
+
+    assert "Still to fill in before sending: business_name, customer message." in preview
+    assert "‹business_name›" in preview and "‹customer message›" in preview
+    page = staff_client.get(reverse("conversations:test_send")).content.decode()
+    assert 'name="var_business_name"' in page and 'aria-required="true"' in page and "needed</span>" in page
 
 
 def test_a_missing_variable_is_shown_on_the_form_and_nothing_is_queued(staff_client, connection, template):
