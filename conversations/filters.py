@@ -31,6 +31,7 @@ class CallFilter(django_filters.FilterSet):
         fields=(("queued_at", "queued"), ("latency_ms", "latency"), ("completion_tokens", "tokens")),
         field_labels={"queued_at": "Time", "latency_ms": "Latency", "completion_tokens": "Tokens"},
         label="Sort",
+        empty_label="Newest first",  # what no choice means; the other filters' empty choice is "Any" (settings)
     )
 
     class Meta:
@@ -55,6 +56,7 @@ class ConversationFilter(django_filters.FilterSet):
         fields=(("updated_at", "updated"), ("created_at", "created"), ("contact", "contact")),
         field_labels={"updated_at": "Last activity", "created_at": "Started", "contact": "Contact"},
         label="Sort",
+        empty_label="Newest first",  # what no choice means; the other filters' empty choice is "Any" (settings)
     )
 
     class Meta:

@@ -31,6 +31,7 @@ else:
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
 # Where Meta and chatbot platforms reach this site, for commands that print a URL (no request to ask).
 PUBLIC_URL = env.str("PUBLIC_URL", default="").rstrip("/")
+FILTERS_EMPTY_CHOICE_LABEL = "Any"  # django-filter's default is a row of dashes
 
 INSTALLED_APPS = [
     "django.contrib.admin",

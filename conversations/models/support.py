@@ -57,7 +57,7 @@ class Feedback(models.Model):
         constraints = [models.UniqueConstraint(fields=["message", "by"], name="feedback_once_per_person")]
 
     def __str__(self) -> str:
-        return f"{'👍' if self.good else '👎'} on message {self.message_id}"
+        return f"{'Good' if self.good else 'Not good'}, on message {self.message_id}"
 
 
 class WhatsAppContact(models.Model):

@@ -168,7 +168,7 @@ def _send(conversation: Conversation, message: Message, kind: str, text: str) ->
 
 
 def feedback_give(*, message: Message, by, good: bool, note: str = "") -> Feedback:
-    """A thumbs up or down on one bot reply (one per person: giving it again changes it)."""
+    """Good or not good, on one bot reply (one per person: giving it again changes it)."""
     if message.role != Message.Role.ASSISTANT:
         raise SupportRefused("Feedback is for the bot's replies.")
     with transaction.atomic():
@@ -176,6 +176,10 @@ def feedback_give(*, message: Message, by, good: bool, note: str = "") -> Feedba
             message=message, by=by, defaults={"good": good, "note": note.strip()[:2000]}
         )
         ConversationEvent.objects.create(
-            conversation_id=message.conversation_id, kind=Kind.FEEDBACK, by=by, note=("👍 " if good else "👎 ") + note
+            conversation_id=message.conversation_id,
+            kind=Kind.FEEDBACK,
+            by=by,
+            # In words, as the buttons say it: an emoji shows as a box where the font has none.
+            note=("Good" if good else "Not good") + (f" — {note.strip()[:2000]}" if note.strip() else ""),
         )
     return feedback

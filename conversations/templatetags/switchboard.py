@@ -12,6 +12,19 @@ register = template.Library()
 
 
 @register.filter
+def waited(value) -> str:
+    """How long something has waited, as a person says it: "under a minute" rather than "0 minutes"."""
+    from django.utils import timezone
+    from django.utils.timesince import timesince
+
+    if value is None:
+        return "—"
+    if (timezone.now() - value).total_seconds() < 60:
+        return "under a minute"
+    return timesince(value)
+
+
+@register.filter
 def duration(value) -> str:
     from config.accounts import readable_duration
 

@@ -150,7 +150,8 @@ def test_the_preview_names_a_missing_variable(staff_client, connection, template
         reverse("conversations:preview"),
         {"connection": connection.pk, "template": template.pk, "customer_message": "Hi"},
     )
-    assert "needs a value for {{business_name}}" in response.content.decode()
+    assert "Still to fill in before sending: business_name." in response.content.decode()
+    assert "‹business_name›" in response.content.decode()  # where the value goes, in the request body
 
 
 def test_the_overview_reports_latency_percentiles_and_usage(staff_client, connection, template):

@@ -261,3 +261,36 @@ def test_the_verify_token_is_shown_to_admins_only_and_the_api_docs_are_in_the_na
     for url in pages:
         assert "vt-secret-9" in client.get(url).content.decode()
     assert '<a href="/api/docs/">API docs</a>' in client.get(reverse("conversations:integrations")).content.decode()
+
+
+def test_filters_offer_any_and_counts_read_as_words(staff_client, connection, template):
+    calls = staff_client.get(reverse("conversations:calls")).content.decode()
+    assert "---------" not in calls and '<option value="" selected>Any</option>' in calls
+    assert '<option value="" selected>Newest first</option>' in calls
+
+    delivery.call_execute(call_id=send(connection, template).pk)
+    overview = staff_client.get(reverse("conversations:overview")).content.decode()
+    assert "1</span> customer message<" in overview and "1</span> provider call (0 retries)" in overview
+
+
+def test_a_conversation_waiting_for_seconds_says_under_a_minute(channel_for_first_hour, staff_client):
+    conversation = channel_for_first_hour
+    for url in [reverse("conversations:inbox"), reverse("conversations:detail", args=[conversation.pk])]:
+        page = staff_client.get(url).content.decode()
+        assert "under a minute" in page and "0\xa0minutes" not in page and "0 minutes" not in page
+
+
+@pytest.fixture
+def channel_for_first_hour(connection, template):
+    from django.utils import timezone
+
+    integration, _ = integration_create(name="Bot", templates=[template], connections=[connection])
+    return Conversation.objects.create(
+        integration=integration,
+        contact="+15550100100",
+        connection=connection,
+        template=template,
+        state=Conversation.State.WAITING,
+        reason=Conversation.Reason.ASKED,
+        waiting_since=timezone.now(),
+    )

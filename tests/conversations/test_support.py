@@ -423,6 +423,7 @@ def test_feedback_on_a_reply_is_kept_and_counted(channel, staff_client):
     assert "1 good · 0 not good" in overview.content.decode()
     page = staff_client.get(reverse("conversations:detail", args=[reply.conversation_id])).content.decode()
     assert 'value="yes" class="secondary chosen" aria-pressed="true">Good</button>' in page
+    assert "<q>Not good — Too long</q>" in page and "<q>Good</q>" in page  # in words: emoji fonts vary
 
 
 def test_handing_back_answers_what_the_customer_asked_while_a_person_held_it(channel, staff_client):
