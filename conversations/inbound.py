@@ -299,8 +299,9 @@ def chat_receive(*, integration: Integration, payload: dict[str, Any], contact: 
     names = set(integration.connections.values_list("name", flat=True))
     if model and model not in names and ProviderConnection.objects.filter(name=model).exists():
         # A connection by name, but not one of this integration's: never send its name to another provider.
+        # 404, as OpenAI answers a model the key may not use: a 403 would read as a token problem.
         raise Refused(
-            403,
+            404,
             "model",
             f"{model!r} is a connection this integration may not use. Allowed: {', '.join(sorted(names)) or 'none yet'}"
             ". An Admin can allow it on the integration's page.",

@@ -214,7 +214,7 @@ def test_the_chat_completions_endpoint_refuses_any_hostile_field_by_name(world, 
 
 @FUZZ
 @given(
-    path=st.sampled_from(["/api/v1/messages", "/api/v1/chat/completions", "/api/v1/calls/1"]),
+    path=st.sampled_from(["/api/v1/messages", "/api/v1/chat/completions", "/api/v1/calls/1", "/api/v1/models"]),
     raw=RAW_BODY,
     method=st.sampled_from(["POST", "GET", "PUT", "DELETE", "PATCH", "OPTIONS"]),
 )
@@ -459,7 +459,7 @@ def test_every_page_and_endpoint_is_fuzzed_here(world):
     """A new URL must join the lists above: this test names any that has not."""
     fuzzed = {p.split("?")[0] for p in dashboard_pages(world)} | {p for p, _ in dashboard_forms(world)}
     webhook = f"/whatsapp/{world['channel'].pk}/webhook/"
-    fuzzed |= {"/api/v1/messages", "/api/v1/chat/completions", "/api/v1/calls/1", webhook}
+    fuzzed |= {"/api/v1/messages", "/api/v1/chat/completions", "/api/v1/calls/1", "/api/v1/models", webhook}
     missing = []
     for namespace in ["conversations", "connectors", "api"]:
         _, resolver = get_resolver().namespace_dict[namespace]

@@ -19,6 +19,9 @@ ERROR = {
             "properties": {
                 "field": {"type": "string", "description": "The field at fault."},
                 "message": {"type": "string", "description": "What is wrong and how to fix it."},
+                "type": {"type": "string", "description": "OpenAI's error type, e.g. invalid_request_error."},
+                "param": {"type": ["string", "null"], "description": "The field, as OpenAI's SDKs read it."},
+                "code": {"type": "string", "description": "A stable code, e.g. model_not_found or auth."},
             },
         }
     },
@@ -228,19 +231,51 @@ def openapi() -> dict[str, Any]:
                 "post": {
                     "summary": "Drop-in chat completions (OpenAI and Mistral shape)",
                     "description": "Point an OpenAI or Mistral client at `/api/v1`, the integration token as its key. "
-                    "The call is logged and retried like any other.",
+                    "The call is logged, retried and falls back like any other. With `stream: true` the answer "
+                    "is server-sent events in OpenAI's chunk format, ending with `data: [DONE]`. Statuses are "
+                    "chosen so that an SDK never retries what a retry cannot fix: 4xx for the request, 502 with "
+                    "`x-should-retry: false` for Switchboard's own connection, 503 with Retry-After for a "
+                    "transient failure.",
                     "requestBody": {"required": True, **_json(CHAT_REQUEST, CHAT_EXAMPLE)},
                     "responses": {
-                        "200": {"description": "choices[0].message.content holds the reply"},
-                        "403": {"description": "model names a connection this integration may not use", **_json(ERROR)},
-                        "429": {"description": "The provider rate-limited the call"},
-                        "502": {"description": "The provider failed; error.message has the cause and the fix"},
-                        **errors,
+                        "200": {
+                            "description": "choices[0].message.content holds the reply; with stream, "
+                            "text/event-stream chunks whose delta.content carry it",
+                        },
+                        "400": {
+                            "description": "Malformed input, or the provider refused the request itself "
+                            "(code context_length_exceeded: the conversation is longer than the model takes)",
+                            **_json(ERROR),
+                        },
+                        "404": {
+                            "description": "model names a connection this integration may not use, or a model "
+                            "the provider does not offer (code model_not_found)",
+                            **_json(ERROR),
+                        },
+                        "502": {
+                            "description": "Switchboard's connection failed for good (its key, model or "
+                            "configuration): error.message has the cause and the fix; x-should-retry: false",
+                            **_json(ERROR),
+                        },
+                        **{k: v for k, v in errors.items() if k not in ("400", "503")},
                         "503": {
-                            "description": "No reply in time (the call stays queued), or the database or broker is "
+                            "description": "The provider is failing for now (after Switchboard's retries and "
+                            "fallbacks), no reply in time (the call stays queued), or the database or broker is "
                             "away: retry after Retry-After seconds",
                             "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                            **_json(ERROR),
                         },
+                    },
+                }
+            },
+            "/api/v1/models": {
+                "get": {
+                    "summary": "What `model` may name (OpenAI shape)",
+                    "description": "Each connection the integration may use, by name, then the models of its default "
+                    "connection. OpenAI's `client.models.list()` and chat tools read it.",
+                    "responses": {
+                        "200": {"description": "object list; data[].id is a connection or model name"},
+                        **{k: v for k, v in errors.items() if k in ("401", "405", "503")},
                     },
                 }
             },

@@ -1,11 +1,12 @@
-"""The inbound API: `POST /api/v1/messages`, `GET /api/v1/calls/{id}`, and a drop-in `POST /api/v1/chat/completions`.
+"""The inbound API: `POST /api/v1/messages` and `GET /api/v1/calls/{id}`; the drop-in chat-completions endpoint
+is in `openai_compat`.
 
-Every answer is JSON, errors included: `{"error": {"field", "message"}}` naming the field and the fix.
+Every answer is JSON, errors included: `{"error": {"field", "message", "type", "param", "code"}}` naming the
+field and the fix.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
@@ -21,8 +22,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from config.errors import service_unavailable
 
-from .. import payloads, services
-from ..inbound import Refused, call_outcome, chat_receive, message_receive, wait_for
+from .. import payloads
+from ..inbound import Refused, call_outcome, message_receive, wait_for
 from ..models import Call, Integration
 from .tokens import integration_for
 
@@ -44,8 +45,28 @@ SEND_TOKEN = (
 )
 
 
-def _error(status: int, field: str, message: str) -> JsonResponse:
-    return JsonResponse({"error": {"field": field, "message": message}}, status=status)
+ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def _error(status: int, field: str, message: str, *, kind: str = "", param: str | None = None) -> JsonResponse:
+    """Every error under /api/: our `field` and `message`, and OpenAI's `type`, `param` and `code` beside them,
+    so the drop-in endpoint's SDKs read any of our answers, the 401 included."""
+    error_type = ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    error = {
+        "field": field,
+        "message": message,
+        "type": error_type,
+        "param": param if param is not None else (field if status < 500 else None),
+        "code": kind or error_type,
+    }
+    return JsonResponse({"error": error}, status=status)
 
 
 def api(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
@@ -154,70 +175,11 @@ def call_status(request: HttpRequest, integration: Integration, payload: Any, pk
     return JsonResponse(call_outcome(call))
 
 
-@require_POST
-@api
-def chat_completions(request: HttpRequest, integration: Integration, payload: dict[str, Any]) -> JsonResponse:
-    """The chat-completions shape in and out, so a platform wired to Mistral changes only base URL and key."""
-    if payload.get("stream"):
-        return _openai_error(
-            400, 'stream is not supported here; send "stream": false.', "invalid_request_error", "stream"
-        )
-    user = payload.get("user")
-    if user is not None and not isinstance(user, str):
-        raise Refused(400, "user", '"user" is text naming the customer, e.g. their phone number or your user id.')
-    contact = user or header(request, "X-Contact") or f"api:{integration.name}"
-    try:
-        call = chat_receive(integration=integration, payload=payload, contact=contact)
-    except services.SendRefused as error:
-        raise Refused(400, "messages", str(error)) from None
-    connection = call.connection
-    call = wait_for(call, min(connection.timeout_seconds * connection.max_attempts + 5, settings.API_CHAT_WAIT_SECONDS))
-    if call.status == Call.Status.SUCCEEDED:
-        return JsonResponse(
-            {
-                "id": f"cmpl-sb-{call.pk}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": call.model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": call.reply_text},
-                        "finish_reason": call.finish_reason or "stop",
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": call.prompt_tokens or 0,
-                    "completion_tokens": call.completion_tokens or 0,
-                    "total_tokens": call.total_tokens or 0,
-                },
-            }
-        )
-    if not call.finished:
-        # Not a failure yet: the call is queued (the broker may be away) or slow. Retry-After tells SDKs when.
-        response = _openai_error(
-            503, f"No reply in time; the message is queued as call {call.pk} (/api/v1/calls/{call.pk}).", "timeout"
-        )
-        response["Retry-After"] = "5"
-        # The call goes on: an SDK's automatic retry would make a second conversation and a second paid
-        # call. OpenAI's and Mistral's SDKs honour this header.
-        response["x-should-retry"] = "false"
-        return response
-    # The provider's failure, not the client's: a 401 here would read as "your Switchboard token is wrong".
-    status = 429 if call.http_status == 429 else 502
-    return _openai_error(
-        status,
-        f"{call.get_error_kind_display()} from the provider: {call.error_message} — {call.help.fix}",
-        call.error_kind,
-    )
-
-
 @csrf_exempt
 def not_found(request: HttpRequest) -> JsonResponse:
     return _error(404, "path", f"No API endpoint at {request.path}. The endpoints are listed at /api/docs/.")
 
 
-def _openai_error(status: int, message: str, kind: str, field: str | None = None) -> JsonResponse:
-    """OpenAI's error shape (its SDKs read it), with our `field` too, as every other error under /api/."""
-    error = {"message": message, "type": kind, "param": field, "code": kind, "field": field or "request"}
-    return JsonResponse({"error": error}, status=status)
+def openai_error(status: int, message: str, kind: str, field: str | None = None) -> JsonResponse:
+    """An error of the drop-in endpoint, with its own type and code (its SDKs read them)."""
+    return _error(status, field or "request", message, kind=kind, param=field)

@@ -182,6 +182,9 @@ class TestRepeatsAndOutages:
             "field": "wiat",
             "message": "Unknown field 'wiat'. The fields are: template, contact, message, variables, connection, "
             "wait, message_id.",
+            "type": "invalid_request_error",
+            "param": "wiat",
+            "code": "invalid_request_error",
         }
 
     def test_with_the_broker_down_the_message_is_accepted_with_202(self, client, integration_token, monkeypatch):

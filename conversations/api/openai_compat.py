@@ -1,0 +1,166 @@
+"""The drop-in endpoint: `POST /api/v1/chat/completions` and `GET /api/v1/models` in OpenAI's shapes, so a
+platform or chat tool wired to Mistral or OpenAI changes only its base URL and key.
+
+What an SDK does with an answer decides its status, because OpenAI's and Mistral's SDKs retry 408, 409, 429
+and every 5xx unless told otherwise:
+
+- a failure the request causes (its body, a model or connection the integration may not use, a model named
+  in the request that the provider does not know, a context too long) is a 400 or 404, never retried;
+- a failure of Switchboard's own connection (the provider refused our key, our configured model, our
+  configuration) is a 502 with `x-should-retry: false`: one request reaches Switchboard and one the provider,
+  and the client's own token is never blamed;
+- a transient failure still failing after Switchboard's own retries (and fallbacks) is a 503 with
+  `Retry-After`: a later try may work, so the SDK may make it.
+
+`stream: true` is answered with server-sent events in OpenAI's chunk format ending with `data: [DONE]`. The
+worker makes the provider call as always; the stream carries the finished reply.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.views.decorators.http import require_GET, require_POST
+
+from connectors.errors import TRANSIENT_KINDS, ErrorKind
+
+from .. import services
+from ..inbound import Refused, chat_receive, wait_for
+from ..models import Call, Integration
+from .views import api, header, openai_error
+
+# Kinds that are a fault of the connection as configured: its key, its model, its settings.
+CONNECTION_KINDS = frozenset({ErrorKind.AUTH, ErrorKind.INVALID_MODEL, ErrorKind.MISSING_MODEL, ErrorKind.CONFIG})
+# Kinds the request's own content causes, whatever the connection.
+REQUEST_KINDS = frozenset({ErrorKind.BAD_REQUEST, ErrorKind.CONTEXT_TOO_LONG})
+RETRY_AFTER_SECONDS = 5
+
+
+@require_POST
+@api
+def chat_completions(request: HttpRequest, integration: Integration, payload: dict[str, Any]):
+    stream = payload.get("stream", False)
+    if stream not in (True, False, None):
+        raise Refused(400, "stream", '"stream" is true or false.')
+    user = payload.get("user")
+    if user is not None and not isinstance(user, str):
+        raise Refused(400, "user", '"user" is text naming the customer, e.g. their phone number or your user id.')
+    contact = user or header(request, "X-Contact") or f"api:{integration.name}"
+    try:
+        call = chat_receive(integration=integration, payload=payload, contact=contact)
+    except services.SendRefused as error:
+        raise Refused(400, "messages", str(error)) from None
+    connection = call.connection
+    call = wait_for(call, min(connection.timeout_seconds * connection.max_attempts + 5, settings.API_CHAT_WAIT_SECONDS))
+    if call.status == Call.Status.SUCCEEDED:
+        if stream:
+            include_usage = (
+                bool((payload.get("stream_options") or {}).get("include_usage"))
+                if isinstance(payload.get("stream_options"), dict)
+                else False
+            )
+            response = StreamingHttpResponse(_chunks(call, include_usage), content_type="text/event-stream")
+            response["Cache-Control"] = "no-cache"
+            return response
+        return JsonResponse(_completion(call))
+    return _failure(call)
+
+
+def _completion(call: Call) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-sb-{call.pk}",
+        "object": "chat.completion",
+        "created": int(call.finished_at.timestamp()) if call.finished_at else int(time.time()),
+        "model": call.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": call.reply_text},
+                "finish_reason": call.finish_reason or "stop",
+            }
+        ],
+        "usage": _usage(call),
+    }
+
+
+def _usage(call: Call) -> dict[str, int]:
+    return {
+        "prompt_tokens": call.prompt_tokens or 0,
+        "completion_tokens": call.completion_tokens or 0,
+        "total_tokens": call.total_tokens or 0,
+    }
+
+
+def _chunks(call: Call, include_usage: bool) -> Iterator[str]:
+    """The finished reply as OpenAI's stream sends one: the role, the content, the finish reason, [DONE]."""
+    base = {
+        "id": f"chatcmpl-sb-{call.pk}",
+        "object": "chat.completion.chunk",
+        "created": int(call.finished_at.timestamp()) if call.finished_at else int(time.time()),
+        "model": call.model,
+    }
+    deltas = [
+        ({"role": "assistant", "content": ""}, None),
+        ({"content": call.reply_text}, None),
+        ({}, call.finish_reason or "stop"),
+    ]
+    for delta, finish_reason in deltas:
+        chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+        if include_usage:
+            chunk["usage"] = None
+        yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+    if include_usage:
+        yield f"data: {json.dumps({**base, 'choices': [], 'usage': _usage(call)})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def _failure(call: Call) -> JsonResponse:
+    if not call.finished:
+        # Not a failure yet: queued (the broker may be away) or slow. The call goes on, so an SDK's retry would
+        # make a second conversation and a second paid call: Retry-After says when to read it instead.
+        response = openai_error(
+            503, f"No reply in time; the message is queued as call {call.pk} (/api/v1/calls/{call.pk}).", "timeout"
+        )
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        response["x-should-retry"] = "false"
+        return response
+    words = f"{call.error_summary} — {call.help.fix}"
+    named_model = bool((call.conversation.overrides or {}).get("model"))
+    if call.error_kind in REQUEST_KINDS:
+        code = "context_length_exceeded" if call.error_kind == ErrorKind.CONTEXT_TOO_LONG else call.error_kind
+        return openai_error(400, f"The provider refused the request: {words}", code, "messages")
+    if call.error_kind in CONNECTION_KINDS and call.error_kind != ErrorKind.AUTH and named_model:
+        # The model the request named, not the connection's: the client can fix it.
+        return openai_error(404, f"The provider does not offer that model: {words}", "model_not_found", "model")
+    if call.error_kind in TRANSIENT_KINDS:
+        response = openai_error(503, f"The provider is failing for now: {words}", call.error_kind)
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    # Switchboard's connection (its key, model or configuration), or a reply it could not read: a retry of
+    # the same request cannot help, and a 401 here would read as "your Switchboard token is wrong".
+    response = openai_error(502, f"Switchboard's connection {call.connection} failed: {words}", call.error_kind)
+    response["x-should-retry"] = "false"
+    return response
+
+
+@require_GET
+@api
+def models(request: HttpRequest, integration: Integration, payload: Any) -> JsonResponse:
+    """What `model` may name: each connection the integration may use (by name), and the models of its
+    default connection (its own, and those the provider listed at the last check)."""
+    data: dict[str, dict[str, Any]] = {}
+    for connection in integration.connections.order_by("name"):
+        created = int(connection.created_at.timestamp()) if getattr(connection, "created_at", None) else 0
+        data.setdefault(connection.name, {"id": connection.name, "object": "model", "created": created,
+                                          "owned_by": "switchboard"})  # fmt: skip
+    default = integration.default_connection
+    if default is not None:
+        for name in [default.model, *(default.available_models or [])]:
+            if name:
+                data.setdefault(name, {"id": name, "object": "model", "created": 0, "owned_by": default.name})
+    return JsonResponse({"object": "list", "data": list(data.values())})
