@@ -61,8 +61,9 @@ def test_staff_check_a_connection_and_see_the_models(logged_in_page, live_server
     old = ProviderConnection.objects.get(name="Old key")
     page.locator("tr", has_text="Old key").get_by_role("button", name="Check connection").click()
     result = page.locator(f"#check-result-{old.pk}")
-    expect(result).to_contain_text("Authentication (HTTP 401): Unauthorized")
+    expect(result).to_contain_text("Authentication: Unauthorized (HTTP 401)")
     expect(result).to_contain_text("Paste the full key into the connection again")
+    expect(result).to_contain_text("Only an Admin can change a connection: send them this.")  # staff cannot
 
 
 def test_staff_cannot_open_a_connections_edit_page(logged_in_page, live_server, history):
