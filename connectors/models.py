@@ -11,8 +11,8 @@ from simple_history.models import HistoricalRecords
 from config.names import validate_name
 
 from . import crypto
+from .providers import adapter_for
 from .providers.anthropic import VERSIONS as ANTHROPIC_VERSIONS
-from .providers.anthropic import temperature_problem
 from .safety import url_save_check
 
 MISTRAL_BASE_URL = "https://api.mistral.ai/v1"
@@ -178,12 +178,11 @@ class ProviderConnection(models.Model):
     def clean(self) -> None:
         """Rules of the chosen wire shape: a setting the provider would refuse is refused here, when saved."""
         super().clean()
-        if self.provider == self.Provider.ANTHROPIC:
-            problem = temperature_problem(self.api_version or "2023-06-01", self.temperature)
-            if problem:
-                raise ValidationError({"temperature": problem})
-        elif self.api_version:
+        if self.provider != self.Provider.ANTHROPIC and self.api_version:
             raise ValidationError({"api_version": "The API version is Anthropic's setting; leave it empty."})
+        problem = adapter_for(self).temperature_problem(self.temperature)
+        if problem:
+            raise ValidationError({"temperature": problem})
         chain, hop = [self.name], self.fallback
         while hop is not None:
             if hop.pk == self.pk or hop.name in chain:

@@ -17,6 +17,7 @@ from django.db import IntegrityError, close_old_connections, transaction
 from config.errors import service_unavailable
 from config.names import validate_name
 from connectors.models import ProviderConnection
+from connectors.providers import adapter_for
 
 from . import services
 from .contacts import NotInternational, contact_from_api
@@ -313,6 +314,9 @@ def chat_receive(*, integration: Integration, payload: dict[str, Any], contact: 
         if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
             raise Refused(400, "temperature", '"temperature" is a number from 0 to 2.')
         overrides["temperature"] = temperature
+        problem = adapter_for(connection).temperature_problem(temperature)
+        if problem:
+            raise Refused(400, "temperature", problem)
     if max_tokens is not None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise Refused(400, "max_tokens", '"max_tokens" is a whole number, 1 or more.')

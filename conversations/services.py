@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from connectors.models import ProviderConnection
+from connectors.providers import adapter_for
 
 from . import queue
 from .models import Call, Conversation, Message, PromptTemplate
@@ -58,13 +59,17 @@ def conversation_start(
     """A new conversation with its system prompt rendered (a missing variable is TemplateVariableError)."""
     variables = dict(variables or {})
     system_prompt = template.render_system(variables=variables)
+    overrides = clean_overrides(overrides)
+    problem = adapter_for(connection).temperature_problem(overrides.get("temperature"))
+    if problem:
+        raise SendRefused(problem)
     return Conversation.objects.create(
         contact=contact,
         connection=connection,
         template=template,
         variables=variables,
         system_prompt=system_prompt,
-        overrides=clean_overrides(overrides),
+        overrides=overrides,
         integration=integration,
         channel=channel,
     )

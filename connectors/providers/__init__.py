@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import chat_completions
 from ..chat_completions import ChatReply
+from ..errors import ErrorKind, ProviderError
 
 if TYPE_CHECKING:
     from ..models import ProviderConnection
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 class Adapter(Protocol):
     url: str  # where a chat is sent, for showing staff
+
+    def temperature_problem(self, temperature: float | None) -> str | None: ...
 
     def body(
         self,
@@ -37,14 +40,35 @@ class Adapter(Protocol):
     def models(self, *, api_key: str, timeout: float) -> list[str]: ...
 
 
-class ChatCompletions:
-    """`POST {base}/chat/completions` with `Authorization: Bearer KEY` (Mistral, OpenAI and compatibles)."""
+# The highest temperature each kind takes: Mistral answers 422 above 1.5; OpenAI and compatibles take 0 to 2.
+MAX_TEMPERATURE = {"mistral": 1.5, "openai": 2.0}
+PROVIDER_NAMES = {"mistral": "Mistral", "openai": "OpenAI"}
 
-    def __init__(self, base_url: str):
+
+class ChatCompletions:
+    """`POST {base}/chat/completions` with `Authorization: Bearer KEY` (Mistral, OpenAI and compatibles).
+
+    Only `model`, `messages`, and `max_tokens` and `temperature` when set are sent: Mistral refuses every field
+    it does not know with a 422, so nothing OpenAI-only is ever added."""
+
+    def __init__(self, base_url: str, provider: str = "mistral"):
         self.base_url = base_url
+        self.provider = provider
         self.url = f"{base_url.rstrip('/')}/chat/completions"
 
+    def temperature_problem(self, temperature: float | None) -> str | None:
+        highest = MAX_TEMPERATURE.get(self.provider, 2.0)
+        if temperature is None or 0 <= temperature <= highest:
+            return None
+        name = PROVIDER_NAMES.get(self.provider, self.provider)
+        return (
+            f"{name}'s temperature is from 0 to {highest:g}; {temperature:g} is not. Choose one in that range, or none."
+        )
+
     def body(self, *, model, messages, max_tokens=None, temperature=None) -> dict[str, Any]:
+        problem = self.temperature_problem(temperature)
+        if problem:
+            raise ProviderError(ErrorKind.CONFIG, f"{problem} Nothing was sent.")
         return chat_completions.build_body(
             model=model, messages=messages, max_tokens=max_tokens, temperature=temperature
         )
@@ -61,4 +85,4 @@ def adapter_for(connection: ProviderConnection) -> Adapter:
 
     if connection.provider == "anthropic":
         return anthropic.Messages(connection.base_url, connection.api_version or anthropic.DEFAULT_VERSION)
-    return ChatCompletions(connection.base_url)
+    return ChatCompletions(connection.base_url, connection.provider)

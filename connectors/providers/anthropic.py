@@ -65,6 +65,9 @@ class Messages:
         self.version = version
         self.url = f"{self.base_url}/messages"
 
+    def temperature_problem(self, temperature: float | None) -> str | None:
+        return temperature_problem(self.version, temperature)
+
     def body(
         self,
         *,

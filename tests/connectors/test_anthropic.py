@@ -154,20 +154,19 @@ def test_a_call_through_anthropic_is_answered_and_logged_without_the_key(anthrop
     assert TEST_API_KEY not in str(call.request) + call.response_body
 
 
-def test_a_temperature_asked_for_per_call_that_the_version_refuses_fails_with_the_reason(anthropic_connection):
+def test_a_temperature_asked_for_per_call_that_the_version_refuses_is_refused_before_anything_is_sent(
+    anthropic_connection,
+):
     connection = anthropic_connection(api_version="2026-10-21")
-    call = services.call_send(
-        connection=connection,
-        template=TemplateFactory(),
-        customer_message="Hi",
-        variables={"business_name": "Acme"},
-        overrides={"temperature": 0.3},
-    )
-
-    call = execute_now(call.pk)
-
-    assert (call.status, call.error_kind) == (Call.Status.FAILED, ErrorKind.CONFIG)
-    assert "takes no temperature" in call.error_message and call.http_status is None  # nothing was sent
+    with pytest.raises(services.SendRefused, match="takes no temperature"):
+        services.call_send(
+            connection=connection,
+            template=TemplateFactory(),
+            customer_message="Hi",
+            variables={"business_name": "Acme"},
+            overrides={"temperature": 0.3},
+        )
+    assert not Call.objects.exists()
 
 
 def test_checking_an_anthropic_connection_lists_its_models_and_says_hello(anthropic_connection):

@@ -84,3 +84,36 @@ def test_a_free_connection_costs_nothing_whatever_its_model_is_called(sandbox):
         calls[free] = execute_now(call.pk)
     assert calls[False].cost_usd > 0
     assert calls[True].cost_usd == 0
+
+
+@pytest.mark.django_db
+def test_a_temperature_the_provider_refuses_is_refused_before_anything_is_sent(client, sandbox):
+    """Mistral answers 422 above 1.5, where OpenAI takes up to 2: refused when saved and when sent."""
+    from django.core.exceptions import ValidationError
+
+    from conversations import services
+    from conversations.api.tokens import integration_create
+    from conversations.models import Call
+    from tests.factories import ConnectionFactory, TemplateFactory
+
+    mistral = ConnectionFactory(name="Mistral", base_url=sandbox.base_url, provider="mistral")
+    openai = ConnectionFactory(name="OpenAI", base_url=sandbox.base_url, provider="openai")
+    mistral.temperature = 1.8
+    with pytest.raises(ValidationError, match="Mistral's temperature is from 0 to 1.5; 1.8 is not."):
+        mistral.full_clean()
+    openai.temperature = 1.8
+    openai.full_clean()
+
+    template = TemplateFactory()
+    with pytest.raises(services.SendRefused, match="from 0 to 1.5"):
+        services.call_send(connection=mistral, template=template, customer_message="Hi",
+                           variables={"business_name": "A"}, overrides={"temperature": 1.8})  # fmt: skip
+    _, token = integration_create(name="Bot", templates=[template], connections=[mistral])
+    answer = client.post(
+        "/api/v1/chat/completions",
+        data={"messages": [{"role": "user", "content": "Hi"}], "temperature": 1.8},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "temperature"
+    assert not Call.objects.exists()
