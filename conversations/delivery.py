@@ -36,6 +36,7 @@ from connectors.safety import check_reachable
 
 from . import outbox, prices, queue, store
 from .models import Call
+from .rendering import TemplateVariableError
 from .services import request_settings
 from .tries import durably
 
@@ -58,8 +59,29 @@ def call_messages(call: Call, history: list[tuple[str, str]]) -> list[dict[str, 
         # What the team wrote, and Switchboard's own notices, were answers from the business: the model
         # reads them as the assistant's turns, so it picks up where a person left off.
         kept.append({"role": "user" if role == "user" else "assistant", "content": content})
-    system = call.conversation.system_prompt
+    system = system_prompt_for(call)
     return ([{"role": "system", "content": system}] if system else []) + kept[::-1]
+
+
+def system_prompt_for(call: Call) -> str:
+    """The system prompt of the template version published now (or the version a test run pinned), with the
+    conversation's variables, so a publish or a rollback reaches an ongoing conversation at its next message.
+    Records that version on the call. A conversation without a template sends the system prompt it came with;
+    one whose variables the new version cannot fill keeps the prompt it started with."""
+    conversation = call.conversation
+    if conversation.template_id is None:
+        return conversation.system_prompt
+    if conversation.template_version_id:
+        version = conversation.template_version
+    else:
+        version = conversation.template  # its text is its published version's
+    call.template_version_id = conversation.template_version_id or conversation.template.published_id
+    try:
+        system, _ = version.render_lenient(variables=conversation.variables)
+    except TemplateVariableError:
+        logger.warning("call %s: template version lacks a value; sending the conversation's first prompt", call.pk)
+        return conversation.system_prompt
+    return system
 
 
 EARLY_WAIT = 0.25  # seconds a worker thread may wait for a call rung early, instead of ringing it again
@@ -244,6 +266,7 @@ OUTCOME_FIELDS = [
     "completion_tokens",
     "cost_usd",
     "finished_at",
+    "template_version",
 ]
 
 

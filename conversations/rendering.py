@@ -100,3 +100,52 @@ def check_variables(template_name: str, names: Iterable[str], variables: Mapping
             f"{'that variable' if len(unknown) == 1 else 'those variables'}, or add "
             f"{', '.join(f'{{{{{n}}}}}' for n in unknown)} to the template."
         )
+
+
+def text_problems(system_prompt: str, user_message: str) -> dict[str, list[str]]:
+    """Every problem of a template's text, by field: what the form and add_template refuse."""
+    errors = {"system_prompt": placeholder_problems(system_prompt), "user_message": placeholder_problems(user_message)}
+    missing = customer_message_problem(user_message)
+    if missing:
+        errors["user_message"].append(missing)
+    return {field: problems for field, problems in errors.items() if problems}
+
+
+class PromptText:
+    """Rendering for anything with a `system_prompt` and a `user_message`: a template (its published text) and
+    each of its versions."""
+
+    system_prompt: str
+    user_message: str
+
+    @property
+    def prompt_name(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def placeholders(self) -> list[str]:
+        return placeholders(self.system_prompt, self.user_message)
+
+    @property
+    def variables(self) -> list[str]:
+        """The placeholders staff fill in; the customer's message is asked for separately."""
+        return [name for name in self.placeholders if name != CUSTOMER_MESSAGE]
+
+    def render_system(self, *, variables: Mapping[str, str]) -> str:
+        """The system prompt with the conversation's variables, before any customer message."""
+        check_variables(self.prompt_name, self.variables, variables)
+        return render(self.system_prompt, {**variables, CUSTOMER_MESSAGE: ""})
+
+    def render(self, *, variables: Mapping[str, str], customer_message: str) -> tuple[str, str]:
+        """(system prompt, user message) with every placeholder filled, or TemplateVariableError."""
+        values = {**variables, CUSTOMER_MESSAGE: customer_message}
+        check_variables(self.prompt_name, self.placeholders, values)
+        return render(self.system_prompt, values), render(self.user_message, values)
+
+    def render_lenient(self, *, variables: Mapping[str, str], customer_message: str = "") -> tuple[str, str]:
+        """As `render`, for a conversation that began under another version: values the text no longer uses
+        are left out instead of refused (a missing one is still TemplateVariableError)."""
+        used = {name: variables.get(name, "") for name in self.variables}
+        check_variables(self.prompt_name, self.variables, used)
+        values = {**used, CUSTOMER_MESSAGE: customer_message}
+        return render(self.system_prompt, values), render(self.user_message, values)

@@ -55,10 +55,12 @@ def conversation_start(
     overrides: dict[str, object] | None = None,
     integration=None,
     channel=None,
+    version=None,
 ) -> Conversation:
-    """A new conversation with its system prompt rendered (a missing variable is TemplateVariableError)."""
+    """A new conversation with its system prompt rendered (a missing variable is TemplateVariableError).
+    `version` pins one version of the template (a test run's); otherwise each call uses the published one."""
     variables = dict(variables or {})
-    system_prompt = template.render_system(variables=variables)
+    system_prompt = (version or template).render_system(variables=variables)
     overrides = clean_overrides(overrides)
     problem = adapter_for(connection).temperature_problem(overrides.get("temperature"))
     if problem:
@@ -72,6 +74,7 @@ def conversation_start(
         overrides=overrides,
         integration=integration,
         channel=channel,
+        template_version=version,
     )
 
 
@@ -86,6 +89,7 @@ def call_send(
     integration=None,
     channel=None,
     external_id: str | None = None,
+    version=None,
 ) -> Call:
     """Start a new conversation with the customer's message and queue the call that answers it.
 
@@ -102,6 +106,7 @@ def call_send(
             overrides=overrides,
             integration=integration,
             channel=channel,
+            version=version,
         )
         return call_queue(conversation=conversation, message=message_add(conversation, customer_message, external_id))
 
@@ -120,7 +125,9 @@ def message_add(
     if conversation.template is None:  # arrived as chat messages: the text is sent as it is
         user_text = customer_message
     else:
-        _, user_text = conversation.template.render(variables=conversation.variables, customer_message=customer_message)
+        # The version published now (or the one a test run pinned); values an older version used are left out.
+        text = conversation.template_version or conversation.template
+        _, user_text = text.render_lenient(variables=conversation.variables, customer_message=customer_message)
     return Message.objects.create(
         conversation=conversation,
         role=Message.Role.USER,

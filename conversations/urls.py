@@ -1,8 +1,9 @@
 from django.urls import path
 
 from .api import pages as integrations
+from .prompts import views as prompt_views
 from .support import views as support
-from .views import console, logs, overview, prompt_templates
+from .views import console, logs, overview
 from .whatsapp import views as whatsapp
 
 app_name = "conversations"
@@ -36,7 +37,14 @@ urlpatterns = [
     path("integrations/<int:pk>/token/", integrations.integration_rotate_token, name="integration_rotate_token"),
     path("integrations/<int:pk>/secret/", integrations.integration_signing_secret, name="integration_signing_secret"),
     path("integrations/<int:pk>/enabled/", integrations.integration_enabled, name="integration_enabled"),
-    path("templates/", prompt_templates.template_list, name="templates"),
-    path("templates/new/", prompt_templates.template_edit, name="template_new"),
-    path("templates/<int:pk>/", prompt_templates.template_edit, name="template_edit"),
+    path("templates/", prompt_views.template_list, name="templates"),
+    path("templates/new/", prompt_views.template_edit, name="template_new"),
+    path("templates/preview/", prompt_views.template_preview, name="template_preview"),
+    path("templates/<int:pk>/", prompt_views.template_edit, name="template_edit"),
+    path("templates/<int:pk>/compare/", prompt_views.version_compare, name="template_compare"),
+    path(
+        "templates/<int:pk>/versions/<int:number>/publish/",
+        prompt_views.version_publish_view,
+        name="template_publish",
+    ),
 ]

@@ -87,6 +87,7 @@ def dashboard_pages(world) -> list[str]:
         reverse("conversations:templates"),
         reverse("conversations:template_new"),
         reverse("conversations:template_edit", args=[world["template"].pk]),
+        reverse("conversations:template_compare", args=[world["template"].pk]) + "?a=1&b=1",
         reverse("connectors:list"),
         reverse("connectors:new"),
         reverse("connectors:edit", args=[world["connection"].pk]),

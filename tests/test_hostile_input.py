@@ -374,7 +374,12 @@ def dashboard_forms(world) -> list[tuple[str, list[str]]]:
         (reverse("conversations:preview"), console),
         (reverse("conversations:reply", args=[conversation.pk]), ["customer_message"]),
         (reverse("conversations:template_new"), ["name", "system_prompt", "user_message"]),
-        (reverse("conversations:template_edit", args=[template.pk]), ["name", "system_prompt", "user_message"]),
+        (
+            reverse("conversations:template_edit", args=[template.pk]),
+            ["name", "system_prompt", "user_message", "publish"],
+        ),
+        (reverse("conversations:template_preview"), ["template", "system_prompt", "user_message"]),
+        (reverse("conversations:template_publish", args=[template.pk, 1]), []),
         (reverse("connectors:new"), connection_fields),
         (reverse("connectors:edit", args=[connection.pk]), connection_fields),
         (reverse("connectors:check", args=[connection.pk]), []),

@@ -3,6 +3,7 @@
 from .channels import CallbackAttempt, IdempotencyKey, Integration, WhatsAppChannel, WhatsAppRefusal, WhatsAppSend
 from .log import Call, Conversation, Message, PromptTemplate
 from .outbound import Outbound
+from .prompts import TemplateVersion
 from .support import ConversationEvent, Feedback, WhatsAppContact
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "Message",
     "Outbound",
     "PromptTemplate",
+    "TemplateVersion",
     "WhatsAppChannel",
     "WhatsAppContact",
     "WhatsAppRefusal",

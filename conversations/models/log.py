@@ -17,14 +17,23 @@ from .. import rendering
 WHATSAPP_WINDOW = timedelta(hours=24)
 
 
-class PromptTemplate(models.Model):
-    """A system prompt and a user message with `{{variable}}` placeholders."""
+class PromptTemplate(rendering.PromptText, models.Model):
+    """A system prompt and a user message with `{{variable}}` placeholders: the published version's text
+    (conversations/models/prompts.py keeps every version)."""
 
     name = models.CharField(max_length=100, unique=True, validators=[validate_name])
     system_prompt = models.TextField(blank=True, help_text="Sent as the system message, e.g. who the bot is.")
     user_message = models.TextField(
         default="{{customer_message}}",
         help_text="Sent as the user message. {{customer_message}} is what the customer wrote.",
+    )
+    published = models.ForeignKey(
+        "TemplateVersion",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The version the console, the API and the channels use; its text is the fields above.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -36,39 +45,17 @@ class PromptTemplate(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def prompt_name(self) -> str:
+        return self.name
+
     def clean(self) -> None:
         """A placeholder mistyped would be sent as it is, and a user message without {{customer_message}}
         would never send what the customer wrote: both are refused with the fix, wherever it is saved."""
         super().clean()
-        errors = {
-            field: rendering.placeholder_problems(getattr(self, field)) for field in ("system_prompt", "user_message")
-        }
-        missing = rendering.customer_message_problem(self.user_message)
-        if missing:
-            errors["user_message"].append(missing)
-        errors = {field: problems for field, problems in errors.items() if problems}
+        errors = rendering.text_problems(self.system_prompt, self.user_message)
         if errors:
             raise ValidationError(errors)
-
-    @property
-    def placeholders(self) -> list[str]:
-        return rendering.placeholders(self.system_prompt, self.user_message)
-
-    @property
-    def variables(self) -> list[str]:
-        """The placeholders staff fill in; the customer's message is asked for separately."""
-        return [name for name in self.placeholders if name != rendering.CUSTOMER_MESSAGE]
-
-    def render_system(self, *, variables: dict[str, str]) -> str:
-        """The system prompt with the conversation's variables, before any customer message."""
-        rendering.check_variables(self.name, self.variables, variables)
-        return rendering.render(self.system_prompt, {**variables, rendering.CUSTOMER_MESSAGE: ""})
-
-    def render(self, *, variables: dict[str, str], customer_message: str) -> tuple[str, str]:
-        """(system prompt, user message) with every placeholder filled, or TemplateVariableError."""
-        values = {**variables, rendering.CUSTOMER_MESSAGE: customer_message}
-        rendering.check_variables(self.name, self.placeholders, values)
-        return rendering.render(self.system_prompt, values), rendering.render(self.user_message, values)
 
 
 class Conversation(models.Model):
@@ -96,6 +83,14 @@ class Conversation(models.Model):
     # Empty for conversations that arrive already shaped as chat messages (the chat-completions endpoint).
     template = models.ForeignKey(
         PromptTemplate, on_delete=models.PROTECT, related_name="conversations", null=True, blank=True
+    )
+    template_version = models.ForeignKey(
+        "TemplateVersion",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Set for a test run of one version; otherwise each call uses the version published then.",
     )
     integration = models.ForeignKey(
         "Integration",
@@ -231,6 +226,15 @@ class Call(models.Model):
     attempt = models.PositiveSmallIntegerField(default=1, help_text="Which try at answering this message, all hops.")
     # A fallback hop starts counting its connection's tries again (max_attempts is per connection).
     connection_attempt = models.PositiveSmallIntegerField(default=1)
+    template_version = models.ForeignKey(
+        "TemplateVersion",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="calls",
+        db_index=False,
+        help_text="The template version that produced this call's prompt.",
+    )
     fallback_from = models.ForeignKey(
         "self",
         on_delete=models.SET_NULL,

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from connectors.models import ProviderConnection, decrypted_api_key
-from conversations.models import Call, PromptTemplate
+from conversations.models import Call
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.django_db
@@ -36,16 +36,6 @@ def test_add_connection_refuses_plain_http_to_an_unlisted_host():
     with pytest.raises(CommandError, match="plain http.*ALLOWED_PROVIDER_HOSTS"):
         call_command("add_connection", "X", base_url="http://api.example.com/v1", api_key="k" * 20)
     assert not ProviderConnection.objects.exists()
-
-
-def test_add_template_is_idempotent(capsys):
-    call_command("add_template", "Support", system="Hi from {{business_name}}")
-    call_command("add_template", "Support", system="Hello from {{business_name}}")
-
-    template = PromptTemplate.objects.get()
-    assert template.system_prompt == "Hello from {{business_name}}"
-    assert template.user_message == "{{customer_message}}"
-    assert "placeholders: {{business_name}}, {{customer_message}}" in capsys.readouterr().out
 
 
 def test_send_test_names_a_missing_variable(connection, template):

@@ -63,7 +63,6 @@ def test_overrides_change_the_request_for_that_conversation_only(connection, tem
         ("connectors:new", []),
         ("connectors:edit", ["pk"]),
         ("conversations:template_new", []),
-        ("conversations:template_edit", ["tpk"]),
     ],
 )
 def test_support_staff_cannot_edit_connections_or_templates(staff_client, connection, template, url_name, args):
@@ -71,6 +70,13 @@ def test_support_staff_cannot_edit_connections_or_templates(staff_client, connec
     response = staff_client.get(reverse(url_name, args=[values[a] for a in args]))
     assert response.status_code == 403
     assert "You don't have access to this page" in response.content.decode()
+
+
+def test_support_staff_read_a_template_and_its_versions_but_cannot_change_it(staff_client, template):
+    url = reverse("conversations:template_edit", args=[template.pk])
+    page = staff_client.get(url).content.decode()
+    assert template.name in page and "<textarea" not in page and "Save and publish" not in page
+    assert staff_client.post(url, {"name": "X", "user_message": "{{customer_message}}"}).status_code == 403
 
 
 def test_support_staff_see_connections_without_keys(staff_client, connection):
@@ -82,15 +88,17 @@ def test_support_staff_see_connections_without_keys(staff_client, connection):
 
 def test_an_admin_edits_a_template_and_the_change_is_recorded(lead_client, template):
     url = reverse("conversations:template_edit", args=[template.pk])
+    lead_client.post(url, {"name": "Support", "system_prompt": "Be kind.", "user_message": "{{customer_message}}"})
     response = lead_client.post(
-        url, {"name": "Support", "system_prompt": "Be kind.", "user_message": "{{customer_message}}"}
+        url, {"name": "Support", "system_prompt": "Be kind.\nBe brief.", "user_message": "{{customer_message}}"}
     )
 
     assert response.status_code == 302
     page = lead_client.get(url).content.decode()
-    assert "by <strong>lead</strong>" in page
-    before = "You are the support assistant of {{business_name}}. Answer briefly."
-    assert f"system_prompt: &#x27;{before}&#x27; → &#x27;Be kind.&#x27;" in page
+    assert '<td data-label="By">lead</td>' in page
+    assert "System prompt +1 −0 lines" in page and "First version" in page
+    template.refresh_from_db()
+    assert template.system_prompt == "Be kind."  # the second save is a draft until published
 
 
 def test_the_call_log_filters_and_never_counts_the_table(staff_client, connection, template):

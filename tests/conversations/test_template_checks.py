@@ -62,5 +62,5 @@ def test_a_good_template_is_saved_with_its_placeholders(lead_client):
         },
         follow=True,
     )
-    assert "Saved template Shop." in response.content.decode()
+    assert "Created template Shop: version 1, published." in response.content.decode()
     assert PromptTemplate.objects.get(name="Shop").placeholders == ["business_name", "customer_message"]

@@ -4,10 +4,14 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from conversations.models import PromptTemplate
+from conversations.prompts.services import PublishRefused, template_save
 
 
 class Command(BaseCommand):
-    help = "Create a prompt template, or update the one with this name. Use {{name}} for placeholders."
+    help = (
+        "Create a prompt template (its version 1, published), or add a version to the one with this name: a "
+        "draft unless --publish. Use {{name}} for placeholders."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("name")
@@ -15,16 +19,33 @@ class Command(BaseCommand):
         parser.add_argument(
             "--user", default="{{customer_message}}", help="The user message (default: exactly {{customer_message}})."
         )
+        parser.add_argument("--publish", action="store_true", help="Publish the new version at once.")
 
-    def handle(self, *args, name: str, system: str, user: str, **options):
-        template = PromptTemplate.objects.filter(name=name).first() or PromptTemplate(name=name)
-        created = template.pk is None
-        template.system_prompt, template.user_message = system, user
+    def handle(self, *args, name: str, system: str, user: str, publish: bool, **options):
+        template = PromptTemplate.objects.filter(name=name).first()
         try:
-            template.full_clean()
+            saved = template_save(
+                template=template, name=name, system_prompt=system, user_message=user, publish=publish
+            )
         except ValidationError as error:
             problems = [f"{field.replace('_', ' ')}: {m}" for field, ms in error.message_dict.items() for m in ms]
             raise CommandError(f"Template {name!r} was not saved. " + " ".join(problems)) from None
-        template.save()
-        placeholders = ", ".join(f"{{{{{p}}}}}" for p in template.placeholders) or "none"
-        self.stdout.write(f"{'Created' if created else 'Updated'} template {name!r}; placeholders: {placeholders}.")
+        except PublishRefused as refused:
+            raise CommandError(f"Saved as a draft, not published: {refused}") from None
+        number = saved.version.number
+        placeholders = ", ".join(f"{{{{{p}}}}}" for p in saved.version.placeholders) or "none"
+        if saved.created:
+            said = f"Created template {name!r} (version 1, published)"
+        elif not saved.new_version:
+            said = f"Template {name!r} unchanged: version {number} has this text" + (
+                ", now published" if saved.published else ""
+            )
+        elif saved.published:
+            said = f"Published version {number} of {name!r}"
+        else:
+            said = (
+                f"Added version {number} of {name!r} as a draft; customers still get version "
+                f"{saved.template.published.number if saved.template.published else '—'}. "
+                f"Publish it with: manage.py publish_template {name!r} {number}"
+            )
+        self.stdout.write(f"{said}; placeholders: {placeholders}.")

@@ -1,0 +1,1 @@
+"""Prompt templates as admins change them: versions, checks before publishing, and diffs."""
