@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 EXECUTE_CALL = "conversations.execute_call"
 DELIVER_OUTBOUND = "conversations.deliver_outbound"
+ADVANCE_TEST_RUN = "conversations.advance_test_run"
 
 
 def broker_errors() -> tuple[type[BaseException], ...]:

@@ -22,6 +22,9 @@ SUPPORT_STAFF_PERMISSIONS = [
     ("conversations", "view_call"),
     ("conversations", "view_message"),
     ("conversations", "view_prompttemplate"),
+    ("conversations", "view_testset"),
+    ("conversations", "add_testcase"),
+    ("conversations", "add_testrun"),
     ("connectors", "view_providerconnection"),
 ]
 ADMIN_APPS = ["connectors", "conversations"]

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from . import outbox, queue
@@ -33,6 +34,21 @@ def calls_sweep() -> list[int]:
         "pk", "started_at", "connection__timeout_seconds"
     )
     return _sweep(Call, queue.EXECUTE_CALL, stuck, lambda timeout: timeout)
+
+
+def testruns_sweep() -> list[int]:
+    """Test runs still running: one more look each (their own chain of looks may have lost a message)."""
+    from .models import TestRun
+
+    quiet = timezone.now() - timedelta(seconds=10)  # a run being looked at every half second is left alone
+    running = list(
+        TestRun.objects.filter(status=TestRun.Status.RUNNING)
+        .filter(Q(advanced_at__lt=quiet) | Q(advanced_at__isnull=True, created_at__lt=quiet))
+        .values_list("pk", flat=True)
+    )
+    for run_id in running:
+        queue.publish(queue.ADVANCE_TEST_RUN, run_id)
+    return running
 
 
 def outbound_sweep() -> list[int]:

@@ -26,11 +26,25 @@ def deliver_outbound(outbound_id: int) -> None:
     outbox.outbound_deliver(outbound_id=outbound_id)
 
 
+TEST_RUN_STEP = 0.5  # seconds between two looks at a running test run
+
+
+@shared_task(name=queue.ADVANCE_TEST_RUN, ignore_result=True)
+def advance_test_run(run_id: int) -> None:
+    """Move a test run's cases on (next turns, verdicts), and look again shortly while it runs."""
+    from .models import TestRun
+    from .prompts.testing import run_advance
+
+    run = TestRun.objects.filter(pk=run_id, status=TestRun.Status.RUNNING).first()
+    if run is not None and run_advance(run).status == TestRun.Status.RUNNING:
+        queue.publish(queue.ADVANCE_TEST_RUN, run_id, countdown=TEST_RUN_STEP)
+
+
 @shared_task(name="conversations.sweep_calls", ignore_result=True)
 def sweep_calls() -> int:
     """Run by Celery beat: queue again the calls and outbound messages a lost broker message or a dead
-    worker left behind."""
-    return len(sweeper.calls_sweep()) + len(sweeper.outbound_sweep())
+    worker left behind, and look again at test runs whose next look was lost."""
+    return len(sweeper.calls_sweep()) + len(sweeper.outbound_sweep()) + len(sweeper.testruns_sweep())
 
 
 # Messages published before the outbox existed name these tasks with a call's id: deliver them through it.

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from .api import pages as integrations
+from .prompts import testset_views
 from .prompts import views as prompt_views
 from .support import views as support
 from .views import console, logs, overview
@@ -42,6 +43,13 @@ urlpatterns = [
     path("templates/preview/", prompt_views.template_preview, name="template_preview"),
     path("templates/<int:pk>/", prompt_views.template_edit, name="template_edit"),
     path("templates/<int:pk>/compare/", prompt_views.version_compare, name="template_compare"),
+    path("templates/<int:pk>/requirement/", testset_views.template_requirement, name="template_requirement"),
+    path("testsets/", testset_views.testset_list, name="testsets"),
+    path("testsets/<int:pk>/", testset_views.testset_detail, name="testset"),
+    path("testsets/<int:pk>/run/", testset_views.testrun_new, name="testrun_new"),
+    path("testsets/<int:pk>/compare/", testset_views.testrun_compare, name="testrun_compare"),
+    path("testsets/runs/<int:pk>/", testset_views.testrun_detail, name="testrun"),
+    path("testsets/from-reply/<int:message_pk>/", testset_views.case_from_reply, name="case_from_reply"),
     path(
         "templates/<int:pk>/versions/<int:number>/publish/",
         prompt_views.version_publish_view,

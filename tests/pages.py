@@ -14,7 +14,7 @@ from django.urls import reverse
 from connectors import crypto
 from conversations import delivery, services
 from conversations.api.tokens import integration_create
-from conversations.models import WhatsAppChannel, WhatsAppRefusal
+from conversations.models import TestCase, TestRun, TestSet, WhatsAppChannel, WhatsAppRefusal
 from tests.factories import ConnectionFactory, TemplateFactory
 from tests.helpers import wait_for_calls
 
@@ -53,6 +53,11 @@ def world(sandbox, django_user_model):
         variables={"business_name": "Acme"},
     )
     WhatsAppRefusal.objects.create(channel=channel, message_id="wamid.BAD", sender="1555", reason="A test refusal.")
+    test_set = TestSet.objects.create(name="Smoke")
+    TestCase.objects.create(
+        test_set=test_set, template=template, variables={"business_name": "Acme"}, turns=["Hi"], expect_contains=["Hi"]
+    )
+    run = TestRun.objects.create(test_set=test_set, connection=connection, status=TestRun.Status.FINISHED)
     superuser = django_user_model.objects.create_superuser("root", password=CANARIES["password"])
     return {
         "connection": connection,
@@ -65,6 +70,8 @@ def world(sandbox, django_user_model):
         "reply": call.conversation.messages.get(role="assistant"),
         "channel": channel,
         "admin": superuser,
+        "test_set": test_set,
+        "run": run,
     }
 
 
@@ -88,6 +95,12 @@ def dashboard_pages(world) -> list[str]:
         reverse("conversations:template_new"),
         reverse("conversations:template_edit", args=[world["template"].pk]),
         reverse("conversations:template_compare", args=[world["template"].pk]) + "?a=1&b=1",
+        reverse("conversations:testsets"),
+        reverse("conversations:testset", args=[world["test_set"].pk]),
+        reverse("conversations:testrun", args=[world["run"].pk]),
+        reverse("conversations:testrun_compare", args=[world["test_set"].pk])
+        + f"?a={world['run'].pk}&b={world['run'].pk}",
+        reverse("conversations:case_from_reply", args=[world["reply"].pk]),
         reverse("connectors:list"),
         reverse("connectors:new"),
         reverse("connectors:edit", args=[world["connection"].pk]),

@@ -380,6 +380,12 @@ def dashboard_forms(world) -> list[tuple[str, list[str]]]:
         ),
         (reverse("conversations:template_preview"), ["template", "system_prompt", "user_message"]),
         (reverse("conversations:template_publish", args=[template.pk, 1]), []),
+        (reverse("conversations:template_requirement", args=[template.pk]), ["test_set"]),
+        (reverse("conversations:testrun_new", args=[world["test_set"].pk]), ["connection", "version"]),
+        (
+            reverse("conversations:case_from_reply", args=[world["reply"].pk]),
+            ["test_set", "expect_contains", "expect_not_contains", "max_chars", "no_markdown"],
+        ),
         (reverse("connectors:new"), connection_fields),
         (reverse("connectors:edit", args=[connection.pk]), connection_fields),
         (reverse("connectors:check", args=[connection.pk]), []),

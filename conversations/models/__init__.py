@@ -3,7 +3,7 @@
 from .channels import CallbackAttempt, IdempotencyKey, Integration, WhatsAppChannel, WhatsAppRefusal, WhatsAppSend
 from .log import Call, Conversation, Message, PromptTemplate
 from .outbound import Outbound
-from .prompts import TemplateVersion
+from .prompts import TemplateVersion, TestCase, TestResult, TestRun, TestSet
 from .support import ConversationEvent, Feedback, WhatsAppContact
 
 __all__ = [
@@ -18,6 +18,10 @@ __all__ = [
     "Outbound",
     "PromptTemplate",
     "TemplateVersion",
+    "TestCase",
+    "TestResult",
+    "TestRun",
+    "TestSet",
     "WhatsAppChannel",
     "WhatsAppContact",
     "WhatsAppRefusal",

@@ -35,6 +35,14 @@ class PromptTemplate(rendering.PromptText, models.Model):
         related_name="+",
         help_text="The version the console, the API and the channels use; its text is the fields above.",
     )
+    required_test_set = models.ForeignKey(
+        "TestSet",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="A version is published only after a run of this set on it passed every case.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     history = HistoricalRecords(excluded_fields=["updated_at"])

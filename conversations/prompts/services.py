@@ -111,6 +111,24 @@ def publish_problems(version: TemplateVersion) -> list[str]:
                 f"there would fail. Add it to the channel (add_whatsapp_channel {channel.name!r} … "
                 f"--var {missing[0]}=VALUE), or leave it out of the template."
             )
+    template = version.template
+    if template.required_test_set_id:
+        from .testing import describe_case, passing_run
+
+        test_set = template.required_test_set
+        run, failed = passing_run(version, test_set)
+        if run is None:
+            problems.append(
+                f"Publishing {template.name} needs a passing run of test set {test_set.name} on version "
+                f"{version.number}, and there is none yet. Run it (Test sets → {test_set.name} → Run, or "
+                f"run_test_set {test_set.name!r} --connection NAME --version {version.number})."
+            )
+        elif failed:
+            cases = "; ".join(f"{describe_case(r.case)}: {', '.join(r.failures)}" for r in failed)
+            problems.append(
+                f"Test set {test_set.name} failed on version {version.number} (run {run.pk}): {len(failed)} "
+                f"case{'s' if len(failed) != 1 else ''} failed: {cases}. Fix the template and run the set again."
+            )
     return problems
 
 

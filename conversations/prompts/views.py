@@ -15,7 +15,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from .. import rendering
-from ..models import PromptTemplate, TemplateVersion, WhatsAppChannel
+from ..models import PromptTemplate, TemplateVersion, TestSet, WhatsAppChannel
 from .services import PublishRefused, template_save, version_diff, version_publish
 
 SAMPLE_MESSAGE = "Do you deliver on Sundays?"
@@ -96,6 +96,7 @@ def template_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         "versions": versions,
         "newest": newest,
         "channels": WhatsAppChannel.objects.filter(template=template) if template else [],
+        "test_sets": TestSet.objects.all(),
     }
     return render(request, "conversations/template_edit.html", context)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from conversations.models import PromptTemplate
+from conversations.models import PromptTemplate, TestSet
 from conversations.prompts.services import PublishRefused, template_save
 
 
@@ -20,9 +20,20 @@ class Command(BaseCommand):
             "--user", default="{{customer_message}}", help="The user message (default: exactly {{customer_message}})."
         )
         parser.add_argument("--publish", action="store_true", help="Publish the new version at once.")
+        parser.add_argument(
+            "--require-test-set",
+            metavar="SET",
+            help="From now on, publish a version only after a run of this test set on it passed ('' lifts it).",
+        )
 
-    def handle(self, *args, name: str, system: str, user: str, publish: bool, **options):
+    def handle(self, *args, name: str, system: str, user: str, publish: bool, require_test_set=None, **options):
         template = PromptTemplate.objects.filter(name=name).first()
+        required = None
+        if require_test_set:
+            required = TestSet.objects.filter(name=require_test_set).first()
+            if required is None:
+                known = ", ".join(TestSet.objects.values_list("name", flat=True)[:10]) or "none yet"
+                raise CommandError(f"No test set named {require_test_set!r} (known: {known}). Add it first.")
         try:
             saved = template_save(
                 template=template, name=name, system_prompt=system, user_message=user, publish=publish
@@ -32,6 +43,13 @@ class Command(BaseCommand):
             raise CommandError(f"Template {name!r} was not saved. " + " ".join(problems)) from None
         except PublishRefused as refused:
             raise CommandError(f"Saved as a draft, not published: {refused}") from None
+        if require_test_set is not None:
+            PromptTemplate.objects.filter(pk=saved.template.pk).update(required_test_set=required)
+            self.stdout.write(
+                f"Publishing {name!r} now needs a passing run of {required.name!r}."
+                if required
+                else f"Publishing {name!r} needs no test run any more."
+            )
         number = saved.version.number
         placeholders = ", ".join(f"{{{{{p}}}}}" for p in saved.version.placeholders) or "none"
         if saved.created:
