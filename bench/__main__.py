@@ -24,6 +24,7 @@ BENCHMARKS = [
     "inbound_api",
     "inbox_at_scale",
     "burst_window",
+    "relay",
 ]
 
 
@@ -38,13 +39,13 @@ def main() -> int:
     import django
 
     django.setup()
-    from . import data, suite, support, web
+    from . import data, relay, suite, support, web
 
     data.prepare_database()
     results, started = [], time.monotonic()
     for name in args.only or BENCHMARKS:
         data.clear_logs()
-        benchmark = next(getattr(module, name) for module in (suite, web, support) if hasattr(module, name))
+        benchmark = next(getattr(module, name) for module in (suite, web, support, relay) if hasattr(module, name))
         for result in benchmark(env, args.quick):
             result["benchmark"] = name
             print(json.dumps(result), flush=True)

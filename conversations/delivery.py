@@ -34,7 +34,7 @@ from connectors.models import ProviderConnection, decrypted_api_key
 from connectors.providers import adapter_for
 from connectors.safety import check_reachable
 
-from . import outbox, prices, queue, store
+from . import outbox, prices, queue, store, wakeup
 from .models import Call
 from .rendering import TemplateVariableError
 from .services import request_settings
@@ -121,7 +121,8 @@ def call_execute(*, call_id: int, worker: str = "") -> Call | None:
         logger.exception("call %s failed inside Switchboard", call_id)
         error = ProviderError(ErrorKind.INTERNAL, f"Switchboard could not finish this call ({type(exc).__name__}).")
         _apply_failure(call, error)
-        _finish(call, claimed.has_callback, error=error)
+        if _finish(call, claimed.has_callback, error=error) and call.conversation.integration_id:
+            wakeup.ring(call.message_id)
         return call
 
 
@@ -166,6 +167,8 @@ def _attempt(claimed: store.Claimed) -> Call:
         _apply_success(call, reply)
         handover = _take_handover_marker(call)
         recorded = _finish(call, claimed.has_callback, reply=reply, handover=handover)
+    if recorded and call.conversation.integration_id:  # an API request may be waiting for it
+        wakeup.ring(call.message_id)
     if recorded:
         logger.info(
             "call %s attempt %s %s in %s ms%s",

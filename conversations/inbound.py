@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, close_old_connections, transaction
 
@@ -19,7 +20,7 @@ from config.names import validate_name
 from connectors.models import ProviderConnection
 from connectors.providers import adapter_for
 
-from . import services
+from . import services, wakeup
 from .contacts import NotInternational, contact_from_api
 from .models import Call, Conversation, IdempotencyKey, Integration, Message, PromptTemplate
 from .payloads import printable, unstorable
@@ -354,9 +355,13 @@ def wait_for(call: Call, seconds: float) -> Call:
             if not service_unavailable(error):
                 raise
             close_old_connections()
-        if latest.finished or time.monotonic() >= deadline:
+        remaining = deadline - time.monotonic()
+        if latest.finished or remaining <= 0:
             return latest
-        time.sleep(0.02)
+        if settings.API_WAIT_WAKEUP:
+            wakeup.wait(call.message_id, remaining)  # the worker rings when an attempt's outcome is committed
+        else:
+            time.sleep(0.02)  # the old poll, kept to measure the wake-up against (make bench)
 
 
 def call_outcome(call: Call) -> dict[str, Any]:
