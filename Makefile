@@ -30,7 +30,7 @@ run: $(VENV)/.installed .env
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py seed_demo
 	@# Ctrl-C stops every process through honcho; the trap makes that a clean exit, not a make error.
-	@trap 'exit 0' INT; $(VENV)/bin/honcho --env /dev/null start $(PROCESSES)
+	@trap 'exit 0' INT; $(VENV)/bin/honcho --env /dev/null start $(PROCESSES) || test $$? -eq 130
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

@@ -71,7 +71,10 @@ class ProviderConnectionForm(forms.ModelForm):
         if "fallback" in self.fields:
             others = ProviderConnection.objects.order_by("name")
             self.fields["fallback"].queryset = others.exclude(pk=self.instance.pk) if self.instance.pk else others
-            self.fields["fallback"].empty_label = "None: the bot stays silent when this connection fails"
+            self.fields["fallback"].empty_label = (
+                "None: a message this connection fails for good is not answered by the bot "
+                "(on WhatsApp the customer gets the channel's apology)"
+            )
         if self.instance.pk or "provider" not in self.fields:
             del self.fields["preset"]
         else:

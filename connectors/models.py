@@ -40,12 +40,12 @@ class OutboundURLValidator:
 validate_base_url = OutboundURLValidator()
 
 
-@deconstructible
 def _number(value: float) -> str:
     """1,000,000 and 0.1 as people write them, not 1e+06."""
     return f"{int(value):,}" if float(value).is_integer() and abs(value) < 1e15 else f"{value:,.6g}"
 
 
+@deconstructible
 class RangeValidator:
     """A number within [low, high], refused with the field's name and its range."""
 
@@ -70,7 +70,12 @@ class ProviderConnection(models.Model):
         OPENAI_COMPATIBLE = "openai", "OpenAI-compatible"
         ANTHROPIC = "anthropic", "Anthropic"
 
-    name = models.CharField(max_length=100, unique=True, validators=[validate_name])
+    name = models.CharField(
+        max_length=100,
+        unique=True,
+        validators=[validate_name],
+        error_messages={"unique": "A connection with this name exists: choose another name, or edit that one."},
+    )
     provider = models.CharField(max_length=20, choices=Provider.choices, default=Provider.MISTRAL)
     base_url = models.CharField(
         max_length=500,
@@ -114,7 +119,8 @@ class ProviderConnection(models.Model):
         null=True,
         blank=True,
         validators=[RangeValidator(0, 2, "Temperature", "Mistral takes 0 to 1.5, OpenAI 0 to 2")],
-        help_text="0 to 1.5 for Mistral; empty for the default.",
+        help_text="Empty for the provider's default. Mistral takes 0 to 1.5, OpenAI and compatibles 0 to 2, "
+        "Anthropic 0 to 1 (none under API version 2026-10-21).",
     )
     timeout_seconds = models.FloatField(
         default=30.0,

@@ -128,6 +128,10 @@ class TestSendForm(forms.Form):
                 widget=forms.TextInput(attrs={"required": True, "aria-required": "true"}),
             )
 
+    def clean_customer_message(self) -> str:
+        # Browsers send a textarea's line breaks as CRLF; the preview (and a customer's phone) write LF.
+        return self.cleaned_data["customer_message"].replace("\r\n", "\n")
+
     def variable_fields(self) -> list[forms.BoundField]:
         return [self[name] for name in self.fields if name.startswith(VARIABLE_PREFIX)]
 
@@ -146,3 +150,6 @@ class ReplyForm(forms.Form):
     customer_message = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 2, "placeholder": "The customer's next message"}), strip=False
     )
+
+    def clean_customer_message(self) -> str:
+        return self.cleaned_data["customer_message"].replace("\r\n", "\n")

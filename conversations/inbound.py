@@ -79,6 +79,13 @@ def allowed_connection(integration: Integration, name: Any) -> ProviderConnectio
     connection = integration.connections.filter(name=name).first()
     if connection is None:
         allowed = ", ".join(integration.connections.values_list("name", flat=True)) or "none yet"
+        if ProviderConnection.objects.filter(name=name).exists():
+            raise Refused(
+                422,
+                "connection",
+                f"{name!r} is a connection this integration may not use. Allowed: {allowed}. An Admin can allow "
+                "it on the integration's page.",
+            )
         raise Refused(422, "connection", f"Unknown connection {name!r} for this integration. Allowed: {allowed}.")
     return connection
 

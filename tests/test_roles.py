@@ -44,3 +44,15 @@ def test_a_fresh_migrate_gives_admins_every_model_and_support_staff_their_views(
     assert {"add_integration", "add_whatsappchannel"} <= admins  # what migration 0004 could not grant
     assert set(found["roles"]["Support staff"]) >= {"send_test", "view_call", "view_conversation"}
     assert "change_providerconnection" not in found["roles"]["Support staff"]
+
+
+def test_a_refused_page_is_logged_without_a_traceback(staff_client, connection, caplog):
+    """A Support staff member opening an Admin's page is not a fault: one INFO line, no traceback."""
+    import logging
+
+    from django.urls import reverse
+
+    with caplog.at_level(logging.INFO, logger="django.request"):
+        assert staff_client.get(reverse("connectors:edit", args=[connection.pk])).status_code == 403
+    (record,) = [r for r in caplog.records if r.name == "django.request"]
+    assert record.levelname == "INFO" and record.exc_info is None

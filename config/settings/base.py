@@ -244,9 +244,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"expected_answers": {"()": "config.logfilters.ExpectedAnswers"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"urllib3": {"level": "WARNING"}},
+    "loggers": {
+        "urllib3": {"level": "WARNING"},
+        # A 403, or a provider's 502/503 passed on, is logged at INFO without a traceback (config/logfilters.py).
+        "django.request": {"filters": ["expected_answers"]},
+        "django.security": {"filters": ["expected_answers"]},
+    },
 }
 
 # Longest customer message accepted, in bytes of UTF-8.

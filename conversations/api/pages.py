@@ -128,7 +128,14 @@ def integration_enabled(request: HttpRequest, pk: int) -> HttpResponse:
 
 def shown_once(request: HttpRequest, integration: Integration, *, token: str = "", secret: str = "") -> HttpResponse:
     response = render(
-        request, "conversations/integration_secret.html", {"integration": integration, "token": token, "secret": secret}
+        request,
+        "conversations/integration_secret.html",
+        {
+            "integration": integration,
+            "token": token,
+            "secret": secret,
+            "api_base": request.build_absolute_uri("/api/v1").rstrip("/"),
+        },
     )
     response["Cache-Control"] = "no-store"
     return response

@@ -310,7 +310,21 @@ class Call(models.Model):
 
     @property
     def help(self) -> Help | None:
-        return explain(self.error_kind, self.http_status, self.error_message) if self.error_kind else None
+        if not self.error_kind:
+            return None
+        about_model = self.error_kind == ErrorKind.INVALID_MODEL or (
+            self.error_kind == ErrorKind.AUTH and self.http_status == 403  # a model not on the plan
+        )
+        override = (self.conversation.overrides or {}).get("model") if about_model else None
+        if override and self.model == override:
+            # The model was chosen for this conversation, not set on the connection: the fix is the sender's.
+            return Help(
+                f"The model override {override!r} is not a model this provider offers (the connection's own "
+                f"model is {self.connection.model!r}).",
+                "Send again with the model override empty, or with a model the provider lists (Check connection "
+                "on the Connections page lists them). This conversation keeps its override: start a new one.",
+            )
+        return explain(self.error_kind, self.http_status, self.error_message)
 
     @property
     def error_summary(self) -> str:

@@ -45,8 +45,23 @@ def conversation_hand_over(
     conversation.refresh_from_db()
 
 
+def unreachable_reason(conversation: Conversation) -> str | None:
+    """Why a person could not reply to this customer, or None: an integration without a callback URL has no
+    way to take a staff reply to its platform, so taking over would only silence the bot."""
+    if conversation.integration_id and not conversation.integration.callback_url:
+        return (
+            f"Staff replies reach an API customer through the integration's callback URL, and "
+            f"{conversation.integration.name} has none, so a person cannot answer here and taking over would only "
+            "silence the bot. An Admin can set a callback URL on the integration's page."
+        )
+    return None
+
+
 def conversation_take_over(*, conversation: Conversation, by, assigned: bool = False) -> None:
     """A person holds the conversation: the bot stays silent until they hand it back."""
+    unreachable = unreachable_reason(conversation)
+    if unreachable:
+        raise SupportRefused(unreachable)
     with transaction.atomic():
         locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
         if locked.state == Conversation.State.BOT:
@@ -102,11 +117,9 @@ def staff_reply(*, conversation: Conversation, by, text: str) -> Message:
             f"WhatsApp's 24-hour window closed at {timezone.localtime(conversation.window_closes_at):%d %b %H:%M}: "
             "free-form replies are refused until the customer writes again (a message template would be needed)."
         )
-    if conversation.integration_id and not conversation.integration.callback_url:
-        raise SupportRefused(
-            "The integration has no callback URL, so a reply cannot reach its platform. An Admin can set one on "
-            "the integration's page."
-        )
+    unreachable = unreachable_reason(conversation)
+    if unreachable:
+        raise SupportRefused(unreachable)
     with transaction.atomic():
         message = Message.objects.create(conversation=conversation, role=Message.Role.STAFF, content=text, sent_by=by)
         kind = Outbound.Kind.WHATSAPP if conversation.channel_id else Outbound.Kind.CALLBACK
@@ -180,6 +193,8 @@ def feedback_give(*, message: Message, by, good: bool, note: str = "") -> Feedba
             kind=Kind.FEEDBACK,
             by=by,
             # In words, as the buttons say it: an emoji shows as a box where the font has none.
-            note=("Good" if good else "Not good") + (f" — {note.strip()[:2000]}" if note.strip() else ""),
+            # Which reply: the event sits in the timeline when it was given, maybe turns later.
+            note=f"{'Good' if good else 'Not good'}, on the reply of {timezone.localtime(message.created_at):%H:%M:%S}"
+            + (f" — {note.strip()[:2000]}" if note.strip() else ""),
         )
     return feedback

@@ -88,7 +88,13 @@ def take_over(request: HttpRequest, pk: int) -> HttpResponse:
     if conversation.is_test:
         messages.error(request, "A test conversation has no customer to take over from the bot.")
     else:
-        services.conversation_take_over(conversation=conversation, by=request.user, assigned="assign" in request.POST)
+        try:
+            services.conversation_take_over(
+                conversation=conversation, by=request.user, assigned="assign" in request.POST
+            )
+        except services.SupportRefused as refused:
+            messages.error(request, str(refused))
+            return redirect("conversations:detail", pk=pk)
         messages.success(request, "You hold this conversation: the bot stays silent until you hand it back.")
         # Straight to the reply box: on a phone it is a long scroll below the transcript.
         return redirect(f"{conversation_url(pk)}#reply")

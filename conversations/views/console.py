@@ -75,7 +75,7 @@ def test_send(request: HttpRequest) -> HttpResponse:
         call = _call_from(request.GET.get("call", ""))
         call = call.latest_attempt() if call else None  # the message's outcome, not its first attempt's
         again = _call_from(request.GET.get("again", ""))
-        initial = _initial_from(again) if again else dict(request.session.get("console", {}))
+        initial = _initial_from(again) if again else dict(request.session.get("console", {})) or _last_that_worked()
         template = (
             PromptTemplate.objects.filter(pk=initial.get("template")).first() if initial.get("template") else None
         )
@@ -85,6 +85,18 @@ def test_send(request: HttpRequest) -> HttpResponse:
     known_models = ModelPrice.objects.values_list("model", flat=True)
     context = {"form": form, "call": call, "earlier": _earlier_attempts(call), "known_models": known_models}
     return render(request, "conversations/test_send.html", context)
+
+
+def _last_that_worked() -> dict[str, int]:
+    """A first visit starts from the connection and template of the newest answered message, not from the
+    first names in the alphabet (which may be a connection just added and not working yet)."""
+    last = (
+        Call.objects.filter(status=Call.Status.SUCCEEDED, conversation__template__isnull=False)
+        .order_by("-id")
+        .values("connection_id", "conversation__template_id")
+        .first()
+    )
+    return {"connection": last["connection_id"], "template": last["conversation__template_id"]} if last else {}
 
 
 def _earlier_attempts(call: Call | None):

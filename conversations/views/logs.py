@@ -17,6 +17,7 @@ from config.errors import error_page
 from ..filters import CallFilter, ConversationFilter, PageRefused, page
 from ..forms import ReplyForm
 from ..models import Call, Conversation
+from ..support.services import unreachable_reason
 
 EXPORT_FIELDS = [
     "id",
@@ -147,6 +148,7 @@ def render_conversation(
         "pending": pending,
         "opted_out": _opted_out(conversation),
         "can_handle": request.user.has_perm("conversations.handle_conversation") and not conversation.is_test,
+        "unreachable": unreachable_reason(conversation),
     }
     return render(request, "conversations/conversation_detail.html", context, status=status)
 

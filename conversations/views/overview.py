@@ -97,7 +97,7 @@ def _summary(calls, since) -> dict:
                 "calls": 0,
                 "prompt": 0,
                 "completion": 0,
-                "cost": Decimal(0),
+                "cost": None,  # stays None when nothing was answered: "—", not "$0"
                 "unpriced": 0,
             },
         )
@@ -105,7 +105,8 @@ def _summary(calls, since) -> dict:
         use["unpriced"] += r["unpriced"]
         use["prompt"] += r["prompt"] or 0
         use["completion"] += r["completion"] or 0
-        use["cost"] += r["cost"] or 0
+        if r["cost"] is not None:
+            use["cost"] = (use["cost"] or 0) + r["cost"]
         hour = timezone.localtime(r["hour"], local)
         for buckets, bucket in ((hourly, hour), (daily, hour.date())):
             buckets[bucket]["failed" if failed else "ok"] += r["n"] if r["status"] in ("succeeded", "failed") else 0

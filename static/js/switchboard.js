@@ -47,7 +47,7 @@ document.addEventListener("click", (event) => {
   if (!button) return;
   const source = document.getElementById(button.dataset.copy);
   if (!source) return;
-  navigator.clipboard.writeText(source.textContent).then(() => {
+  navigator.clipboard.writeText("value" in source ? source.value : source.textContent).then(() => {
     const label = button.textContent;
     button.textContent = "Copied";
     setTimeout(() => { button.textContent = label; }, 1500);
@@ -99,4 +99,17 @@ document.addEventListener("change", (event) => {
     select.closest(".field").append(note);
   }
   note.textContent = preset.note;
+});
+
+// A form that replaces a live secret asks first (data-confirm holds the question).
+document.addEventListener("submit", (event) => {
+  const question = event.target.dataset && event.target.dataset.confirm;
+  if (question && !window.confirm(question)) event.preventDefault();
+});
+
+// In the test console, Ctrl+Enter (or Cmd+Enter) in the customer message sends, as chat tools do.
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey)) return;
+  const form = event.target.closest && event.target.closest("#send-form");
+  if (form) { event.preventDefault(); form.requestSubmit(); }
 });

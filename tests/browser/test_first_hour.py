@@ -73,7 +73,7 @@ def test_a_continued_conversation_updates_itself(celery_worker, setup, logged_in
 
     transcript = page.locator("#transcript")
     expect(transcript.locator(".bubble.assistant")).to_have_count(2, timeout=10000)  # no reload
-    expect(transcript).not_to_contain_text("Send again")
+    expect(transcript).not_to_contain_text("send again")
     expect(page.locator("#attempts .badge.succeeded")).to_have_count(2)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from decimal import Decimal
 
@@ -57,7 +58,7 @@ def test_a_conversation_with_a_turn_in_flight_refreshes_itself_as_a_transcript(s
     waiting = staff_client.get(url).content.decode()
     assert 'hx-trigger="every 1s"' in waiting and 'hx-select-oob="#attempts"' in waiting
     assert "Waiting for the worker…" in waiting
-    assert "Send again" not in waiting  # no console card with its own links inside the transcript
+    assert "send again" not in waiting  # no console card with its own links inside the transcript
 
     delivery.call_execute(call_id=call.conversation.calls.get(attempt=1, message__customer_message="And then?").pk)
     done = staff_client.get(url).content.decode()
@@ -245,7 +246,7 @@ def test_add_whatsapp_channel_prints_the_webhook_url_meta_needs(settings, connec
     assert "YOUR-HOST" not in printed
 
 
-def test_the_verify_token_is_shown_to_admins_only_and_the_api_docs_are_in_the_navigation(
+def test_the_verify_token_is_shown_to_admins_only_and_the_api_reference_is_linked(
     client, support_user, team_admin, connection, template
 ):
     from conversations.models import WhatsAppChannel
@@ -260,7 +261,9 @@ def test_the_verify_token_is_shown_to_admins_only_and_the_api_docs_are_in_the_na
     client.force_login(team_admin)
     for url in pages:
         assert "vt-secret-9" in client.get(url).content.decode()
-    assert '<a href="/api/docs/">API docs</a>' in client.get(reverse("conversations:integrations")).content.decode()
+    assert (
+        '<a href="/api/docs/">API reference</a>' in client.get(reverse("conversations:integrations")).content.decode()
+    )
 
 
 def test_filters_offer_any_and_counts_read_as_words(staff_client, connection, template):
@@ -294,3 +297,22 @@ def channel_for_first_hour(connection, template):
         reason=Conversation.Reason.ASKED,
         waiting_since=timezone.now(),
     )
+
+
+def test_a_wrong_model_override_is_the_senders_to_fix_and_a_first_visit_starts_from_what_worked(
+    staff_client, connection, template, published
+):
+    ProviderConnection.objects.create(name="Aaa new", base_url=connection.base_url, model="m")  # first by name
+    good = send(connection, template)
+    execute_now(good.pk)
+    page = staff_client.get(reverse("conversations:test_send")).content.decode()
+    assert f'<option value="{connection.pk}" selected>' in page  # the connection that answered last
+
+    call = send(connection, template, overrides={"model": "mistral-hugee-latest"})
+    call = execute_now(call.pk)
+    while call.status == "queued":
+        call = execute_now(call.pk)
+    result = staff_client.get(reverse("conversations:call_status", args=[call.pk])).content.decode()
+    result = html.unescape(result)
+    assert "The model override 'mistral-hugee-latest' is not a model this provider offers" in result
+    assert "Send again with the model override empty" in result and "Only an Admin" not in result

@@ -373,6 +373,28 @@ def test_the_api_answers_human_with_no_provider_call_and_staff_replies_reach_the
     assert (sent["event"], sent["reply"], sent["sent_by"]) == ("message.staff", "A person here.", "agent")
 
 
+def test_an_api_conversation_without_a_callback_url_cannot_be_taken_over_so_the_bot_is_not_silenced(
+    client, sandbox, staff_client, published
+):
+    connection = ConnectionFactory(name="Sandbox", base_url=sandbox.base_url)
+    template = TemplateFactory(name="Support")
+    _, token = integration_create(name="Platform", templates=[template], connections=[connection])
+    body = {"template": "Support", "contact": "+15550001234", "message": "Hi", "variables": {"business_name": "A"}}
+    client.post(
+        "/api/v1/messages", data=json.dumps(body), content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
+    )
+    conversation = Conversation.objects.get()
+    url = reverse("conversations:detail", args=[conversation.pk])
+    page = html.unescape(staff_client.get(url).content.decode())
+    assert "Platform has none, so a person cannot answer here" in page and ">Take over</button>" not in page
+
+    refused = staff_client.post(reverse("conversations:take_over", args=[conversation.pk]), follow=True)
+
+    assert "taking over would only silence the bot" in html.unescape(refused.content.decode())
+    conversation.refresh_from_db()
+    assert conversation.state == "bot"
+
+
 # --- The inbox, the count, feedback ---------------------------------------------------------------------------
 
 
@@ -423,7 +445,7 @@ def test_feedback_on_a_reply_is_kept_and_counted(channel, staff_client):
     assert "1 good · 0 not good" in overview.content.decode()
     page = staff_client.get(reverse("conversations:detail", args=[reply.conversation_id])).content.decode()
     assert 'value="yes" class="secondary chosen" aria-pressed="true">Good</button>' in page
-    assert "<q>Not good — Too long</q>" in page and "<q>Good</q>" in page  # in words: emoji fonts vary
+    assert "Not good, on the reply of " in page and " — Too long</q>" in page  # in words: emoji fonts vary
 
 
 def test_handing_back_answers_what_the_customer_asked_while_a_person_held_it(channel, staff_client):

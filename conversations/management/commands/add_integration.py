@@ -23,7 +23,8 @@ class Command(BaseCommand):
     def handle(self, *args, name: str, template: list[str], connection: list[str], callback_url: str, **options):
         if Integration.objects.filter(name=name).exists():
             raise CommandError(
-                f"An integration named {name!r} exists. Tokens are shown once: delete it to get a new one."
+                f"An integration named {name!r} exists, and its token was shown only once. For a new token, rotate "
+                "it: Integrations → the integration → Rotate the token (the old one stops working at once)."
             )
         if callback_url:
             problem, warning = url_save_check(callback_url, "https://chatbot.example.com/switchboard-callback")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import os
 import secrets
 
 from django.conf import settings
@@ -20,6 +21,7 @@ DEMO_SYSTEM = (
     "You are a helpful support assistant for {{business_name}} on WhatsApp. Answer briefly and kindly. "
     "Opening hours: {{opening_hours}}."
 )
+PORT = os.environ.get("WEB_PORT", "8000")  # where make run serves the dashboard
 
 
 class Command(BaseCommand):
@@ -62,9 +64,9 @@ class Command(BaseCommand):
             channel = WhatsAppChannel.objects.get(name="Demo WhatsApp")
             self.stdout.write(
                 "Created WhatsApp channel 'Demo WhatsApp' on the sandbox: chat as a customer at "
-                f"http://127.0.0.1:8000/whatsapp/{channel.pk}/simulator/"
+                f"http://127.0.0.1:{PORT}/whatsapp/{channel.pk}/simulator/"
             )
         self.stdout.write(
-            f"Dashboard: http://127.0.0.1:8000/  logins: {DEMO_USER} (Admin) and {DEMO_AGENT} (Support staff), "
+            f"Dashboard: http://127.0.0.1:{PORT}/  logins: {DEMO_USER} (Admin) and {DEMO_AGENT} (Support staff), "
             f"password {DEMO_PASSWORD} (local demo only; change with `python manage.py changepassword NAME`)."
         )
