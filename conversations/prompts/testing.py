@@ -134,7 +134,7 @@ def run_advance(run: TestRun) -> TestRun:
 def _advance(result_id: int) -> None:
     with transaction.atomic():
         result = (
-            TestResult.objects.select_for_update()
+            TestResult.objects.select_for_update(of=("self",))  # the result row only (call is an outer join)
             .select_related("case", "call")
             .filter(pk=result_id, status=TestResult.Status.PENDING)
             .first()
