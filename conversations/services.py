@@ -158,11 +158,13 @@ def check_message(customer_message: str) -> None:
         )
 
 
-def call_queue(*, conversation: Conversation, message: Message, delay: float = 0.0) -> Call:
-    """A queued call answering `message`, rung once this commits (after `delay` seconds: a burst's window)."""
+def call_queue(*, conversation: Conversation, message: Message, delay: float = 0.0, attempt: int = 1) -> Call:
+    """A queued call answering `message`, rung once this commits (after `delay` seconds: a burst's window).
+    `attempt` is 1 for a new message; more when a message whose attempts failed is answered again."""
     call = Call.objects.create(
         conversation=conversation,
         message=message,
+        attempt=attempt,
         connection=conversation.connection,
         model=request_settings(conversation.connection, conversation.overrides)["model"],
         run_after=timezone.now() + timedelta(seconds=delay),

@@ -15,6 +15,7 @@ Guarantees, and how they are kept:
 from __future__ import annotations
 
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from ..models import Call, Conversation, ConversationEvent, Feedback, Message, Outbound
@@ -99,7 +100,9 @@ def conversation_hand_back(*, conversation: Conversation, by) -> Message | None:
             and (not locked.channel_id or locked.window_open)
         )
         if open_question:
-            call_queue(conversation=locked, message=last)
+            # Answered afresh, after the attempts that failed for it: the next attempt number, not a second 1.
+            tried = last.calls.aggregate(n=Max("attempt"))["n"] or 0
+            call_queue(conversation=locked, message=last, attempt=tried + 1)
     conversation.refresh_from_db()
     return last if open_question else None
 

@@ -83,7 +83,9 @@ def test_a_new_signing_secret_signs_the_next_callbacks_and_is_shown_once(lead_cl
 
     response = lead_client.post(reverse("conversations:integration_signing_secret", args=[integration.pk]))
 
-    secret = re.search(r'id="new-secret" class="secret" type="text" readonly value="([^"]+)"', response.content.decode()).group(1)
+    secret = re.search(
+        r'id="new-secret" class="secret" type="text" readonly value="([^"]+)"', response.content.decode()
+    ).group(1)
     integration.refresh_from_db()
     assert crypto.decrypt(integration.callback_secret_encrypted) == secret
     page = lead_client.get(reverse("conversations:integration_edit", args=[integration.pk])).content.decode()

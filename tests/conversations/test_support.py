@@ -460,6 +460,32 @@ def test_handing_back_answers_what_the_customer_asked_while_a_person_held_it(cha
     assert "the bot is answering the customer's open question" in html.unescape(response.content.decode())
 
 
+def test_handing_back_a_message_whose_calls_failed_answers_it_with_the_next_attempt(sandbox, staff_client, published):
+    """The attack run's 500: a second 'attempt 1' for the message broke call_one_row_per_attempt."""
+    from conversations import services
+
+    connection = ConnectionFactory(name="Sandbox", base_url=sandbox.base_url, max_attempts=1, api_key="wrong-key-0")
+    template = TemplateFactory(name="Support")
+    integration, _ = integration_create(
+        name="Platform", templates=[template], connections=[connection], callback_url="http://127.0.0.1:9/hook"
+    )
+    call = services.call_send(
+        connection=connection, template=template, customer_message="Is the red one in stock?",
+        variables={"business_name": "A"}, integration=integration, contact="+15550001234",
+    )  # fmt: skip
+    assert execute_now(call.pk).status == "failed"
+    staff_client.post(reverse("conversations:take_over", args=[call.conversation_id]))
+    connection.set_api_key("sb-good-key-123456")
+    connection.save()
+
+    response = staff_client.post(reverse("conversations:hand_back", args=[call.conversation_id]), follow=True)
+
+    assert response.status_code == 200
+    again = Call.objects.order_by("-id").first()
+    assert (again.attempt, again.status) == (2, "queued")
+    assert execute_now(again.pk).status == "succeeded"
+
+
 def test_handing_back_after_the_last_word_was_the_teams_queues_nothing(channel, staff_client):
     say(channel, "agent")
     staff_client.post(reverse("conversations:take_over", args=[conversation().pk]))
