@@ -21,11 +21,13 @@ process builds its own on first use.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -247,7 +249,7 @@ def provider_request(
             ErrorKind.BAD_RESPONSE,
             "The answer is not UTF-8 text, so it cannot be JSON. Check that the base URL points at the API.",
             status=answer.status,
-            body=_scrub(answer.body[:2000].decode("utf-8", errors="replace"), api_key),
+            body=_scrub(answer.body.decode("utf-8", errors="replace"), api_key)[:2000],  # cut after scrubbing
         ) from None
     return answer.status, _scrub(text, api_key), answer.headers
 
@@ -263,5 +265,19 @@ def _reason(exc: Exception) -> str:
 
 
 def _scrub(text: str, api_key: str) -> str:
-    # Some gateways echo the key back in their error text.
-    return text.replace(api_key, "[redacted]") if api_key and len(api_key) >= 4 else text
+    """The text with the key taken out wherever a provider echoed it: as typed, and as JSON, a URL or HTML
+    would write it (a key with a quote or a backslash comes back escaped, \" or \\, and would slip past a
+    plain replace)."""
+    if not api_key or len(api_key) < 4:
+        return text
+    for form in sorted(key_spellings(api_key), key=len, reverse=True):
+        text = text.replace(form, "[redacted]")
+    return text
+
+
+def key_spellings(api_key: str) -> set[str]:
+    """Every way a response body may spell the key."""
+    json_forms = {json.dumps(api_key)[1:-1], json.dumps(api_key, ensure_ascii=False)[1:-1]}
+    json_forms |= {form.replace("/", "\\/") for form in json_forms}  # JSON may escape / as \/
+    url_forms = {urllib.parse.quote(api_key, safe=""), urllib.parse.quote_plus(api_key)}
+    return {api_key, html.escape(api_key), *json_forms, *url_forms} - {""}

@@ -62,6 +62,21 @@ def test_the_key_is_not_in_stored_requests_responses_or_logs(keyed, template, ca
     assert SECRET not in caplog.text
 
 
+@pytest.mark.parametrize("key", ['sk-with"quote-and\\back/slash-1234', "sk-plus+amp&amp<tag>%25-5678"])
+def test_a_key_a_provider_echoes_escaped_is_redacted_in_every_spelling(connection, template, key):
+    """A gateway that echoes the key writes it as JSON (\" and \\ escaped), a URL or HTML would: no spelling of
+    it may reach a stored row."""
+    from connectors.http import key_spellings
+
+    connection.set_api_key(key)
+    connection.save()
+    echoed = send(connection, template, model="sandbox-echo-key")
+
+    assert echoed.error_kind == "auth" and "[redacted]" in echoed.error_message
+    stored = every_stored_text() + echoed.error_message + echoed.response_body
+    assert not [form for form in key_spellings(key) if form in stored]
+
+
 def test_the_admin_never_renders_the_key(keyed, template, admin_client):
     send(keyed, template, model="sandbox-echo-key")
     pages = [
