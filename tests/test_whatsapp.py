@@ -7,6 +7,7 @@ import urllib.request
 
 import pytest
 from django.core.management import call_command
+from django.db import connection as db
 
 from conversations import whatsapp
 from conversations.models import Call, Conversation, Message, WhatsAppChannel, WhatsAppRefusal, WhatsAppSend
@@ -273,3 +274,32 @@ def test_a_markdown_reply_reaches_the_phone_in_whatsapps_marks_and_in_parts(clie
     assert "workshop (https://shop.example/workshop)" in received[0] and "Tune-up · 45 €" in received[0]
     assert "```\nhttps://shop.example/orders/1234\n```" in received[0]  # code untouched
     assert all(part.rstrip().endswith(".") for part in received[:-1])  # broken after a paragraph
+
+
+@pytest.mark.skipif(
+    db.vendor != "postgresql",
+    reason="concurrent transactions: SQLite serialises them by refusing, PostgreSQL by waiting",
+)
+@pytest.mark.django_db(transaction=True)
+def test_first_messages_arriving_together_make_one_conversation(channel, published):
+    """The attack run: five deliveries from a new contact at once made five conversations and five answers."""
+    import threading
+
+    from django.db import close_old_connections
+
+    def deliver_one(n):
+        try:
+            body = json.dumps(text(channel, f"Part {n}", message_id=f"wamid.TOGETHER{n}")).encode()
+            whatsapp.webhook_accept(channel=channel, raw_body=body, signature=whatsapp.sign(channel, body))
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=deliver_one, args=(n,)) for n in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert Conversation.objects.count() == 1
+    assert Message.objects.filter(role="user").count() == 5
+    assert Call.objects.count() == 1  # one burst: one answer for all five

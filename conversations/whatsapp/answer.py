@@ -39,6 +39,10 @@ def message_answer(*, channel: WhatsAppChannel, message_id: str, wa_id: str, tex
     """Store the customer's message and do what it asks for (inside the caller's transaction): the call that
     will answer it, or None when no bot answer is due."""
     contact = contact_from_whatsapp(wa_id)
+    # One contact's messages are handled one at a time (their row is locked until this commits): two first
+    # messages arriving together would otherwise each start a conversation and each get an answer.
+    known, _ = WhatsAppContact.objects.get_or_create(channel=channel, contact=contact)
+    WhatsAppContact.objects.select_for_update().filter(pk=known.pk).first()
     conversation = Conversation.objects.filter(channel=channel, contact=contact).order_by("-updated_at").first()
     if conversation is None:
         conversation = services.conversation_start(
