@@ -52,6 +52,11 @@ def message_answer(*, channel: WhatsAppChannel, message_id: str, wa_id: str, tex
             contact=contact,
             channel=channel,
         )
+    elif conversation.variables != (channel.variables or {}):
+        # The channel's values are the truth: a template published since with another placeholder, or a value
+        # changed on the channel, applies to a conversation that began before (else it would be refused).
+        conversation.variables = dict(channel.variables or {})
+        conversation.save(update_fields=["variables"])
     message = services.message_add(conversation, text.strip() or "[empty message]", message_id, media_type)
     conversation.last_customer_at = message.created_at
     conversation.save(update_fields=["last_customer_at", "updated_at"])

@@ -170,3 +170,40 @@ def test_a_test_runs_pinned_version_is_what_its_conversation_sends(sandbox_conne
 
     assert sent_system_prompt(call) == "You answer for A, briefly and kindly."
     assert Conversation.objects.get().template_version == draft
+
+
+def test_a_placeholder_added_with_its_channel_value_reaches_a_customer_who_wrote_before(shop):
+    first = say(shop, "Hi")
+    execute_now(first.pk)
+    shop.variables = {"business_name": "Acme", "opening_hours": "9-17"}
+    shop.save()
+    add(system="You answer for {{business_name}}, open {{opening_hours}}.", publish=True)
+
+    second = say(shop, "Are you open?")
+
+    assert second is not None and second.conversation_id == first.conversation_id
+    assert sent_system_prompt(second) == "You answer for Acme, open 9-17."
+
+
+def test_an_api_contact_who_wrote_before_a_placeholder_was_removed_is_still_answered(
+    client, sandbox_connection, published
+):
+    from conversations.api.tokens import integration_create
+
+    add(system="You answer for {{business_name}}, open {{opening_hours}}.")
+    _, token = integration_create(
+        name="Bot", templates=[PromptTemplate.objects.get()], connections=[sandbox_connection]
+    )
+    body = {"template": "Support", "contact": "+15550100100", "message": "Hi",
+            "variables": {"business_name": "Acme", "opening_hours": "9-17"}}  # fmt: skip
+
+    def post(**changes):
+        return client.post("/api/v1/messages", data=json.dumps({**body, **changes}), content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {token}")  # fmt: skip
+
+    assert post().status_code == 202
+    add(system=V1, publish=True)  # {{opening_hours}} is gone
+    assert post(message="Still there?", variables={"business_name": "Acme"}).status_code == 202
+    answered = post(message="And now?", variables=None)
+    assert answered.status_code == 202, answered.content
+    assert Conversation.objects.count() == 1
