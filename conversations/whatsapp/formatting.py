@@ -27,14 +27,17 @@ _CODE_SPAN = re.compile(r"(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.S)
 _HEADING = re.compile(r"^[^\S\n]{0,3}#{1,6}[^\S\n]+(.+?)[^\S\n]*#*[^\S\n]*$", re.M)
 _BULLET = re.compile(r"^([^\S\n]*)[*+][^\S\n]+", re.M)
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
-_IMAGE = re.compile(r"!\[([^\]\n]*)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-_LINK = re.compile(r"\[([^\]\n]+)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-_BOLD_ITALIC = re.compile(r"\*\*\*(?=\S)(.+?)(?<=\S)\*\*\*")
-_BOLD_STARS = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
+# Every repeat is bounded (a label, a URL, an emphasised span): unbounded, a reply of many unclosed "[a]("
+# or "*a " took seconds (each start scanned to the end of the line). No real link or bold runs longer. A URL
+# stops at "[" or "(" too: a link whose address holds one is left as written.
+_IMAGE = re.compile(r"!\[([^\]\n]{0,500})\]\(\s*<?([^)\s>\[(]{1,2000})>?(?:\s+\"[^\"]{0,500}\")?\s*\)")
+_LINK = re.compile(r"\[([^\]\n]{1,500})\]\(\s*<?([^)\s>\[(]{1,2000})>?(?:\s+\"[^\"]{0,500}\")?\s*\)")
+_BOLD_ITALIC = re.compile(r"\*\*\*(?=\S)(.{1,1000}?)(?<=\S)\*\*\*")
+_BOLD_STARS = re.compile(r"\*\*(?=\S)(.{1,1000}?)(?<=\S)\*\*")
 # __bold__ but not a dunder name: the text inside is more than one identifier-like word.
-_BOLD_UNDERSCORES = re.compile(r"(?<![\w])__(?=\S)(?![A-Za-z0-9_]+__(?!\w))(.+?)(?<=\S)__(?![\w])")
-_ITALIC_STAR = re.compile(r"(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])")
-_STRIKE_TILDES = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
+_BOLD_UNDERSCORES = re.compile(r"(?<![\w])__(?=\S)(?![A-Za-z0-9_]{1,200}__(?!\w))(.{1,1000}?)(?<=\S)__(?![\w])")
+_ITALIC_STAR = re.compile(r"(?<![\w*])\*(?=[^\s*])(.{1,1000}?)(?<=[^\s*])\*(?![\w*])")
+_STRIKE_TILDES = re.compile(r"~~(?=\S)(.{1,1000}?)(?<=\S)~~")
 
 
 def whatsapp_text(markdown: str) -> str:
@@ -151,7 +154,7 @@ _MARKDOWN_LEFT = [
     (re.compile(r"\*\*\S"), "**bold**"),
     (re.compile(r"~~\S"), "~~strike~~"),
     (re.compile(r"^[^\S\n]{0,3}#{1,6}[^\S\n]+\S", re.M), "a # heading"),
-    (re.compile(r"\[[^\]\n]+\]\([^)\s]+\)"), "a [text](link)"),
+    (re.compile(r"\[[^\]\n]{1,500}\]\([^)\s\[(]{1,2000}\)"), "a [text](link)"),
     (re.compile(r"^\s*\|?\s*:?-{3,}:?\s*\|", re.M), "a table rule"),
 ]
 
