@@ -15,7 +15,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 
 from ..contacts import contact_from_whatsapp
-from ..models import Call, Message, Outbound, WhatsAppChannel, WhatsAppSend
+from ..models import Call, Message, Outbound, WhatsAppChannel, WhatsAppRefusal, WhatsAppSend
 from . import webhook as whatsapp
 from .formatting import whatsapp_parts
 
@@ -141,6 +141,10 @@ def _chat(channel: WhatsAppChannel) -> dict:
         {"at": s.created_at, "mine": False, "text": _sent_text(s) if s.message_id else None, "error": s.error}
         for s in delivered
     ]
+    # A message refused on its own (too long, a NUL) is acknowledged to Meta and kept as a refusal: the
+    # simulated customer sees it as not delivered, with why, rather than nothing at all.
+    refused = WhatsAppRefusal.objects.filter(channel=channel, sender=SIMULATED_WA_ID).only("created_at", "reason")
+    bubbles += [{"at": r.created_at, "mine": True, "refused": r.reason} for r in refused]
     typing = Call.objects.filter(status__in=[Call.Status.QUEUED, Call.Status.RUNNING], **mine).exists()
     return {"bubbles": sorted(bubbles, key=lambda b: b["at"]), "waiting": typing}
 

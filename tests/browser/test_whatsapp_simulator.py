@@ -72,3 +72,19 @@ def test_the_next_message_can_be_typed_while_one_is_sent(sandbox, celery_worker,
     expect(box).to_have_value("")
     assert page.evaluate("window.sameDocument") is True
     expect(page.locator(".wa-theirs:not(.typing)")).to_have_count(2, timeout=10000)
+
+
+def test_a_message_refused_on_its_own_shows_as_not_sent_with_why(sandbox, logged_in_page, live_server, settings):
+    ConnectionFactory(name="Sandbox", base_url=sandbox.base_url)
+    TemplateFactory(name="Support")
+    call_command(
+        "add_whatsapp_channel", "Shop", phone_number_id="106540352242922", app_secret="s3cret",
+        access_token="t0ken", template="Support", connection="Sandbox", var=["business_name=Acme"],
+        graph_base_url=sandbox.base_url.removesuffix("/v1"), stdout=open("/dev/null", "w"),  # noqa: SIM115
+    )  # fmt: skip
+    settings.MAX_CUSTOMER_MESSAGE_BYTES = 50
+    page = logged_in_page
+    page.goto(f"{live_server.url}/whatsapp/{WhatsAppChannel.objects.get().pk}/simulator/")
+    page.fill("input[name=text]", "A message much longer than this channel takes, said at length.")
+    page.press("input[name=text]", "Enter")
+    expect(page.locator(".bubble.failed")).to_contain_text("Not sent:")
