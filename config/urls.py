@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth.views import LogoutView
 from django.urls import include, path
 
 from .accounts import LoginForm, SwitchboardLoginView
@@ -10,7 +11,9 @@ admin.site.login_form = LoginForm
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", SwitchboardLoginView.as_view(), name="login"),
-    path("accounts/", include("django.contrib.auth.urls")),
+    # Log in and out only: Switchboard sends no e-mail, so Django's password-reset pages would say a mail was
+    # sent when none can be. An Admin sets a new password (manage.py changepassword NAME, or the admin).
+    path("accounts/logout/", LogoutView.as_view(), name="logout"),
     path("connections/", include("connectors.urls")),
     path("api/", include("conversations.api.urls")),
     path("", include("conversations.urls")),

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.processes import ROOT
 
 LIST_ROLES = """
@@ -56,3 +58,10 @@ def test_a_refused_page_is_logged_without_a_traceback(staff_client, connection, 
         assert staff_client.get(reverse("connectors:edit", args=[connection.pk])).status_code == 403
     (record,) = [r for r in caplog.records if r.name == "django.request"]
     assert record.levelname == "INFO" and record.exc_info is None
+
+
+@pytest.mark.django_db
+def test_no_page_offers_a_password_reset_by_mail_that_cannot_be_sent(client):
+    for path in ["/accounts/password_reset/", "/accounts/reset/MQ/set-password/", "/accounts/password_reset/done/"]:
+        assert client.get(path).status_code == 404
+    assert client.post("/accounts/logout/").status_code == 302  # logging out still works
