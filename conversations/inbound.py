@@ -281,7 +281,9 @@ def _content(value: Any, field: str) -> str:
     return _text(value, field)
 
 
-def chat_receive(*, integration: Integration, payload: dict[str, Any], contact: str) -> Call:
+def chat_receive(
+    *, integration: Integration, payload: dict[str, Any], contact: str, contact_field: str = "user"
+) -> Call:
     """Queue a chat-completions request as a conversation: its system and earlier turns, then the last user message."""
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
@@ -332,7 +334,7 @@ def chat_receive(*, integration: Integration, payload: dict[str, Any], contact: 
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
     customer_message = turns[-1]["content"]
     services.check_message(customer_message)
-    contact = _contact(_text(contact, "user", 200), "user")
+    contact = _contact(_text(contact, contact_field, 200), contact_field)
     with transaction.atomic():
         conversation = Conversation.objects.create(
             contact=contact,

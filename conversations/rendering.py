@@ -43,6 +43,8 @@ def placeholder_problems(text: str) -> list[str]:
         inside = match.group(1).strip()
         if not PLACEHOLDER_NAME.fullmatch(inside):
             better = re.sub(r"[^A-Za-z0-9_]+", "_", inside).strip("_").lower() or "a_name"
+            if not better[0].isalpha() and better[0] != "_":  # a name starts with a letter: {{1abc}} → {{v1abc}}
+                better = f"v{better}"
             problems.append(
                 f"{match.group(0)} is not a placeholder: names are letters, digits and underscores. "
                 f"Write {{{{{better}}}}}."

@@ -353,3 +353,35 @@ def test_a_username_longer_than_any_account_is_a_form_error(db, path, label):
     response = Client().post(path, {"username": "u" * 256, "password": "x"})
     assert response.status_code == 200, label
     assert "at most 150 characters" in response.content.decode()
+
+
+def test_a_chunked_body_is_read_by_the_api_and_the_webhook(world):
+    """Sent with Transfer-Encoding: chunked and no Content-Length (the web server decodes the chunks), a body
+    read as empty: the API said 'not a JSON object' and a signed webhook 'signature does not match'."""
+    import io
+
+    from django.test import RequestFactory
+
+    from conversations import whatsapp
+    from conversations.api import views as api_views
+    from conversations.whatsapp import views as whatsapp_views
+    from conversations.whatsapp.views import simulated_payload
+    from tests.test_hostile_input import GOOD_MESSAGE
+
+    def chunked(path, body, **headers):
+        request = RequestFactory().generic("POST", path, body, content_type="application/json", **headers)
+        del request.META["CONTENT_LENGTH"]
+        request.META["HTTP_TRANSFER_ENCODING"] = "chunked"
+        request.META["wsgi.input"] = io.BytesIO(body)
+        return request
+
+    body = json.dumps({**GOOD_MESSAGE, "message": "Sent in chunks"}).encode()
+    answer = api_views.messages(chunked("/api/v1/messages", body, HTTP_AUTHORIZATION=f"Bearer {world['token']}"))
+    assert answer.status_code in (200, 202), answer.content
+
+    channel = world["channel"]
+    delivery = json.dumps(simulated_payload(channel, "15550100100", "Chunked hello")).encode()
+    signed = chunked(
+        f"/whatsapp/{channel.pk}/webhook/", delivery, HTTP_X_HUB_SIGNATURE_256=whatsapp.sign(channel, delivery)
+    )
+    assert whatsapp_views.webhook(signed, pk=channel.pk).status_code == 200

@@ -87,6 +87,7 @@ MESSAGE_REQUEST = {
         "wait": {"type": "number", "minimum": 0, "maximum": 30, "description": "Seconds to wait for the reply."},
         "message_id": {
             "type": "string",
+            "minLength": 1,
             "maxLength": 200,
             "description": "Your platform's id for the message, unique per integration: a repeat with the same "
             "body returns the first result (as Idempotency-Key does); with another body it is a 422.",
@@ -128,7 +129,7 @@ CHAT_REQUEST = {
                     "content": {
                         "description": "Text, or a list of text parts as OpenAI's SDKs send them.",
                         "oneOf": [
-                            {"type": "string"},
+                            {"type": "string", "minLength": 1},
                             {
                                 "type": "array",
                                 "items": {
@@ -144,7 +145,7 @@ CHAT_REQUEST = {
         },
         "temperature": {"type": "number"},
         "max_tokens": {"type": "integer", "minimum": 1},
-        "user": {"type": "string", "description": "The customer, for the conversation log."},
+        "user": {"type": ["string", "null"], "description": "The customer, for the conversation log."},
     },
 }
 

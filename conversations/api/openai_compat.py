@@ -51,8 +51,9 @@ def chat_completions(request: HttpRequest, integration: Integration, payload: di
     if user is not None and not isinstance(user, str):
         raise Refused(400, "user", '"user" is text naming the customer, e.g. their phone number or your user id.')
     contact = user or header(request, "X-Contact") or f"api:{integration.name}"
+    field = "user" if user else "X-Contact"
     try:
-        call = chat_receive(integration=integration, payload=payload, contact=contact)
+        call = chat_receive(integration=integration, payload=payload, contact=contact, contact_field=field)
     except services.SendRefused as error:
         raise Refused(400, "messages", str(error)) from None
     connection = call.connection

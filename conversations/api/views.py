@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from config import bodies
 from config.errors import service_unavailable
 
 from .. import payloads
@@ -102,9 +103,13 @@ def api(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
             if not declared.isascii() or not declared.isdigit():
                 return _error(400, "Content-Length", "Content-Length must be the body's size in bytes, a whole number.")
             try:
-                size = int(declared)
-                raw = request.body if size <= limit else b""
-            except RequestDataTooBig:
+                if bodies.chunked(request):
+                    raw = bodies.read_chunked(request, limit)
+                    size = len(raw)
+                else:
+                    size = int(declared)
+                    raw = request.body if size <= limit else b""
+            except (RequestDataTooBig, bodies.TooLarge):
                 size = limit + 1
             if size > limit or len(raw) > limit:
                 return _error(413, "body", f"The body is over {limit:,} bytes (API_MAX_BODY_BYTES). Send less.")

@@ -14,6 +14,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 
+from config import bodies
+
 from ..contacts import contact_from_whatsapp
 from ..models import Call, Message, Outbound, WhatsAppChannel, WhatsAppRefusal, WhatsAppSend
 from . import webhook as whatsapp
@@ -34,12 +36,20 @@ def webhook(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method != "POST":
         return JsonResponse({"error": "Meta's webhook is GET (the handshake) or POST (deliveries)."}, status=405)
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    size = request.headers.get("Content-Length", "0")
-    if not size.isdigit() or int(size) > limit:  # before reading: Meta's deliveries are at most 3 MB
-        return JsonResponse({"error": f"The body is over {limit:,} bytes (MAX_REQUEST_BODY_BYTES)."}, status=413)
+    too_large = JsonResponse({"error": f"The body is over {limit:,} bytes (MAX_REQUEST_BODY_BYTES)."}, status=413)
+    if bodies.chunked(request):
+        try:
+            raw_body = bodies.read_chunked(request, limit)
+        except bodies.TooLarge:
+            return too_large
+    else:
+        size = request.headers.get("Content-Length", "0")
+        if not size.isdigit() or int(size) > limit:  # before reading: Meta's deliveries are at most 3 MB
+            return too_large
+        raw_body = request.body
     try:
         received = whatsapp.webhook_accept(
-            channel=channel, raw_body=request.body, signature=request.headers.get("X-Hub-Signature-256", "")
+            channel=channel, raw_body=raw_body, signature=request.headers.get("X-Hub-Signature-256", "")
         )
     except whatsapp.WebhookRefused as refused:
         return JsonResponse({"error": str(refused)}, status=refused.status)
