@@ -316,3 +316,9 @@ def test_a_wrong_model_override_is_the_senders_to_fix_and_a_first_visit_starts_f
     result = html.unescape(result)
     assert "The model override 'mistral-hugee-latest' is not a model this provider offers" in result
     assert "Send again with the model override empty" in result and "Only an Admin" not in result
+
+
+def test_dates_the_wrong_way_round_are_pointed_out(staff_client):
+    for name in ["conversations:calls", "conversations:list"]:
+        page = staff_client.get(reverse(name), {"since": "2026-12-05", "until": "2026-11-01"}).content.decode()
+        assert "is after “To” (01 Nov 2026), so nothing can match: swap them." in html.unescape(page)
