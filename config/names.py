@@ -25,6 +25,8 @@ _REFUSED = {
     "Cn": "an unassigned code point",
 }
 _ZERO_WIDTH_JOINER = "\u200d"  # part of many emoji (👩‍💻); harmless between visible characters
+# Letters that render as nothing at all (Hangul fillers, the blank Braille pattern): a name of them looks empty.
+_BLANK_LOOKING = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"}
 
 
 def validate_name(value: str) -> None:
@@ -36,5 +38,19 @@ def validate_name(value: str) -> None:
                 "like another name or impossible to type. Use letters, digits, spaces and punctuation.",
                 code="unprintable",
             )
-    if value and not value.strip():
-        raise ValidationError("The name is only spaces; give it a name people can read.", code="blank")
+    for position, char in enumerate(value, start=1):
+        if char in _BLANK_LOOKING or (unicodedata.category(char) == "Zs" and char != " "):
+            raise ValidationError(
+                f"The name holds U+{ord(char):04X} at position {position}, a character that looks like a space or "
+                "like nothing: two names would look the same. Use plain spaces.",
+                code="look_alike",
+            )
+    if "  " in value or value != value.strip():
+        raise ValidationError(
+            "The name has spaces at an end or two in a row, so it would look like a name it is not. Use single "
+            "spaces between words.",
+            code="spaces",
+        )
+    visible = [c for c in value if not c.isspace() and c != _ZERO_WIDTH_JOINER]
+    if value and not visible:
+        raise ValidationError("The name has nothing visible; give it a name people can read.", code="blank")

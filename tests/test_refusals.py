@@ -252,7 +252,18 @@ def test_a_connection_setting_out_of_range_is_refused_with_the_range(field, valu
 
 @pytest.mark.parametrize(
     "name",
-    [f"Mistral{RIGHT_TO_LEFT_OVERRIDE}", "Mis\u200btral", "Mistral\tEU", "Mis\x07tral", "   "],
+    [
+        f"Mistral{RIGHT_TO_LEFT_OVERRIDE}",
+        "Mis\u200btral",
+        "Mistral\tEU",
+        "Mis\x07tral",
+        "   ",
+        "Mistral\u00a0EU",
+        "Mistral  EU",
+        "\u3164",
+        "\u2800\u2800",
+        "\u200d",
+    ],
 )
 def test_a_name_that_hides_characters_is_refused_everywhere_names_are_given(world, admin_client, name):
     connection = ProviderConnectionForm(data={**CONNECTION, "name": name})
