@@ -181,7 +181,13 @@ ALLOWED_PROVIDER_HOSTS = env.list("ALLOWED_PROVIDER_HOSTS", default=["127.0.0.1"
 SANDBOX_PORT = env.int("SANDBOX_PORT", default=8765)
 
 # --- Celery ----------------------------------------------------------------------------------
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
+# Unset, a command run beside `make run` uses the private Redis that make run started (its socket in .run/),
+# so its tasks reach make run's worker; otherwise the usual local Redis.
+_MAKE_RUN_REDIS = BASE_DIR / ".run" / "redis.sock"
+CELERY_BROKER_URL = env(
+    "CELERY_BROKER_URL",
+    default=f"redis+socket://{_MAKE_RUN_REDIS}" if _MAKE_RUN_REDIS.exists() else "redis://127.0.0.1:6379/0",
+)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 
