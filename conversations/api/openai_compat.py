@@ -135,9 +135,18 @@ def _failure(call: Call) -> JsonResponse:
     if call.error_kind in REQUEST_KINDS:
         code = "context_length_exceeded" if call.error_kind == ErrorKind.CONTEXT_TOO_LONG else call.error_kind
         return openai_error(400, f"The provider refused the request: {words}", code, "messages")
-    if call.error_kind in CONNECTION_KINDS and call.error_kind != ErrorKind.AUTH and named_model:
-        # The model the request named, not the connection's: the client can fix it.
-        return openai_error(404, f"The provider does not offer that model: {words}", "model_not_found", "model")
+    refused_model = call.error_kind in (ErrorKind.INVALID_MODEL, ErrorKind.MISSING_MODEL) or (
+        call.error_kind == ErrorKind.AUTH and call.http_status == 403  # a model not on the plan
+    )
+    if refused_model and named_model:
+        # The model the request named, not the connection's: the client can fix it, in its own terms.
+        return openai_error(
+            404,
+            f"The provider does not offer the model {call.model!r} here ({call.error_summary}). "
+            "GET /api/v1/models lists the models and connections you may name.",
+            "model_not_found",
+            "model",
+        )
     if call.error_kind in TRANSIENT_KINDS:
         response = openai_error(503, f"The provider is failing for now: {words}", call.error_kind)
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)

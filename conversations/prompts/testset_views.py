@@ -120,6 +120,7 @@ class CaseFromReplyForm(forms.Form):
     )
     expect_contains = forms.CharField(required=False, label="The reply must contain", max_length=500)
     expect_not_contains = forms.CharField(required=False, label="The reply must not contain", max_length=500)
+    expect_regex = forms.CharField(required=False, label="The reply must match (a regular expression)", max_length=500)
     max_chars = forms.IntegerField(required=False, min_value=1, max_value=100_000, label="At most this many characters")
     no_markdown = forms.BooleanField(required=False, label="No Markdown left after WhatsApp formatting")
 
@@ -152,6 +153,7 @@ def case_from_reply(request: HttpRequest, message_pk: int) -> HttpResponse:
                 variables=conversation.variables,
                 expect_contains=[data["expect_contains"]] if data["expect_contains"] else [],
                 expect_not_contains=[data["expect_not_contains"]] if data["expect_not_contains"] else [],
+                expect_regex=[data["expect_regex"]] if data["expect_regex"] else [],
                 max_chars=data["max_chars"],
                 no_markdown=data["no_markdown"],
                 from_message=reply,

@@ -55,7 +55,13 @@ def template_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     if template is None and not can_edit:
         raise PermissionDenied
     newest = template.versions.order_by("-number").first() if template else None
-    start = newest or template
+    chosen = request.GET.get("from", "")
+    start_version = (
+        template.versions.filter(number=int(chosen)).first()
+        if template and chosen.isdigit() and len(chosen) < 9
+        else None
+    ) or newest
+    start = start_version or template
     initial = (
         {"name": template.name, "system_prompt": start.system_prompt, "user_message": start.user_message}
         if (template)
@@ -95,6 +101,7 @@ def template_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         "can_edit": can_edit,
         "versions": versions,
         "newest": newest,
+        "start_version": start_version,
         "channels": WhatsAppChannel.objects.filter(template=template) if template else [],
         "test_sets": TestSet.objects.all(),
     }
@@ -161,7 +168,9 @@ def template_preview(request: HttpRequest) -> HttpResponse:
     samples = {**(channel.variables if channel else {})}
     values = {n: samples.get(n) or f"‹{n}›" for n in names if n != rendering.CUSTOMER_MESSAGE}
     values[rendering.CUSTOMER_MESSAGE] = SAMPLE_MESSAGE
+    unfilled = sorted(n for n in names if n != rendering.CUSTOMER_MESSAGE and channel and n not in samples)
     context = {
+        "unfilled": unfilled,
         "problems": [p for ps in problems.values() for p in ps],
         "system": rendering.render(system, values),
         "user": rendering.render(user, values),

@@ -37,7 +37,8 @@ def requests_made() -> tuple[int, int]:
 @pytest.mark.parametrize(
     ("model", "error", "status", "words"),
     [
-        ("sandbox-no-such-model", NotFoundError, 404, "does not offer that model"),
+        ("sandbox-no-such-model", NotFoundError, 404, "GET /api/v1/models lists the models"),
+        ("sandbox-forbidden", NotFoundError, 404, "You do not have access"),  # not on the plan: the client's pick
         ("sandbox-context-length", BadRequestError, 400, "Context too long"),
     ],
 )
@@ -107,5 +108,5 @@ def test_the_mistral_sdk_streams_and_reads_the_errors(live_server, integration_t
 
     with pytest.raises(SDKError) as raised:
         client.chat.complete(model="sandbox-no-such-model", messages=ASK)
-    assert raised.value.status_code == 404 and "does not offer that model" in raised.value.body
+    assert raised.value.status_code == 404 and "GET /api/v1/models lists the models" in raised.value.body
     assert requests_made() == (2, 2)

@@ -154,6 +154,7 @@ def test_the_live_preview_renders_with_a_channels_values_and_names_problems(shop
     preview = html.unescape(preview)
 
     assert "Hi from Acme at ‹city›." in preview and "WhatsApp Shop's values" in preview
+    assert "WhatsApp Shop supplies no value for {{city}}: publishing this will be refused" in preview
     assert "The user message has no {{customer_message}}" in preview
 
 
@@ -207,3 +208,14 @@ def test_an_api_contact_who_wrote_before_a_placeholder_was_removed_is_still_answ
     answered = post(message="And now?", variables=None)
     assert answered.status_code == 202, answered.content
     assert Conversation.objects.count() == 1
+
+
+def test_an_admin_edits_from_any_version(client, team_admin):
+    add()
+    add(system=V2)
+    template = PromptTemplate.objects.get()
+    client.force_login(team_admin)
+    page = html.unescape(
+        client.get(reverse("conversations:template_edit", args=[template.pk]), {"from": 1}).content.decode()
+    )
+    assert f"{V1}</textarea>" in page and "Edit from this version" in page

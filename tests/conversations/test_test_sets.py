@@ -190,3 +190,28 @@ def test_add_test_case_refuses_what_could_not_run(setup):
     with pytest.raises(CommandError, match="No template named 'Nope'"):
         call_command("add_test_case", "Smoke", template="Nope", message=["Hi"], stdout=StringIO())
     assert not TestCase.objects.exists()
+
+
+def test_a_version_that_dropped_a_placeholder_runs_the_cases_that_carry_it(setup):
+    call_command("add_template", "Support", system="You help {{business_name}}, open {{hours}}.", publish=True,
+                 stdout=StringIO())  # fmt: skip
+    call_command("add_test_case", "Smoke", "--message", "Hi", template="Support", var=["business_name=A", "hours=9"],
+                 stdout=StringIO())  # fmt: skip
+    call_command("add_template", "Support", system="You help {{business_name}}.", stdout=StringIO())  # v3 drops it
+    call_command("add_template", "Support", system="You help {{business_name}} in {{city}}.", stdout=StringIO())
+
+    dropped = finish(
+        run_start(test_set=TestSet.objects.get(), connection=ProviderConnection.objects.get(), version_number=3)
+    )
+    assert dropped.results.get().status == "passed"
+    needs_more = finish(
+        run_start(test_set=TestSet.objects.get(), connection=ProviderConnection.objects.get(), version_number=4)
+    )
+    assert needs_more.results.get().failures == [
+        "could not be sent: Template 'Support v4' needs a value for {{city}}. Fill in that field and send again."
+    ]
+
+
+def test_add_test_case_says_how_to_give_a_missing_value_on_the_command_line(setup):
+    with pytest.raises(CommandError, match=r"needs a value for \{\{business_name\}\}. Give it with --var NAME=VALUE."):
+        call_command("add_test_case", "Smoke", "--message", "Hi", template="Support", stdout=StringIO())

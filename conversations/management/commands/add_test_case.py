@@ -46,7 +46,9 @@ class Command(BaseCommand):
                 no_markdown=o["no_markdown"],
             )
         except TestSetRefused as refused:
-            raise CommandError(str(refused)) from None
+            words = str(refused).replace("Fill in that field and send again.", "Give it with --var NAME=VALUE.")
+            words = words.replace("Fill in those fields and send again.", "Give them with --var NAME=VALUE.")
+            raise CommandError(words) from None
         count = case.test_set.cases.count()
         self.stdout.write(
             f"Added case {case.pk} to test set {case.test_set.name!r} ({count} case{'s' * (count != 1)})."
