@@ -43,7 +43,7 @@ from .tries import durably
 logger = logging.getLogger(__name__)
 
 
-def call_messages(call: Call, history: list[tuple[str, str]]) -> list[dict[str, str]]:
+def call_messages(call: Call, history: list[tuple[str, str]], system: str | None = None) -> list[dict[str, str]]:
     """The chat history up to the customer message this call answers, as the provider expects it.
 
     `history` is the conversation's newest messages first, as `store.call_claim` read them. Only those that
@@ -59,7 +59,7 @@ def call_messages(call: Call, history: list[tuple[str, str]]) -> list[dict[str, 
         # What the team wrote, and Switchboard's own notices, were answers from the business: the model
         # reads them as the assistant's turns, so it picks up where a person left off.
         kept.append({"role": "user" if role == "user" else "assistant", "content": content})
-    system = system_prompt_for(call)
+    system = system_prompt_for(call) if system is None else system
     return ([{"role": "system", "content": system}] if system else []) + kept[::-1]
 
 
@@ -137,10 +137,11 @@ def _attempt(claimed: store.Claimed) -> Call:
     wanted = request_settings(connection, overrides)
     call.model = wanted["model"]
     adapter = adapter_for(connection)
+    system = system_prompt_for(call)  # reads the template: before the connection goes back to the pool
     _release_database_connection()
     started = time.monotonic()
     try:
-        call.request = adapter.body(messages=call_messages(call, history), **wanted)
+        call.request = adapter.body(messages=call_messages(call, history, system), **wanted)
         api_key = _usable_key(connection, call.model)
         if not circuit.allow(connection):
             raise ProviderError(
