@@ -63,21 +63,20 @@ def call_messages(call: Call, history: list[tuple[str, str]], system: str | None
     return ([{"role": "system", "content": system}] if system else []) + kept[::-1]
 
 
-def system_prompt_for(call: Call) -> str:
+def system_prompt_for(call: Call, prompt: store.Prompt | None = None) -> str:
     """The system prompt of the template version published now (or the version a test run pinned), with the
     conversation's variables, so a publish or a rollback reaches an ongoing conversation at its next message.
-    Records that version on the call. A conversation without a template sends the system prompt it came with;
-    one whose variables the new version cannot fill keeps the prompt it started with."""
+    Records that version on the call. `prompt` is that text as the claim read it (no query here); a
+    conversation without a template sends the system prompt it came with, and one whose variables the new
+    version cannot fill keeps the prompt it started with."""
     conversation = call.conversation
-    if conversation.template_id is None:
-        return conversation.system_prompt
-    if conversation.template_version_id:
-        version = conversation.template_version
-    else:
-        version = conversation.template  # its text is its published version's
-    call.template_version_id = conversation.template_version_id or conversation.template.published_id
+    if prompt is None:
+        if conversation.template_id is None:
+            return conversation.system_prompt
+        prompt = store.prompt_of(conversation)
+    call.template_version_id = prompt.version_id
     try:
-        system, _ = version.render_lenient(variables=conversation.variables)
+        system, _ = prompt.render_lenient(variables=conversation.variables)
     except TemplateVariableError:
         logger.warning("call %s: template version lacks a value; sending the conversation's first prompt", call.pk)
         return conversation.system_prompt
@@ -137,7 +136,7 @@ def _attempt(claimed: store.Claimed) -> Call:
     wanted = request_settings(connection, overrides)
     call.model = wanted["model"]
     adapter = adapter_for(connection)
-    system = system_prompt_for(call)  # reads the template: before the connection goes back to the pool
+    system = system_prompt_for(call, claimed.prompt) if claimed.prompt else call.conversation.system_prompt
     _release_database_connection()
     started = time.monotonic()
     try:

@@ -28,7 +28,8 @@ from django.db.models.functions import Greatest
 
 from connectors.models import ProviderConnection
 
-from .models import Call, Conversation, Integration, Message
+from .models import Call, Conversation, Integration, Message, PromptTemplate, TemplateVersion
+from .rendering import PromptText
 
 
 @dataclass
@@ -36,6 +37,21 @@ class Claimed:
     call: Call  # with .conversation and .connection loaded
     history: list[tuple[str, str]]  # (role, content) up to the call's message, newest first
     has_callback: bool = False  # the conversation's integration has a callback URL (its outcome is posted)
+    # The template text the call renders, read with the claim (no query of its own while the call runs): the
+    # version the conversation pinned, else the template's published text; None without a template.
+    prompt: Prompt | None = None
+
+
+@dataclass
+class Prompt(PromptText):
+    name: str
+    system_prompt: str
+    user_message: str
+    version_id: int | None
+
+    @property
+    def prompt_name(self) -> str:
+        return self.name
 
 
 def call_claim(*, call_id: int, worker: str, token: datetime) -> Claimed | None:
@@ -66,7 +82,18 @@ def call_claim(*, call_id: int, worker: str, token: datetime) -> Claimed | None:
     history = next(values) or []
     if isinstance(history, str):
         history = json.loads(history)
-    return Claimed(call, [(role, content) for role, content in history], bool(next(values)))
+    has_callback = bool(next(values))
+    name, system, user, published_id, pinned_system, pinned_user = (next(values) for _ in range(6))
+    prompt = None
+    if call.conversation.template_id is not None:
+        pinned = call.conversation.template_version_id
+        prompt = Prompt(
+            name,
+            pinned_system if pinned else system,
+            pinned_user if pinned else user,
+            pinned or published_id,
+        )
+    return Claimed(call, [(role, content) for role, content in history], has_callback, prompt)
 
 
 def call_due_in(*, call_id: int, now: datetime) -> float | None:
@@ -210,10 +237,14 @@ def _claim_sql(*, no_wait: bool) -> str:
             ) recent
         )
         , COALESCE(ig.{q("callback_url")} <> '', false)
+        , pt.{q("name")}, pt.{q("system_prompt")}, pt.{q("user_message")}, pt.{q("published_id")}
+        , tv.{q("system_prompt")}, tv.{q("user_message")}
         FROM claimed
         JOIN {q(Conversation._meta.db_table)} cv ON cv.id = claimed.conversation_id
         JOIN {q(ProviderConnection._meta.db_table)} cn ON cn.id = claimed.connection_id
         LEFT JOIN {q(Integration._meta.db_table)} ig ON ig.id = cv.integration_id
+        LEFT JOIN {q(PromptTemplate._meta.db_table)} pt ON pt.id = cv.template_id
+        LEFT JOIN {q(TemplateVersion._meta.db_table)} tv ON tv.id = cv.template_version_id
         {"CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS no_wait" if no_wait else ""}
     """  # noqa: S608 - the only interpolations are quoted names from the models' _meta
 
@@ -277,14 +308,29 @@ def _claim_orm(call_id: int, worker: str, token: datetime, limit: int) -> Claime
         status=Call.Status.RUNNING, started_at=token, worker=worker
     ):
         return None
-    call = Call.objects.select_related("connection", "conversation__integration").get(pk=call_id)
+    call = Call.objects.select_related(
+        "connection", "conversation__integration", "conversation__template", "conversation__template_version"
+    ).get(pk=call_id)
     history = (
         Message.objects.filter(conversation_id=call.conversation_id, id__lte=call.message_id)
         .order_by("-created_at", "-id")
         .values_list("role", "content")[:limit]
     )
     integration = call.conversation.integration
-    return Claimed(call, list(history), bool(integration and integration.callback_url))
+    return Claimed(call, list(history), bool(integration and integration.callback_url), _prompt_orm(call.conversation))
+
+
+def prompt_of(conversation: Conversation) -> Prompt:
+    """The template text a conversation's next call renders, read now (for a caller without a claim)."""
+    return _prompt_orm(conversation)
+
+
+def _prompt_orm(conversation: Conversation) -> Prompt | None:
+    if conversation.template_id is None:
+        return None
+    template, pinned = conversation.template, conversation.template_version
+    text = pinned or template
+    return Prompt(template.name, text.system_prompt, text.user_message, pinned.pk if pinned else template.published_id)
 
 
 def _record_orm(call: Call, fields: list[str], reply_text: str | None) -> bool:
