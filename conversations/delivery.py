@@ -43,7 +43,7 @@ from .tries import durably
 logger = logging.getLogger(__name__)
 
 
-def call_messages(call: Call, history: list[tuple[str, str]], system: str | None = None) -> list[dict[str, str]]:
+def call_messages(call: Call, history: list[tuple[str, str]], system: str) -> list[dict[str, str]]:
     """The chat history up to the customer message this call answers, as the provider expects it.
 
     `history` is the conversation's newest messages first, as `store.call_claim` read them. Only those that
@@ -59,21 +59,15 @@ def call_messages(call: Call, history: list[tuple[str, str]], system: str | None
         # What the team wrote, and Switchboard's own notices, were answers from the business: the model
         # reads them as the assistant's turns, so it picks up where a person left off.
         kept.append({"role": "user" if role == "user" else "assistant", "content": content})
-    system = system_prompt_for(call) if system is None else system
     return ([{"role": "system", "content": system}] if system else []) + kept[::-1]
 
 
-def system_prompt_for(call: Call, prompt: store.Prompt | None = None) -> str:
+def system_prompt_for(call: Call, prompt: store.Prompt) -> str:
     """The system prompt of the template version published now (or the version a test run pinned), with the
     conversation's variables, so a publish or a rollback reaches an ongoing conversation at its next message.
     Records that version on the call. `prompt` is that text as the claim read it (no query here); a
-    conversation without a template sends the system prompt it came with, and one whose variables the new
-    version cannot fill keeps the prompt it started with."""
+    conversation whose variables the new version cannot fill keeps the prompt it started with."""
     conversation = call.conversation
-    if prompt is None:
-        if conversation.template_id is None:
-            return conversation.system_prompt
-        prompt = store.prompt_of(conversation)
     call.template_version_id = prompt.version_id
     try:
         system, _ = prompt.render_lenient(variables=conversation.variables)

@@ -320,11 +320,6 @@ def _claim_orm(call_id: int, worker: str, token: datetime, limit: int) -> Claime
     return Claimed(call, list(history), bool(integration and integration.callback_url), _prompt_orm(call.conversation))
 
 
-def prompt_of(conversation: Conversation) -> Prompt:
-    """The template text a conversation's next call renders, read now (for a caller without a claim)."""
-    return _prompt_orm(conversation)
-
-
 def _prompt_orm(conversation: Conversation) -> Prompt | None:
     if conversation.template_id is None:
         return None
