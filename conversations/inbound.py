@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, close_old_connections, transaction
+from django.db.models import Exists, OuterRef
 
 from config.errors import service_unavailable
 from config.names import validate_name
@@ -281,6 +282,31 @@ def _content(value: Any, field: str) -> str:
     return _text(value, field)
 
 
+def _connection_for_model(integration: Integration, model: str | None) -> tuple[ProviderConnection, str | None]:
+    """What a chat request's `model` names: one of the integration's connections (by name), or else a model for
+    its default connection. One query at most: the connection of that name, if any, and whether this
+    integration may use it."""
+    named = None
+    if model:
+        may_use = Integration.connections.through.objects.filter(
+            integration_id=integration.pk, providerconnection_id=OuterRef("pk")
+        )
+        named = ProviderConnection.objects.filter(name=model).annotate(allowed=Exists(may_use)).first()
+    if named is not None and named.allowed:
+        return named, None
+    if named is not None:
+        # A connection by name, but not one of this integration's: never send its name to another provider.
+        # 404, as OpenAI answers a model the key may not use: a 403 would read as a token problem.
+        names = ", ".join(integration.connections.order_by("name").values_list("name", flat=True)) or "none yet"
+        raise Refused(
+            404,
+            "model",
+            f"{model!r} is a connection this integration may not use. Allowed: {names}. An Admin can allow it on "
+            "the integration's page.",
+        )
+    return allowed_connection(integration, None), model or None
+
+
 def chat_receive(
     *, integration: Integration, payload: dict[str, Any], contact: str, contact_field: str = "user"
 ) -> Call:
@@ -307,18 +333,8 @@ def chat_receive(
             validate_name(model)
         except ValidationError as error:
             raise Refused(400, "model", f'"model": {error.messages[0]}') from None
-    names = set(integration.connections.values_list("name", flat=True))
-    if model and model not in names and ProviderConnection.objects.filter(name=model).exists():
-        # A connection by name, but not one of this integration's: never send its name to another provider.
-        # 404, as OpenAI answers a model the key may not use: a 403 would read as a token problem.
-        raise Refused(
-            404,
-            "model",
-            f"{model!r} is a connection this integration may not use. Allowed: {', '.join(sorted(names)) or 'none yet'}"
-            ". An Admin can allow it on the integration's page.",
-        )
-    connection = allowed_connection(integration, model if model in names else None)
-    overrides = {"model": model if model and model not in names else None}
+    connection, named_model = _connection_for_model(integration, model)
+    overrides = {"model": named_model}
     temperature, max_tokens = payload.get("temperature"), payload.get("max_tokens")
     if temperature is not None:
         if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
@@ -350,20 +366,25 @@ def chat_receive(
         return services.queue_call(conversation, customer_message, customer_message)
 
 
-def wait_for(call: Call, seconds: float) -> Call:
+def wait_for(call: Call, seconds: float, *, fresh: bool = False) -> Call:
     """The call's newest attempt once it has finished, or as last seen after `seconds`.
 
+    `fresh`: the caller has just queued the call, so it is known unfinished and the first look is skipped (a
+    ring that came meanwhile is kept, so the wait returns at once).
     A database that is briefly away while waiting is waited for too: the message is already committed.
     """
     deadline = time.monotonic() + max(0.0, seconds)
     latest = call
+    look = not fresh
     while True:
-        try:
-            latest = call.latest_attempt()
-        except Exception as error:
-            if not service_unavailable(error):
-                raise
-            close_old_connections()
+        if look:
+            try:
+                latest = call.latest_attempt()
+            except Exception as error:
+                if not service_unavailable(error):
+                    raise
+                close_old_connections()
+        look = True
         remaining = deadline - time.monotonic()
         if latest.finished or remaining <= 0:
             return latest

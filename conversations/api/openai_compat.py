@@ -57,7 +57,8 @@ def chat_completions(request: HttpRequest, integration: Integration, payload: di
     except services.SendRefused as error:
         raise Refused(400, "messages", str(error)) from None
     connection = call.connection
-    call = wait_for(call, min(connection.timeout_seconds * connection.max_attempts + 5, settings.API_CHAT_WAIT_SECONDS))
+    seconds = min(connection.timeout_seconds * connection.max_attempts + 5, settings.API_CHAT_WAIT_SECONDS)
+    call = wait_for(call, seconds, fresh=True)
     if call.status == Call.Status.SUCCEEDED:
         if stream:
             include_usage = (
