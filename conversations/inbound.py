@@ -14,14 +14,13 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, close_old_connections, transaction
-from django.db.models import Exists, OuterRef
 
 from config.errors import service_unavailable
 from config.names import validate_name
 from connectors.models import ProviderConnection
 from connectors.providers import adapter_for
 
-from . import services, wakeup
+from . import relay, services, wakeup
 from .contacts import NotInternational, contact_from_api
 from .models import Call, Conversation, IdempotencyKey, Integration, Message, PromptTemplate
 from .payloads import printable, unstorable
@@ -286,13 +285,8 @@ def _connection_for_model(integration: Integration, model: str | None) -> tuple[
     """What a chat request's `model` names: one of the integration's connections (by name), or else a model for
     its default connection. One query at most: the connection of that name, if any, and whether this
     integration may use it."""
-    named = None
-    if model:
-        may_use = Integration.connections.through.objects.filter(
-            integration_id=integration.pk, providerconnection_id=OuterRef("pk")
-        )
-        named = ProviderConnection.objects.filter(name=model).annotate(allowed=Exists(may_use)).first()
-    if named is not None and named.allowed:
+    named, allowed = relay.connection_named(model, integration) if model else (None, False)
+    if allowed:
         return named, None
     if named is not None:
         # A connection by name, but not one of this integration's: never send its name to another provider.
@@ -351,19 +345,18 @@ def chat_receive(
     customer_message = turns[-1]["content"]
     services.check_message(customer_message)
     contact = _contact(_text(contact, contact_field, 200), contact_field)
-    with transaction.atomic():
-        conversation = Conversation.objects.create(
-            contact=contact,
-            connection=connection,
-            template=None,
-            integration=integration,
-            system_prompt=system,
-            overrides=services.clean_overrides(overrides),
-        )
-        Message.objects.bulk_create(
-            Message(conversation=conversation, role=m["role"], content=m["content"]) for m in turns[:-1]
-        )
-        return services.queue_call(conversation, customer_message, customer_message)
+    conversation = Conversation(
+        contact=contact,
+        connection=connection,
+        template=None,
+        integration=integration,
+        system_prompt=system,
+        overrides=services.clean_overrides(overrides),
+    )
+    messages = [Message(role=m["role"], content=m["content"]) for m in turns[:-1]]
+    messages.append(Message(role=Message.Role.USER, content=customer_message, customer_message=customer_message))
+    model = services.request_settings(connection, conversation.overrides)["model"]
+    return relay.chat_accept(conversation, messages, Call(connection=connection, model=model))
 
 
 def wait_for(call: Call, seconds: float, *, fresh: bool = False) -> Call:
@@ -379,7 +372,7 @@ def wait_for(call: Call, seconds: float, *, fresh: bool = False) -> Call:
     while True:
         if look:
             try:
-                latest = call.latest_attempt()
+                latest = relay.latest_attempt(call)
             except Exception as error:
                 if not service_unavailable(error):
                     raise

@@ -158,12 +158,9 @@ def check_message(customer_message: str) -> None:
         )
 
 
-def call_queue(
-    *, conversation: Conversation, message: Message, delay: float = 0.0, attempt: int = 1, touch: bool = True
-) -> Call:
+def call_queue(*, conversation: Conversation, message: Message, delay: float = 0.0, attempt: int = 1) -> Call:
     """A queued call answering `message`, rung once this commits (after `delay` seconds: a burst's window).
-    `attempt` is 1 for a new message; more when a message whose attempts failed is answered again. `touch`
-    moves the conversation up the lists (not needed for one created in the same transaction)."""
+    `attempt` is 1 for a new message; more when a message whose attempts failed is answered again."""
     call = Call.objects.create(
         conversation=conversation,
         message=message,
@@ -172,25 +169,9 @@ def call_queue(
         model=request_settings(conversation.connection, conversation.overrides)["model"],
         run_after=timezone.now() + timedelta(seconds=delay),
     )
-    if touch:
-        conversation.save(update_fields=["updated_at"])
+    conversation.save(update_fields=["updated_at"])
     queue.publish_on_commit(queue.EXECUTE_CALL, call.pk, countdown=delay or None)
     return call
-
-
-def queue_call(
-    conversation: Conversation, user_text: str, customer_message: str, external_id: str | None = None
-) -> Call:
-    """Record the customer's message (already rendered) and a queued call for it in a conversation created in
-    the same transaction (chat completions)."""
-    message = Message.objects.create(
-        conversation=conversation,
-        role=Message.Role.USER,
-        content=user_text,
-        customer_message=customer_message,
-        external_id=external_id,
-    )
-    return call_queue(conversation=conversation, message=message, touch=False)
 
 
 __all__ = ["SendRefused", "TemplateVariableError", "call_send", "conversation_reply"]

@@ -71,14 +71,14 @@ def call_claim(*, call_id: int, worker: str, token: datetime) -> Claimed | None:
     }
     # In autocommit (a worker) the claim is a transaction of its own and need not wait for the disk; inside
     # a caller's transaction, it must not make that transaction's commit skip the wait.
-    row = _fetch_one(db, _claim_sql(no_wait=db.get_autocommit()), params)
+    row = fetch_one(db, _claim_sql(no_wait=db.get_autocommit()), params)
     if row is None:
         return None
     call_fields, conversation_fields, connection_fields = _fields()
     values = iter(row)
-    call = _instance(db, Call, call_fields, values)
-    call.conversation = _instance(db, Conversation, conversation_fields, values)
-    call.connection = _instance(db, ProviderConnection, connection_fields, values)
+    call = instance(db, Call, call_fields, values)
+    call.conversation = instance(db, Conversation, conversation_fields, values)
+    call.connection = instance(db, ProviderConnection, connection_fields, values)
     history = next(values) or []
     if isinstance(history, str):
         history = json.loads(history)
@@ -138,7 +138,7 @@ def call_record(*, call: Call, fields: list[str], reply_text: str | None) -> boo
         params[f"m_{field.attname}"] = field.get_db_prep_save(value, db)
     for field in _outcome_fields(tuple(fields)):
         params[f"f_{field.name}"] = field.get_db_prep_save(getattr(call, field.attname), db)
-    finished_at, reply_id = _fetch_one(db, _record_sql(tuple(fields)), params)
+    finished_at, reply_id = fetch_one(db, _record_sql(tuple(fields)), params)
     if finished_at is None:
         return False
     call.finished_at = finished_at
@@ -152,7 +152,7 @@ def call_record(*, call: Call, fields: list[str], reply_text: str | None) -> boo
 # --- PostgreSQL ------------------------------------------------------------------------------------
 
 
-def _fetch_one(db, sql: str, params: dict) -> tuple | None:
+def fetch_one(db, sql: str, params: dict) -> tuple | None:
     """Run a statement with server-side binding and return its row.
 
     Django's own cursors bind parameters on the client, so PostgreSQL parses and plans every query anew.
@@ -187,7 +187,7 @@ def _fields():
     return tuple([f for f in model._meta.concrete_fields] for model in (Call, Conversation, ProviderConnection))
 
 
-def _instance(db, model, fields, values):
+def instance(db, model, fields, values):
     """A model instance from raw column values, converted the way the ORM would (JSON text → objects)."""
     converted = []
     for field in fields:

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from connectors import crypto
 
+from .. import relay
 from ..models import Integration
 
 PREFIX = "sb_"
@@ -78,4 +79,4 @@ def integration_for(token: str) -> Integration | None:
     default connection: most requests use it, and it comes in the same query."""
     if not token.startswith(PREFIX):
         return None
-    return Integration.objects.filter(token_hash=digest(token)).select_related("default_connection").first()
+    return relay.integration_by_token(digest(token))
