@@ -78,11 +78,17 @@ def latest_attempt(call: Call) -> Call:
     return store.instance(db, Call, _all(Call), iter(row)) if row else call
 
 
+# A chat request with more messages than this is saved through the ORM (in batches): each message is seven
+# parameters of the statement (PostgreSQL takes at most 65,535), and each count is a statement of its own to
+# prepare. Relayed histories are usually a few turns.
+ONE_STATEMENT_MESSAGES = 50
+
+
 def chat_accept(conversation: Conversation, messages: list[Message], call: Call) -> Call:
     """Save a new conversation, its `messages` in order (the last is the one `call` answers) and the queued
     `call`; ring the workers. Returns `call`, saved, with its conversation and message set."""
     db = _postgresql()
-    if db is None:
+    if db is None or len(messages) > ONE_STATEMENT_MESSAGES:
         return _accept_orm(conversation, messages, call)
     params = {}
     for prefix, instance, fields in _rows(conversation, messages, call):
@@ -105,7 +111,8 @@ def _accept_orm(conversation: Conversation, messages: list[Message], call: Call)
         conversation.save(force_insert=True)
         for message in messages:
             message.conversation = conversation
-            message.save(force_insert=True)
+        Message.objects.bulk_create(messages[:-1])  # in batches the database takes, numbered in order
+        messages[-1].save(force_insert=True)
         call.conversation, call.message = conversation, messages[-1]
         call.save(force_insert=True)
         queue.publish_on_commit(queue.EXECUTE_CALL, call.pk)

@@ -65,6 +65,20 @@ def test_a_chat_request_is_stored_and_sent_in_order(
     assert call.request["messages"] == HISTORY  # the provider reads the same conversation, in order
 
 
+def test_a_long_history_is_stored_in_order(client, integration_token, settings, published):
+    """Past what one statement takes, the messages go in batches: still all of them, in order."""
+    settings.API_CHAT_WAIT_SECONDS = 0
+    _, token = integration_token
+    turns = [{"role": ("user", "assistant")[n % 2], "content": f"turn {n}"} for n in range(10_001)]
+
+    response = relay(client, token, {"messages": turns})
+
+    assert response.status_code == 503
+    stored = list(Message.objects.order_by("id").values_list("content", flat=True))
+    assert stored == [f"turn {n}" for n in range(10_001)]
+    assert Call.objects.get().message.content == "turn 10000"
+
+
 def test_a_model_naming_a_connection_uses_it_and_sends_its_own_model(client, integration_token, settings, published):
     settings.API_CHAT_WAIT_SECONDS = 0
     integration, token = integration_token
