@@ -1,5 +1,6 @@
-"""The API relay path (issue 16): the drop-in chat-completions endpoint against the same upstream called
-directly, at 1 and 8 clients, with the CPU each process spent per relayed request.
+"""The API relay path (issue 16): both ways in, the drop-in `/api/v1/chat/completions` and `/api/v1/messages`
+with `wait`, against the same upstream called directly, at 1 and 8 clients, with the CPU each process spent
+per relayed request.
 
 Every relayed request still leaves its conversation, message and call rows, and the worker makes the provider
 call. Ratios compare the relay with the direct loop measured in the same run, on the same upstream.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 
 import psutil
@@ -19,22 +21,35 @@ from . import data, harness
 from .suite import row
 
 BODY = {"model": "mistral-small-latest", "messages": [{"role": "user", "content": "Where is my parcel?"}]}
+CONTACTS_PER_CLIENT = 50  # /api/v1/messages: each client speaks for this many customers, each continuing a conversation
 
 
-def _load(url: str, headers: dict, count: int, clients: int) -> tuple[float, list[float], list[int]]:
+def chat_body(client: int, n: int) -> dict:
+    return BODY
+
+
+def message_body(client: int, n: int) -> dict:
+    contact = f"+3361{client:02d}{n % CONTACTS_PER_CLIENT:05d}"
+    return {"template": "Bench", "contact": contact,
+            "message": "Where is my parcel?", "wait": 30}  # fmt: skip
+
+
+def _load(
+    url: str, headers: dict, count: int, clients: int, body: Callable[[int, int], dict] = chat_body
+) -> tuple[float, list[float], list[int]]:
     """`count` POSTs from `clients` threads, each with its own session: (seconds, latencies in ms, statuses)."""
     latencies, statuses, lock = [], [], threading.Lock()
 
-    def client(n: int) -> None:
+    def client(k: int, n: int) -> None:
         session = requests.Session()
-        for _ in range(n):
+        for i in range(n):
             started = time.monotonic()
-            response = session.post(url, json=BODY, headers=headers, timeout=60)
+            response = session.post(url, json=body(k, i), headers=headers, timeout=60)
             with lock:
                 latencies.append((time.monotonic() - started) * 1000)
                 statuses.append(response.status_code)
 
-    threads = [threading.Thread(target=client, args=(count // clients,)) for _ in range(clients)]
+    threads = [threading.Thread(target=client, args=(k, count // clients)) for k in range(clients)]
     began = time.monotonic()
     for thread in threads:
         thread.start()
@@ -106,26 +121,36 @@ def relay(env, quick: bool) -> list[dict]:
             row("relay_wakeup_p50", woken_p50, "ms", "below polling", woken_p50 < polled_p50,
                 baseline=polled_p50, ratio=woken_p50 / polled_p50)
         )  # fmt: skip
-        for clients, count in counts.items():
-            direct_s, direct_ms, _ = _load(direct_url, direct_headers, count, clients)
-            before = {name: _cpu_seconds(procs) for name, procs in groups.items()}
-            relay_s, relay_ms, statuses = _load(relay_url, relay_headers, count, clients)
-            spent = {name: _delta(before[name], _cpu_seconds(procs)) * 1000 / count for name, procs in groups.items()}
-            direct_rps, relay_rps = count / direct_s, count / relay_s
-            direct_p50, relay_p50 = harness.percentile(direct_ms, 50), harness.percentile(relay_ms, 50)
-            added = relay_p50 - direct_p50
-            cpu = sum(spent.values())
-            ok = statuses.count(200)
-            rows += [
-                row(f"relay_{clients}_client_requests_per_second", relay_rps, "requests/s", "reported", None,
-                    baseline=direct_rps, ratio=relay_rps / direct_rps, answered=ok, requests=count),
-                row(f"relay_{clients}_client_added_latency_p50", added, "ms",
-                    "≤ 5 ms" if clients == 1 else "reported", added <= 5 if clients == 1 else None,
-                    baseline=direct_p50, p50=relay_p50, p99=harness.percentile(relay_ms, 99)),
-                row(f"relay_{clients}_client_cpu_per_request", cpu, "ms", "≤ 10 ms", cpu <= 10,
-                    **{f"{name}_ms": round(value, 2) for name, value in spent.items()}),
-            ]  # fmt: skip
+        base = f"http://127.0.0.1:{port}/api/v1"
+        ways = {"chat": (f"{base}/chat/completions", chat_body), "messages": (f"{base}/messages", message_body)}
+        for way, (url, body) in ways.items():
+            _load(url, relay_headers, 20, 1, body)  # warm this way in, and its conversations
+            for clients, count in counts.items():
+                rows += _measure(way, url, body, relay_headers, (direct_url, direct_headers), groups, count, clients)
     return rows
+
+
+def _measure(way, url, body, headers, direct, groups, count: int, clients: int) -> list[dict]:
+    """One way in at one number of clients: the direct loop, then the relay, with CPU by process."""
+    harness.wait_quiet()
+    direct_s, direct_ms, _ = _load(*direct, count, clients)
+    before = {name: _cpu_seconds(procs) for name, procs in groups.items()}
+    relay_s, relay_ms, statuses = _load(url, headers, count, clients, body)
+    spent = {name: _delta(before[name], _cpu_seconds(procs)) * 1000 / count for name, procs in groups.items()}
+    direct_rps, relay_rps = count / direct_s, count / relay_s
+    direct_p50, relay_p50 = harness.percentile(direct_ms, 50), harness.percentile(relay_ms, 50)
+    added = relay_p50 - direct_p50
+    cpu = sum(spent.values())
+    name = f"relay_{way}_{clients}_client"
+    return [
+        row(f"{name}_requests_per_second", relay_rps, "requests/s", "reported", None,
+            baseline=direct_rps, ratio=relay_rps / direct_rps, answered=statuses.count(200), requests=count),
+        row(f"{name}_added_latency_p50", added, "ms", "≤ 5 ms" if clients == 1 else "reported",
+            added <= 5 if clients == 1 else None, baseline=direct_p50, p50=relay_p50,
+            p99=harness.percentile(relay_ms, 99)),
+        row(f"{name}_cpu_per_request", cpu, "ms", "≤ 10 ms", cpu <= 10,
+            **{f"{group}_ms": round(value, 2) for group, value in spent.items()}),
+    ]  # fmt: skip
 
 
 def _gunicorn(env, port: int, name: str):

@@ -24,7 +24,7 @@ DELIVERY_HEADER = "X-Switchboard-Delivery"
 def callback_body(row: Outbound) -> bytes:
     """A call's outcome (`call.finished`), or a message of the team (`message.staff`)."""
     if row.call_id:
-        outcome = call_outcome(row.call)
+        outcome = call_outcome(row.call.latest_attempt())
         return json.dumps(
             {"event": "call.finished", "delivery_id": row.pk, "contact": row.conversation.contact, **outcome}
         ).encode()

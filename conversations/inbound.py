@@ -210,6 +210,9 @@ def message_receive(*, integration: Integration, payload: dict[str, Any], idempo
                 .order_by("-updated_at")
                 .first()
             )
+            if conversation is not None:
+                # The query matched them: no query of their own when the message is rendered and the call queued.
+                conversation.template, conversation.connection = template, connection
             if conversation is None:
                 call = services.call_send(
                     connection=connection,
@@ -388,8 +391,8 @@ def wait_for(call: Call, seconds: float, *, fresh: bool = False) -> Call:
 
 
 def call_outcome(call: Call) -> dict[str, Any]:
-    """What the API says about a call: status, reply or error (with cause and fix), usage, latency."""
-    call = call.latest_attempt()
+    """What the API says about an attempt (callers pass the newest: `relay.latest_attempt`): status, reply or
+    error (with cause and fix), usage, latency."""
     outcome: dict[str, Any] = {
         "call_id": call.pk,
         "conversation_id": call.conversation_id,
