@@ -58,7 +58,7 @@ def _text(value: Any, field: str, limit: int | None = None, example: str = "") -
 
 def _allowed_template(integration: Integration, name: Any) -> PromptTemplate:
     name = _text(name, "template", 100, ', the name of a template, e.g. "Support bot"')
-    template = integration.templates.filter(name=name).first()
+    template = relay.template_allowed(integration, name)
     if template is None:
         allowed = ", ".join(integration.templates.values_list("name", flat=True)) or "none yet"
         raise Refused(
@@ -203,16 +203,7 @@ def message_receive(*, integration: Integration, payload: dict[str, Any], idempo
     variables = _variables(payload.get("variables"))
     try:
         with transaction.atomic():
-            conversation = (
-                Conversation.objects.filter(
-                    integration=integration, contact=contact, template=template, connection=connection
-                )
-                .order_by("-updated_at")
-                .first()
-            )
-            if conversation is not None:
-                # The query matched them: no query of their own when the message is rendered and the call queued.
-                conversation.template, conversation.connection = template, connection
+            conversation = relay.conversation_latest(integration, contact, template, connection)
             if conversation is None:
                 call = services.call_send(
                     connection=connection,

@@ -30,7 +30,7 @@ from django.db.models import Exists, OuterRef
 from connectors.models import ProviderConnection
 
 from . import queue, store
-from .models import Call, Conversation, Integration, Message
+from .models import Call, Conversation, Integration, Message, PromptTemplate
 
 
 def _postgresql():
@@ -67,6 +67,35 @@ def connection_named(name: str, integration: Integration) -> tuple[ProviderConne
         return None, False
     values = iter(row)
     return store.instance(db, ProviderConnection, _all(ProviderConnection), values), bool(next(values))
+
+
+def template_allowed(integration: Integration, name: str) -> PromptTemplate | None:
+    """The template called `name`, if this integration may use it."""
+    db = _postgresql()
+    if db is None:
+        return integration.templates.filter(name=name).first()
+    row = store.fetch_one(db, _template_sql(), {"name": name, "integration": integration.pk})
+    return store.instance(db, PromptTemplate, _all(PromptTemplate), iter(row)) if row else None
+
+
+def conversation_latest(
+    integration: Integration, contact: str, template: PromptTemplate, connection: ProviderConnection
+) -> Conversation | None:
+    """The contact's latest conversation through this integration, template and connection, which are set on
+    it (no query of their own when the message is rendered and the call queued)."""
+    db = _postgresql()
+    if db is None:
+        found = Conversation.objects.filter(
+            integration=integration, contact=contact, template=template, connection=connection
+        )
+        conversation = found.order_by("-updated_at").first()
+    else:
+        params = {"integration": integration.pk, "contact": contact, "template": template.pk}
+        row = store.fetch_one(db, _conversation_sql(), {**params, "connection": connection.pk})
+        conversation = store.instance(db, Conversation, _all(Conversation), iter(row)) if row else None
+    if conversation is not None:
+        conversation.integration, conversation.template, conversation.connection = integration, template, connection
+    return conversation
 
 
 def latest_attempt(call: Call) -> Call:
@@ -119,6 +148,40 @@ def _accept_orm(conversation: Conversation, messages: list[Message], call: Call)
     return call
 
 
+def call_accept(conversation: Conversation, message: Message, call: Call, *, countdown: float | None = None) -> Call:
+    """Save the queued `call` answering `message` in an existing `conversation` (and `message` with it when it
+    is not saved yet), move the conversation up the lists, and ring the workers once that commits (after
+    `countdown` seconds). Every way a call is queued comes here: the API, WhatsApp, the console, test runs."""
+    db = _postgresql()
+    message.conversation = call.conversation = conversation
+    if db is None:
+        return _call_accept_orm(conversation, message, call, countdown)
+    new_message = message._state.adding
+    params = {"conversation": conversation.pk, "message": message.pk}
+    params["touched_at"] = Conversation._meta.get_field("updated_at").pre_save(conversation, False)
+    rows = [("k_", call, _fields(Call))] + ([("m0_", message, _fields(Message))] if new_message else [])
+    for prefix, instance, fields in rows:
+        for field in fields:
+            params[f"{prefix}{field.attname}"] = field.get_db_prep_save(field.pre_save(instance, True), db)
+    message_id, call_id = store.fetch_one(db, _call_sql(new_message), params)
+    message.pk, call.pk, call.message = message_id, call_id, message
+    for instance in (message, call):
+        instance._state.adding, instance._state.db = False, db.alias
+    queue.publish_on_commit(queue.EXECUTE_CALL, call.pk, countdown=countdown)
+    return call
+
+
+def _call_accept_orm(conversation: Conversation, message: Message, call: Call, countdown: float | None) -> Call:
+    with transaction.atomic():
+        if message._state.adding:
+            message.save(force_insert=True)
+        call.message = message
+        call.save(force_insert=True)
+        conversation.save(update_fields=["updated_at"])
+        queue.publish_on_commit(queue.EXECUTE_CALL, call.pk, countdown=countdown)
+    return call
+
+
 # Columns the statement fills from the rows it inserts, not from parameters.
 _LINKED = {Message: ("conversation",), Call: ("conversation", "message")}
 
@@ -136,15 +199,20 @@ def _rows(conversation: Conversation, messages: list[Message], call: Call):
     yield "k_", call, _fields(Call)
 
 
+def _insert_columns(model, *linked: str) -> str:
+    q = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    return ", ".join([*(q(c) for c in linked), *(q(f.column) for f in _fields(model))])
+
+
+def _insert_values(model, prefix: str, *linked: str) -> str:
+    """One row of parameters named `prefix` + attname, after the `linked` SQL expressions."""
+    return "(" + ", ".join([*linked, *(f"%({prefix}{f.attname})s" for f in _fields(model))]) + ")"
+
+
 @cache
 def _accept_sql(message_count: int) -> str:
     q = connections[DEFAULT_DB_ALIAS].ops.quote_name
-
-    def columns(model, *linked: str) -> str:
-        return ", ".join([*(q(c) for c in linked), *(q(f.column) for f in _fields(model))])
-
-    def values(model, prefix: str, *linked: str) -> str:
-        return "(" + ", ".join([*linked, *(f"%({prefix}{f.attname})s" for f in _fields(model))]) + ")"
+    columns, values = _insert_columns, _insert_values
 
     conversation_id = "(SELECT id FROM conversation)"
     rows = ", ".join(values(Message, f"m{n}_", conversation_id) for n in range(message_count))
@@ -190,17 +258,46 @@ def _token_sql() -> str:
     """  # noqa: S608 - the only interpolations are quoted names from the models' _meta
 
 
+def _may_use(relation: str) -> tuple[str, str, str]:
+    """The quoted table of an integration's many-to-many `relation`, its integration and its other column."""
+    q = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    field = Integration._meta.get_field(relation)
+    return q(field.m2m_db_table()), q(field.m2m_column_name()), q(field.m2m_reverse_name())
+
+
 @cache
 def _named_sql() -> str:
     q = connections[DEFAULT_DB_ALIAS].ops.quote_name
-    through = Integration.connections.through._meta.db_table
+    through, integration, connection = _may_use("connections")
     return f"""
         SELECT {_columns("cn", ProviderConnection)}, EXISTS (
-            SELECT 1 FROM {q(through)} may
-            WHERE may.integration_id = %(integration)s AND may.providerconnection_id = cn.id
+            SELECT 1 FROM {through} may
+            WHERE may.{integration} = %(integration)s AND may.{connection} = cn.id
         )
         FROM {q(ProviderConnection._meta.db_table)} cn
         WHERE cn.name = %(name)s
+    """  # noqa: S608 - the only interpolations are quoted names from the models' _meta
+
+
+@cache
+def _template_sql() -> str:
+    q = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    through, integration, template = _may_use("templates")
+    return f"""
+        SELECT {_columns("pt", PromptTemplate)} FROM {q(PromptTemplate._meta.db_table)} pt
+        JOIN {through} may ON may.{template} = pt.id AND may.{integration} = %(integration)s
+        WHERE pt.name = %(name)s
+    """  # noqa: S608 - the only interpolations are quoted names from the models' _meta
+
+
+@cache
+def _conversation_sql() -> str:
+    q = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    return f"""
+        SELECT {_columns("cv", Conversation)} FROM {q(Conversation._meta.db_table)} cv
+        WHERE cv.integration_id = %(integration)s AND cv.contact = %(contact)s AND cv.template_id = %(template)s
+            AND cv.connection_id = %(connection)s
+        ORDER BY cv.updated_at DESC LIMIT 1
     """  # noqa: S608 - the only interpolations are quoted names from the models' _meta
 
 
@@ -211,3 +308,29 @@ def _latest_sql() -> str:
         SELECT {_columns("c", Call)} FROM {q(Call._meta.db_table)} c
         WHERE c.message_id = %(message)s ORDER BY c.attempt DESC LIMIT 1
     """  # noqa: S608 - the only interpolations are quoted names from the models' _meta
+
+
+@cache
+def _call_sql(new_message: bool) -> str:
+    q = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    message_id = "(SELECT id FROM turn)" if new_message else "%(message)s"
+    turn = (
+        f"""turn AS (
+            INSERT INTO {q(Message._meta.db_table)} ({_insert_columns(Message, "conversation_id")})
+            VALUES {_insert_values(Message, "m0_", "%(conversation)s")}
+            RETURNING id
+        ),"""  # noqa: S608 - quoted names from the models' _meta and parameter names
+        if new_message
+        else ""
+    )
+    conversation = q(Conversation._meta.db_table)
+    return f"""
+        WITH {turn} queued AS (
+            INSERT INTO {q(Call._meta.db_table)} ({_insert_columns(Call, "conversation_id", "message_id")})
+            VALUES {_insert_values(Call, "k_", "%(conversation)s", message_id)}
+            RETURNING id
+        ), touched AS (
+            UPDATE {conversation} SET updated_at = %(touched_at)s WHERE id = %(conversation)s
+        )
+        SELECT {message_id}, (SELECT id FROM queued)
+    """  # noqa: S608 - the only interpolations are quoted names from the models' _meta and parameter names

@@ -17,7 +17,7 @@ from django.utils import timezone
 from connectors.models import ProviderConnection
 from connectors.providers import adapter_for
 
-from . import queue
+from . import relay
 from .models import Call, Conversation, Message, PromptTemplate
 from .rendering import TemplateVariableError
 
@@ -108,7 +108,7 @@ def call_send(
             channel=channel,
             version=version,
         )
-        return call_queue(conversation=conversation, message=message_add(conversation, customer_message, external_id))
+        return call_queue(conversation=conversation, message=message_new(conversation, customer_message, external_id))
 
 
 def conversation_reply(*, conversation: Conversation, customer_message: str, external_id: str | None = None) -> Call:
@@ -117,20 +117,30 @@ def conversation_reply(*, conversation: Conversation, customer_message: str, ext
     # Inside a caller's transaction (the API's), no savepoint of its own: two round trips for nothing, since a
     # failure here fails the caller's transaction anyway.
     with transaction.atomic(savepoint=False):
-        return call_queue(conversation=conversation, message=message_add(conversation, customer_message, external_id))
+        return call_queue(conversation=conversation, message=message_new(conversation, customer_message, external_id))
 
 
 def message_add(
     conversation: Conversation, customer_message: str, external_id: str | None = None, media_type: str = ""
 ) -> Message:
-    """The customer's message, as the provider will get it (through the conversation's template)."""
+    """The customer's message, saved."""
+    message = message_new(conversation, customer_message, external_id, media_type)
+    message.save(force_insert=True)
+    return message
+
+
+def message_new(
+    conversation: Conversation, customer_message: str, external_id: str | None = None, media_type: str = ""
+) -> Message:
+    """The customer's message, as the provider will get it (through the conversation's template), not saved yet:
+    `call_queue` saves it with its call."""
     if conversation.template is None:  # arrived as chat messages: the text is sent as it is
         user_text = customer_message
     else:
         # The version published now (or the one a test run pinned); values an older version used are left out.
         text = conversation.template_version or conversation.template
         _, user_text = text.render_lenient(variables=conversation.variables, customer_message=customer_message)
-    return Message.objects.create(
+    return Message(
         conversation=conversation,
         role=Message.Role.USER,
         content=user_text,
@@ -163,17 +173,13 @@ def check_message(customer_message: str) -> None:
 def call_queue(*, conversation: Conversation, message: Message, delay: float = 0.0, attempt: int = 1) -> Call:
     """A queued call answering `message`, rung once this commits (after `delay` seconds: a burst's window).
     `attempt` is 1 for a new message; more when a message whose attempts failed is answered again."""
-    call = Call.objects.create(
-        conversation=conversation,
-        message=message,
+    call = Call(
         attempt=attempt,
         connection=conversation.connection,
         model=request_settings(conversation.connection, conversation.overrides)["model"],
         run_after=timezone.now() + timedelta(seconds=delay),
     )
-    conversation.save(update_fields=["updated_at"])
-    queue.publish_on_commit(queue.EXECUTE_CALL, call.pk, countdown=delay or None)
-    return call
+    return relay.call_accept(conversation, message, call, countdown=delay or None)
 
 
 __all__ = ["SendRefused", "TemplateVariableError", "call_send", "conversation_reply"]

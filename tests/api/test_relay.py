@@ -118,3 +118,31 @@ def test_on_postgresql_a_relayed_request_is_three_statements_before_the_wait(
     assert response.status_code == 503
     assert len(statements) == 3, [q["sql"] for q in statements]
     assert Message.objects.count() == 3 and Call.objects.count() == 1
+
+
+def test_on_postgresql_a_message_continuing_a_conversation_is_seven_statements(
+    client, integration_token, settings, published
+):
+    """/api/v1/messages: the token, the template, the conversation, the message with its call (one statement,
+    in BEGIN … COMMIT with the look-up), and the outcome."""
+    if db.vendor != "postgresql":
+        pytest.skip("the hand-written statements are PostgreSQL's")
+    integration, token = integration_token
+    body = {"template": "Support", "contact": "+4915112345678", "message": "Do you deliver?"}
+    body["variables"] = {"business_name": "Acme"}
+    first = client.post("/api/v1/messages", json.dumps(body), content_type="application/json", **auth(token))
+
+    with CaptureQueriesContext(db) as statements:
+        second = client.post(
+            "/api/v1/messages",
+            json.dumps({**body, "message": "And on Sunday?"}),  # the same values: no change to the conversation
+            content_type="application/json",
+            **auth(token),
+        )
+
+    assert second.json()["conversation_id"] == first.json()["conversation_id"]
+    assert second.json()["status"] == "queued"
+    assert len(statements) == 7, [q["sql"] for q in statements]
+    conversation = Conversation.objects.get()
+    assert [m.customer_message for m in conversation.messages.order_by("id")] == ["Do you deliver?", "And on Sunday?"]
+    assert Call.objects.filter(conversation=conversation).count() == 2
