@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test faults lint format clean bench screenshots
+.PHONY: run test faults lint format clean bench bench-peers screenshots
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,3 +59,13 @@ clean:
 # QUICK=1 runs smaller counts in under two minutes; CI runs that.
 bench: $(VENV)/.installed
 	$(PY) -m bench $(if $(QUICK),--quick)
+
+# The relay against LiteLLM's proxy (not in CI): LiteLLM goes into a virtualenv of its own, never the project's.
+PEERS_VENV := .run/peers-venv
+$(PEERS_VENV)/.installed: bench/requirements-peers.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q --disable-pip-version-check -r bench/requirements-peers.txt
+	touch $@
+
+bench-peers: $(VENV)/.installed $(PEERS_VENV)/.installed
+	$(PY) -m bench --peers $(if $(QUICK),--quick)

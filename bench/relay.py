@@ -12,7 +12,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 
 import psutil
 import requests
@@ -21,6 +22,7 @@ from . import data, harness
 from .suite import row
 
 BODY = {"model": "mistral-small-latest", "messages": [{"role": "user", "content": "Where is my parcel?"}]}
+WARM = 200  # requests from 8 clients before measuring, so that no process is measured cold
 CONTACTS_PER_CLIENT = 50  # /api/v1/messages: each client speaks for this many customers, each continuing a conversation
 
 
@@ -84,78 +86,107 @@ def _named(*names: str) -> list[psutil.Process]:
     return [p for p in psutil.process_iter(["name"]) if any(n in (p.info["name"] or "") for n in names)]
 
 
-def relay(env, quick: bool) -> list[dict]:
+@dataclass
+class Relay:
+    """Switchboard serving the relay (gunicorn, a threaded worker), the upstream it relays to, and the processes
+    whose CPU a relayed request costs."""
+
+    base: str  # http://127.0.0.1:PORT/api/v1
+    headers: dict
+    upstream: str  # the sandbox's /v1
+    direct: tuple[str, dict]  # the upstream's chat completions, and its headers: the direct loop
+    groups: dict[str, list[psutil.Process]]
+    token: str
+
+
+@contextmanager
+def serving(env):
+    """Switchboard relaying to a sandbox upstream, warmed up: imports, connections, prepared statements."""
     from conversations.api.tokens import integration_create
     from conversations.models import Integration
 
-    counts = {1: 100, 8: 200} if quick else {1: 600, 8: 1600}
     port = harness.free_port()
-    rows = []
-    with harness.sandbox(env) as base_url, ExitStack() as stack:
-        connection = data.connection_for(base_url)
+    with harness.sandbox(env) as upstream, ExitStack() as stack:
+        connection = data.connection_for(upstream)
         Integration.objects.filter(name="Relay").delete()
         _, token = integration_create(name="Relay", templates=[data.template()], connections=[connection])
         worker = stack.enter_context(harness.worker(env, "relay", pool="threads", concurrency=16))
         web = stack.enter_context(_gunicorn(env, port, "gunicorn-relay"))
-        polling_port = harness.free_port()  # the same web server polling the database, for the wake-up's ratio
-        stack.enter_context(_gunicorn({**env, "API_WAIT_WAKEUP": "false"}, polling_port, "gunicorn-polling"))
-        relay_url = f"http://127.0.0.1:{port}/api/v1/chat/completions"
-        polling_url = f"http://127.0.0.1:{polling_port}/api/v1/chat/completions"
-        harness.wait_until(lambda: _answers(relay_url, token), 30, "gunicorn to answer")
-        harness.wait_until(lambda: _answers(polling_url, token), 30, "gunicorn (polling) to answer")
-        direct_url, direct_headers = f"{base_url}/chat/completions", {"Authorization": "Bearer sandbox-bench-key"}
-        relay_headers = {"Authorization": f"Bearer {token}"}
-        _load(relay_url, relay_headers, 20, 1)  # warm: imports, connections, prepared statements
-        _load(direct_url, direct_headers, 20, 1)
+        base = f"http://127.0.0.1:{port}/api/v1"
+        harness.wait_until(lambda: _answers(f"{base}/chat/completions", token), 30, "gunicorn to answer")
+        direct = (f"{upstream}/chat/completions", {"Authorization": "Bearer sandbox-bench-key"})
+        headers = {"Authorization": f"Bearer {token}"}
+        # Warm every web process and worker thread: imports, connections, prepared statements.
+        _load(f"{base}/chat/completions", headers, WARM, 8)
+        _load(*direct, WARM, 8)
         groups = {
             "web": _tree(web.pid),
             "worker": _tree(worker.pid),
             "postgresql": _named("postgres"),
             "redis": _named("redis-server", "redis"),
         }
-        _load(polling_url, relay_headers, 20, 1)
-        polled_s, polled_ms, _ = _load(polling_url, relay_headers, counts[1], 1)
-        woken_s, woken_ms, _ = _load(relay_url, relay_headers, counts[1], 1)
+        yield Relay(base, headers, upstream, direct, groups, token)
+
+
+def relay(env, quick: bool) -> list[dict]:
+    counts = {1: 100, 8: 200} if quick else {1: 600, 8: 1600}
+    rows = []
+    with serving(env) as sb:
+        polling_port = harness.free_port()  # the same web server polling the database, for the wake-up's ratio
+        with _gunicorn({**env, "API_WAIT_WAKEUP": "false"}, polling_port, "gunicorn-polling"):
+            polling_url = f"http://127.0.0.1:{polling_port}/api/v1/chat/completions"
+            harness.wait_until(lambda: _answers(polling_url, sb.token), 30, "gunicorn (polling) to answer")
+            _load(polling_url, sb.headers, WARM, 8)
+            polled_s, polled_ms, _ = _load(polling_url, sb.headers, counts[1], 1)
+            woken_s, woken_ms, _ = _load(f"{sb.base}/chat/completions", sb.headers, counts[1], 1)
         polled_p50, woken_p50 = harness.percentile(polled_ms, 50), harness.percentile(woken_ms, 50)
         rows.append(
             row("relay_wakeup_p50", woken_p50, "ms", "below polling", woken_p50 < polled_p50,
                 baseline=polled_p50, ratio=woken_p50 / polled_p50)
         )  # fmt: skip
-        base = f"http://127.0.0.1:{port}/api/v1"
-        ways = {"chat": (f"{base}/chat/completions", chat_body), "messages": (f"{base}/messages", message_body)}
+        ways = {"chat": (f"{sb.base}/chat/completions", chat_body), "messages": (f"{sb.base}/messages", message_body)}
         for way, (url, body) in ways.items():
-            _load(url, relay_headers, 20, 1, body)  # warm this way in, and its conversations
+            _load(url, sb.headers, WARM, 8, body)  # warm this way in, and its conversations
             for clients, count in counts.items():
-                rows += _measure(way, url, body, relay_headers, (direct_url, direct_headers), groups, count, clients)
+                rows += _measure(way, url, body, sb.headers, sb.direct, sb.groups, count, clients)
     return rows
+
+
+def run(url, headers, body, count: int, clients: int, groups) -> dict:
+    """`count` requests from `clients` clients: req/s, p50 and p99 in ms, and ms of CPU per request by group."""
+    before = {name: _cpu_seconds(procs) for name, procs in groups.items()}
+    seconds, latencies, statuses = _load(url, headers, count, clients, body)
+    spent = {name: _delta(before[name], _cpu_seconds(procs)) * 1000 / count for name, procs in groups.items()}
+    return {
+        "rps": count / seconds,
+        "p50": harness.percentile(latencies, 50),
+        "p99": harness.percentile(latencies, 99),
+        "cpu": spent,
+        "answered": statuses.count(200),
+    }
 
 
 def _measure(way, url, body, headers, direct, groups, count: int, clients: int) -> list[dict]:
     """One way in at one number of clients: the direct loop, then the relay, with CPU by process."""
     harness.wait_quiet()
-    direct_s, direct_ms, _ = _load(*direct, count, clients)
-    before = {name: _cpu_seconds(procs) for name, procs in groups.items()}
-    relay_s, relay_ms, statuses = _load(url, headers, count, clients, body)
-    spent = {name: _delta(before[name], _cpu_seconds(procs)) * 1000 / count for name, procs in groups.items()}
-    direct_rps, relay_rps = count / direct_s, count / relay_s
-    direct_p50, relay_p50 = harness.percentile(direct_ms, 50), harness.percentile(relay_ms, 50)
-    added = relay_p50 - direct_p50
-    cpu = sum(spent.values())
+    base = run(*direct, chat_body, count, clients, {})
+    got = run(url, headers, body, count, clients, groups)
+    added, cpu = got["p50"] - base["p50"], sum(got["cpu"].values())
     name = f"relay_{way}_{clients}_client"
     return [
-        row(f"{name}_requests_per_second", relay_rps, "requests/s", "reported", None,
-            baseline=direct_rps, ratio=relay_rps / direct_rps, answered=statuses.count(200), requests=count),
+        row(f"{name}_requests_per_second", got["rps"], "requests/s", "reported", None,
+            baseline=base["rps"], ratio=got["rps"] / base["rps"], answered=got["answered"], requests=count),
         row(f"{name}_added_latency_p50", added, "ms", "≤ 5 ms" if clients == 1 else "reported",
-            added <= 5 if clients == 1 else None, baseline=direct_p50, p50=relay_p50,
-            p99=harness.percentile(relay_ms, 99)),
+            added <= 5 if clients == 1 else None, baseline=base["p50"], p50=got["p50"], p99=got["p99"]),
         row(f"{name}_cpu_per_request", cpu, "ms", "≤ 10 ms", cpu <= 10,
-            **{f"{group}_ms": round(value, 2) for group, value in spent.items()}),
+            **{f"{group}_ms": round(value, 2) for group, value in got["cpu"].items()}),
     ]  # fmt: skip
 
 
 def _gunicorn(env, port: int, name: str):
-    argv = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-            "--threads", "16", "--log-level", "warning"]  # fmt: skip
+    """The web process as the README runs it (config/gunicorn.py: processes and threads)."""
+    argv = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi", "--bind", f"127.0.0.1:{port}",
+            "--log-level", "warning"]  # fmt: skip
     return harness.process(argv, env, name, ready=lambda text: True)
 
 
