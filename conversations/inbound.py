@@ -20,7 +20,7 @@ from config.names import validate_name
 from connectors.models import ProviderConnection
 from connectors.providers import adapter_for
 
-from . import relay, services, wakeup
+from . import services, store, wakeup
 from .contacts import NotInternational, contact_from_api
 from .models import Call, Conversation, IdempotencyKey, Integration, Message, PromptTemplate
 from .payloads import printable, unstorable
@@ -58,7 +58,7 @@ def _text(value: Any, field: str, limit: int | None = None, example: str = "") -
 
 def _allowed_template(integration: Integration, name: Any) -> PromptTemplate:
     name = _text(name, "template", 100, ', the name of a template, e.g. "Support bot"')
-    template = relay.template_allowed(integration, name)
+    template = store.template_allowed(integration, name)
     if template is None:
         allowed = ", ".join(integration.templates.values_list("name", flat=True)) or "none yet"
         raise Refused(
@@ -203,7 +203,7 @@ def message_receive(*, integration: Integration, payload: dict[str, Any], idempo
     variables = _variables(payload.get("variables"))
     try:
         with transaction.atomic():
-            conversation = relay.conversation_latest(integration, contact, template, connection)
+            conversation = store.conversation_latest(integration, contact, template, connection)
             if conversation is None:
                 call = services.call_send(
                     connection=connection,
@@ -279,7 +279,7 @@ def _connection_for_model(integration: Integration, model: str | None) -> tuple[
     """What a chat request's `model` names: one of the integration's connections (by name), or else a model for
     its default connection. One query at most: the connection of that name, if any, and whether this
     integration may use it."""
-    named, allowed = relay.connection_named(model, integration) if model else (None, False)
+    named, allowed = store.connection_named(model, integration) if model else (None, False)
     if allowed:
         return named, None
     if named is not None:
@@ -350,7 +350,7 @@ def chat_receive(
     messages = [Message(role=m["role"], content=m["content"]) for m in turns[:-1]]
     messages.append(Message(role=Message.Role.USER, content=customer_message, customer_message=customer_message))
     model = services.request_settings(connection, conversation.overrides)["model"]
-    return relay.chat_accept(conversation, messages, Call(connection=connection, model=model))
+    return store.chat_accept(conversation, messages, Call(connection=connection, model=model))
 
 
 def wait_for(call: Call, seconds: float, *, fresh: bool = False) -> Call:
@@ -366,7 +366,7 @@ def wait_for(call: Call, seconds: float, *, fresh: bool = False) -> Call:
     while True:
         if look:
             try:
-                latest = relay.latest_attempt(call)
+                latest = store.latest_attempt(call)
             except Exception as error:
                 if not service_unavailable(error):
                     raise
@@ -382,7 +382,7 @@ def wait_for(call: Call, seconds: float, *, fresh: bool = False) -> Call:
 
 
 def call_outcome(call: Call) -> dict[str, Any]:
-    """What the API says about an attempt (callers pass the newest: `relay.latest_attempt`): status, reply or
+    """What the API says about an attempt (callers pass the newest: `store.latest_attempt`): status, reply or
     error (with cause and fix), usage, latency."""
     outcome: dict[str, Any] = {
         "call_id": call.pk,

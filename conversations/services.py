@@ -17,7 +17,7 @@ from django.utils import timezone
 from connectors.models import ProviderConnection
 from connectors.providers import adapter_for
 
-from . import relay
+from . import store
 from .models import Call, Conversation, Message, PromptTemplate
 from .rendering import TemplateVariableError
 
@@ -179,7 +179,7 @@ def call_queue(*, conversation: Conversation, message: Message, delay: float = 0
         model=request_settings(conversation.connection, conversation.overrides)["model"],
         run_after=timezone.now() + timedelta(seconds=delay),
     )
-    return relay.call_accept(conversation, message, call, countdown=delay or None)
+    return store.call_accept(conversation, message, call, countdown=delay or None)
 
 
 __all__ = ["SendRefused", "TemplateVariableError", "call_send", "conversation_reply"]

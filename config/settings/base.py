@@ -110,7 +110,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.boo
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=5.0),
     }
 if DATABASES["default"]["ENGINE"] in ("django.db.backends.postgresql", "config.postgresql"):
-    # The worker's two statements per call (conversations/store.py) are prepared once per connection and
+    # The worker's two statements per call (conversations/store/worker.py) are prepared once per connection and
     # then only executed; Django's own queries are never prepared. PgBouncer before 1.21 in transaction
     # mode cannot follow prepared statements: set DATABASE_PREPARED_STATEMENTS=false behind one.
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (

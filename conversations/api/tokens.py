@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from connectors import crypto
 
-from .. import relay
+from .. import store
 from ..models import Integration
 
 PREFIX = "sb_"
@@ -79,4 +79,4 @@ def integration_for(token: str) -> Integration | None:
     default connection: most requests use it, and it comes in the same query."""
     if not token.startswith(PREFIX):
         return None
-    return relay.integration_by_token(digest(token))
+    return store.integration_by_token(digest(token))

@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 from config import bodies
 from config.errors import service_unavailable
 
-from .. import payloads, relay
+from .. import payloads, store
 from ..inbound import Refused, call_outcome, message_receive, wait_for
 from ..models import Call, Integration
 from .tokens import integration_for
@@ -156,7 +156,7 @@ def messages(request: HttpRequest, integration: Integration, payload: dict[str, 
     call = accepted.call
     status_url = request.build_absolute_uri(reverse("api:call", args=[call.pk]))
     try:
-        call = wait_for(call, wait, fresh=not accepted.repeated) if wait else relay.latest_attempt(call)
+        call = wait_for(call, wait, fresh=not accepted.repeated) if wait else store.latest_attempt(call)
         body = call_outcome(call)
     except Exception as error:
         # The message is committed: whatever happens to the database now, never tell the client it failed
@@ -177,7 +177,7 @@ def call_status(request: HttpRequest, integration: Integration, payload: Any, pk
     call = Call.objects.filter(pk=pk, conversation__integration=integration).first()
     if call is None:
         return _error(404, "id", f"No call {pk} for this integration.")
-    return JsonResponse(call_outcome(relay.latest_attempt(call)))
+    return JsonResponse(call_outcome(store.latest_attempt(call)))
 
 
 @csrf_exempt

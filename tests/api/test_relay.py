@@ -1,4 +1,4 @@
-"""The relay's trips to the database (conversations/relay.py): what a chat request leaves, on either database.
+"""The API's trips to the database (conversations/store/): what a chat request leaves, on either database.
 
 On PostgreSQL each trip is one hand-written statement; on SQLite the ORM takes the same steps. Both must leave
 the same rows and send the provider the same conversation.

@@ -1,4 +1,4 @@
-"""The worker's two statements (conversations/store.py), where their PostgreSQL form can go wrong."""
+"""The worker's two statements (conversations/store/worker.py), where their PostgreSQL form can go wrong."""
 
 from __future__ import annotations
 

@@ -20,16 +20,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 
-import psycopg
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, NotSupportedError, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Value
 from django.db.models.functions import Greatest
 
 from connectors.models import ProviderConnection
 
-from .models import Call, Conversation, Integration, Message, PromptTemplate, TemplateVersion
-from .rendering import PromptText
+from ..models import Call, Conversation, Integration, Message, PromptTemplate, TemplateVersion
+from ..rendering import PromptText
+from .sql import fetch_one, instance
 
 
 @dataclass
@@ -152,50 +152,9 @@ def call_record(*, call: Call, fields: list[str], reply_text: str | None) -> boo
 # --- PostgreSQL ------------------------------------------------------------------------------------
 
 
-def fetch_one(db, sql: str, params: dict) -> tuple | None:
-    """Run a statement with server-side binding and return its row.
-
-    Django's own cursors bind parameters on the client, so PostgreSQL parses and plans every query anew.
-    Bound on the server, psycopg prepares a statement on each pooled connection once and then only sends
-    the parameters (settings.DATABASE_PREPARED_STATEMENTS): PostgreSQL's CPU per call halves.
-    """
-    db.close_if_health_check_failed()
-    db.ensure_connection()
-    db.validate_thread_sharing()
-    try:
-        return _execute(db, sql, params)
-    except NotSupportedError as error:
-        if getattr(error.__cause__, "sqlstate", None) != "0A000":
-            raise
-        # "cached plan must not change result type": a migration changed a column these prepared
-        # statements read while this worker ran. Forget this connection's prepared statements (psycopg
-        # sees the DEALLOCATE and empties its own cache) and run the statement once more.
-        with db.cursor() as cursor:
-            cursor.execute("DEALLOCATE ALL")
-        return _execute(db, sql, params)
-
-
-def _execute(db, sql: str, params: dict) -> tuple | None:
-    raw = psycopg.Cursor(db.connection)
-    with db.make_debug_cursor(raw) if db.queries_logged else db.make_cursor(raw) as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone()
-
-
 @cache
 def _fields():
     return tuple([f for f in model._meta.concrete_fields] for model in (Call, Conversation, ProviderConnection))
-
-
-def instance(db, model, fields, values):
-    """A model instance from raw column values, converted the way the ORM would (JSON text → objects)."""
-    converted = []
-    for field in fields:
-        value = next(values)
-        if value is not None and hasattr(field, "from_db_value"):
-            value = field.from_db_value(value, None, db)
-        converted.append(value)
-    return model.from_db(db.alias, [f.attname for f in fields], converted)
 
 
 @cache
