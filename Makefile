@@ -26,6 +26,8 @@ run: PROCESSES := web worker beat sandbox
 endif
 run: export DEBUG := true
 run: $(VENV)/.installed .env
+	@# beat keeps its schedule in .run/, which the private Redis would otherwise have been the one to make
+	mkdir -p .run
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py seed_demo

@@ -188,7 +188,7 @@ def message_receive(*, integration: Integration, payload: dict[str, Any], idempo
             f"Unknown field {printable(unknown[0])!r}. The fields are: {', '.join(MESSAGE_FIELDS)}.",
         )
     keys = _request_keys(payload, idempotency_key)
-    fingerprint = _fingerprint(payload)
+    fingerprint = _fingerprint(payload) if keys else ""  # only a repeated key compares bodies
     earlier = _earlier(integration, keys, fingerprint) if keys else None
     if earlier is not None:
         return earlier
@@ -203,6 +203,7 @@ def message_receive(*, integration: Integration, payload: dict[str, Any], idempo
     variables = _variables(payload.get("variables"))
     try:
         with transaction.atomic():
+            store.contact_lock(integration, contact)
             conversation = store.conversation_latest(integration, contact, template, connection)
             if conversation is None:
                 call = services.call_send(

@@ -11,7 +11,14 @@ suite runs on both.
 - `sql`: what they share (running a statement, rows into model instances, column lists from `_meta`).
 """
 
-from .api import connection_named, conversation_latest, integration_by_token, latest_attempt, template_allowed
+from .api import (
+    connection_named,
+    contact_lock,
+    conversation_latest,
+    integration_by_token,
+    latest_attempt,
+    template_allowed,
+)
 from .queueing import ONE_STATEMENT_MESSAGES, call_accept, chat_accept
 from .sql import fetch_one, instance
 from .worker import Claimed, Prompt, call_claim, call_due_in, call_record
@@ -26,6 +33,7 @@ __all__ = [
     "call_record",
     "chat_accept",
     "connection_named",
+    "contact_lock",
     "conversation_latest",
     "fetch_one",
     "instance",

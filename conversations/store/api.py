@@ -61,6 +61,19 @@ def template_allowed(integration: Integration, name: str) -> PromptTemplate | No
     return instance(db, PromptTemplate, all_fields(PromptTemplate), iter(row)) if row else None
 
 
+def contact_lock(integration: Integration, contact: str) -> None:
+    """Hold one contact's messages through this integration one at a time until the caller's transaction ends:
+    two first messages arriving together would otherwise each start a conversation. On PostgreSQL a
+    transaction-level advisory lock on (integration, contact) (taken before the look-up: a statement reads
+    what was committed when it began); SQLite's transactions take the write lock up front (IMMEDIATE) and so
+    already run one at a time."""
+    db = postgresql()
+    if db is not None:
+        fetch_one(db, "SELECT pg_advisory_xact_lock(%(integration)s, hashtext(%(contact)s))", {
+            "integration": integration.pk, "contact": contact,
+        })  # fmt: skip
+
+
 def conversation_latest(
     integration: Integration, contact: str, template: PromptTemplate, connection: ProviderConnection
 ) -> Conversation | None:

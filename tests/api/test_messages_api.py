@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.db import connection as db
 
 from conversations.models import Call, Conversation, Message
 
@@ -217,3 +218,39 @@ class TestRepeatsAndOutages:
 
         assert response.status_code == 202
         assert response.json()["call_id"] == Call.objects.get().pk
+
+
+@pytest.mark.skipif(
+    db.vendor != "postgresql",
+    reason="concurrent transactions: SQLite's take the write lock up front (IMMEDIATE), so they already queue",
+)
+@pytest.mark.django_db(transaction=True)
+def test_first_messages_arriving_together_make_one_conversation(integration_token, published):
+    """The attack run: 20 first messages from one new contact at once made three conversations."""
+    import threading
+
+    from django.db import close_old_connections
+    from django.test import Client
+
+    _, token = integration_token
+    barrier = threading.Barrier(8)
+    statuses = []
+
+    def send(n):
+        try:
+            client = Client()
+            barrier.wait()
+            statuses.append(post(client, token, {**GOOD, "message": f"Part {n}"}).status_code)
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert statuses == [202] * 8
+    conversation = Conversation.objects.get()
+    assert sorted(conversation.messages.values_list("customer_message", flat=True)) == [f"Part {n}" for n in range(8)]
+    assert Call.objects.filter(conversation=conversation).count() == 8

@@ -120,11 +120,11 @@ def test_on_postgresql_a_relayed_request_is_three_statements_before_the_wait(
     assert Message.objects.count() == 3 and Call.objects.count() == 1
 
 
-def test_on_postgresql_a_message_continuing_a_conversation_is_seven_statements(
+def test_on_postgresql_a_message_continuing_a_conversation_is_eight_statements(
     client, integration_token, settings, published
 ):
-    """/api/v1/messages: the token, the template, the conversation, the message with its call (one statement,
-    in BEGIN … COMMIT with the look-up), and the outcome."""
+    """/api/v1/messages: the token, the template, in BEGIN … COMMIT the contact's lock, the conversation and the
+    message with its call (one statement), and the outcome."""
     if db.vendor != "postgresql":
         pytest.skip("the hand-written statements are PostgreSQL's")
     integration, token = integration_token
@@ -142,7 +142,7 @@ def test_on_postgresql_a_message_continuing_a_conversation_is_seven_statements(
 
     assert second.json()["conversation_id"] == first.json()["conversation_id"]
     assert second.json()["status"] == "queued"
-    assert len(statements) == 7, [q["sql"] for q in statements]
+    assert len(statements) == 8, [q["sql"] for q in statements]
     conversation = Conversation.objects.get()
     assert [m.customer_message for m in conversation.messages.order_by("id")] == ["Do you deliver?", "And on Sunday?"]
     assert Call.objects.filter(conversation=conversation).count() == 2
