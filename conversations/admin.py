@@ -98,6 +98,23 @@ class IntegrationAdmin(HistoryAdmin):
     filter_horizontal = ["templates", "connections"]
     readonly_fields = ["token_hint", "token_changed_at", "callback_secret_changed_at", "created_at", "last_used_at"]
 
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+
+        class IntegrationAdminForm(form):
+            def clean(
+                self,
+            ):  # as the dashboard's form: the API would otherwise call through a connection it may not use
+                data = super().clean()
+                default, allowed = data.get("default_connection"), data.get("connections")
+                if default and allowed is not None and default not in allowed:
+                    self.add_error(
+                        "default_connection", "The default connection must be one of the connections it may use."
+                    )
+                return data
+
+        return IntegrationAdminForm
+
     def save_model(self, request, obj, form, change):
         from django.utils import timezone
 

@@ -72,6 +72,15 @@ def _allowed_template(integration: Integration, name: Any) -> PromptTemplate:
 
 def allowed_connection(integration: Integration, name: Any) -> ProviderConnection:
     if name in (None, ""):
+        # `default_allowed` comes with the token's read (store.integration_by_token).
+        if integration.default_connection_id and not getattr(integration, "default_allowed", True):
+            raise Refused(
+                422,
+                "connection",
+                f"This integration's default connection, {integration.default_connection.name!r}, is no longer one "
+                'it may use: name one in "connection". An Admin can allow it again or choose another default on '
+                "the integration's page.",
+            )
         if integration.default_connection_id:
             return integration.default_connection
         raise Refused(422, "connection", 'This integration has no default connection; name one in "connection".')

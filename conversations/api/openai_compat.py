@@ -169,7 +169,7 @@ def models(request: HttpRequest, integration: Integration, payload: Any) -> Json
         created = int(connection.created_at.timestamp()) if getattr(connection, "created_at", None) else 0
         data.setdefault(connection.name, {"id": connection.name, "object": "model", "created": created,
                                           "owned_by": "switchboard"})  # fmt: skip
-    default = integration.default_connection
+    default = integration.default_connection if getattr(integration, "default_allowed", True) else None
     if default is not None:
         for name in [default.model, *(default.available_models or [])]:
             if name:

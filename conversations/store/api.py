@@ -22,10 +22,15 @@ from .sql import all_fields, columns, fetch_one, instance, postgresql, quote
 
 
 def integration_by_token(token_hash: str) -> Integration | None:
-    """The integration with this token hash, with its default connection loaded."""
+    """The integration with this token hash, with its default connection loaded, and `default_allowed`: whether
+    that connection is still one it may use (a connection taken off the integration may still be its default)."""
     db = postgresql()
     if db is None:
-        return Integration.objects.filter(token_hash=token_hash).select_related("default_connection").first()
+        may_use = Integration.connections.through.objects.filter(
+            integration_id=OuterRef("pk"), providerconnection_id=OuterRef("default_connection_id")
+        )
+        found = Integration.objects.filter(token_hash=token_hash).select_related("default_connection")
+        return found.annotate(default_allowed=Exists(may_use)).first()
     row = fetch_one(db, _token_sql(), {"hash": token_hash})
     if row is None:
         return None
@@ -33,6 +38,7 @@ def integration_by_token(token_hash: str) -> Integration | None:
     integration = instance(db, Integration, all_fields(Integration), values)
     default = instance(db, ProviderConnection, all_fields(ProviderConnection), values)
     integration.default_connection = default if default.pk is not None else None
+    integration.default_allowed = bool(next(values))
     return integration
 
 
@@ -108,8 +114,11 @@ def latest_attempt(call: Call) -> Call:
 
 @cache
 def _token_sql() -> str:
+    through, integration, connection = _may_use("connections")
     return f"""
-        SELECT {columns("ig", Integration)}, {columns("cn", ProviderConnection)}
+        SELECT {columns("ig", Integration)}, {columns("cn", ProviderConnection)}, EXISTS (
+            SELECT 1 FROM {through} may WHERE may.{integration} = ig.id AND may.{connection} = cn.id
+        )
         FROM {quote(Integration._meta.db_table)} ig
         LEFT JOIN {quote(ProviderConnection._meta.db_table)} cn ON cn.id = ig.default_connection_id
         WHERE ig.token_hash = %(hash)s

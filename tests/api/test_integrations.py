@@ -45,6 +45,50 @@ def test_a_connection_outside_the_scope_is_refused_by_name_with_no_provider_requ
     assert not Call.objects.exists()
 
 
+def test_a_default_connection_taken_off_the_integration_is_no_longer_used(client, integration_token):
+    """The attack run took the default connection off an integration's list (the admin allowed it): requests
+    naming no connection still went through it."""
+    integration, token = integration_token
+    other = ConnectionFactory(name="Other", base_url=integration.default_connection.base_url)
+    integration.connections.set([other])  # the default, Sandbox, is no longer allowed
+
+    chat = client.post(
+        "/api/v1/chat/completions",
+        data=json.dumps({"messages": [{"role": "user", "content": "Hi"}]}),
+        content_type="application/json",
+        **auth(token),
+    )
+    message = send(client, token)
+    models = client.get("/api/v1/models", **auth(token)).json()["data"]
+
+    for response in (chat, message):
+        assert response.status_code == 422
+        assert response.json()["error"]["message"].startswith(
+            "This integration's default connection, 'Sandbox', is no longer one it may use: name one in \"connection\"."
+        )
+    assert not Call.objects.exists()
+    assert [m["id"] for m in models] == ["Other"]  # not the default's models
+
+
+def test_the_admin_refuses_a_default_connection_the_integration_may_not_use(admin_client, integration_token):
+    integration, _ = integration_token
+    other = ConnectionFactory(name="Other")
+    response = admin_client.post(
+        reverse("admin:conversations_integration_change", args=[integration.pk]),
+        {
+            "name": integration.name,
+            "templates": [t.pk for t in integration.templates.all()],
+            "connections": [other.pk],
+            "default_connection": integration.default_connection_id,
+            "is_active": "on",
+        },
+    )
+
+    assert response.status_code == 200  # the form again, with the error
+    assert "The default connection must be one of the connections it may use." in response.content.decode()
+    assert list(integration.connections.all()) == [integration.default_connection]
+
+
 def test_a_disabled_integration_is_refused_at_once_and_enabled_again(client, lead_client, integration_token):
     integration, token = integration_token
     assert send(client, token).status_code == 202
