@@ -146,7 +146,15 @@ CHAT_REQUEST = {
         "temperature": {"type": "number"},
         "max_tokens": {"type": "integer", "minimum": 1},
         "user": {"type": ["string", "null"], "description": "The customer, for the conversation log."},
+        "stream": {"type": ["boolean", "null"], "description": "Server-sent events in OpenAI's chunk format."},
+        "stream_options": {
+            "type": ["object", "null"],
+            "properties": {"include_usage": {"type": ["boolean", "null"]}},
+        },
+        "n": {"type": ["integer", "null"], "minimum": 1, "maximum": 1, "description": "One choice is answered."},
     },
+    "description": "Other OpenAI fields (top_p, stop, seed, the penalties, logprobs…) are taken and not sent; tools, "
+    "functions and JSON response formats are refused (400), as the reply would not be what they ask for.",
 }
 
 

@@ -44,9 +44,12 @@ RETRY_AFTER_SECONDS = 5
 @require_POST
 @api
 def chat_completions(request: HttpRequest, integration: Integration, payload: dict[str, Any]):
-    stream = payload.get("stream", False)
-    if stream not in (True, False, None):
-        raise Refused(400, "stream", '"stream" is true or false.')
+    stream = _flag(payload, "stream", payload.get("stream"))
+    options = payload.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise Refused(400, "stream_options", '"stream_options" is an object, e.g. {"include_usage": true}.')
+    include_usage = _flag(payload, "stream_options.include_usage", (options or {}).get("include_usage"))
+    _refuse_unrelayed(payload)
     user = payload.get("user")
     if user is not None and not isinstance(user, str):
         raise Refused(400, "user", '"user" is text naming the customer, e.g. their phone number or your user id.')
@@ -61,16 +64,45 @@ def chat_completions(request: HttpRequest, integration: Integration, payload: di
     call = wait_for(call, seconds, fresh=True)
     if call.status == Call.Status.SUCCEEDED:
         if stream:
-            include_usage = (
-                bool((payload.get("stream_options") or {}).get("include_usage"))
-                if isinstance(payload.get("stream_options"), dict)
-                else False
-            )
             response = StreamingHttpResponse(_chunks(call, include_usage), content_type="text/event-stream")
             response["Cache-Control"] = "no-cache"
             return response
         return JsonResponse(_completion(call))
     return _failure(call)
+
+
+def _flag(payload: dict[str, Any], field: str, value: Any) -> bool:
+    """A true/false field: JSON's true or false (or left out). 1 and 0 are refused: Python would take them."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise Refused(400, field, f'"{field}" is true or false.')
+
+
+# OpenAI fields that change what the reply is, which Switchboard does not relay: dropping them silently would
+# answer another question than the one asked. Other OpenAI fields (top_p, stop, seed, the penalties,
+# logprobs…) are taken and not sent.
+UNRELAYED = {
+    "tools": "Tool calls are not relayed: leave out tools and tool_choice.",
+    "tool_choice": "Tool calls are not relayed: leave out tools and tool_choice.",
+    "functions": "Function calls are not relayed: leave out functions and function_call.",
+    "function_call": "Function calls are not relayed: leave out functions and function_call.",
+}
+
+
+def _refuse_unrelayed(payload: dict[str, Any]) -> None:
+    for field, why in UNRELAYED.items():
+        if payload.get(field) not in (None, [], {}, "none"):
+            raise Refused(400, field, why)
+    n = payload.get("n")
+    if n is not None and (isinstance(n, bool) or n != 1):
+        raise Refused(400, "n", 'Switchboard answers with one choice: leave out "n" or send 1.')
+    response_format = payload.get("response_format")
+    if response_format is not None and response_format not in ({"type": "text"},):
+        raise Refused(
+            400,
+            "response_format",
+            'Only text replies are relayed: leave out "response_format" (JSON modes are not relayed).',
+        )
 
 
 def _completion(call: Call) -> dict[str, Any]:

@@ -32,6 +32,13 @@ REPLY = "Sandbox reply from mistral-small-latest: you said 'Where is my parcel?'
         ({"messages": [{"role": "robot", "content": "Hi"}]}, "messages[0].role"),
         ({"user": "u" * 300}, "user"),
         ({"messages": [{"role": "user", "content": "a\x00b"}]}, "messages[0].content"),
+        # Fields that change the reply, refused rather than dropped (the attack run found them taken silently):
+        ({"stream": 1}, "stream"),
+        ({"stream_options": "yes"}, "stream_options"),
+        ({"stream": True, "stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
+        ({"n": 5}, "n"),
+        ({"tools": [{"type": "function", "function": {"name": "lookup_order"}}]}, "tools"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
     ],
 )
 def test_bad_chat_requests_name_the_field(client, integration_token, change, field):
