@@ -29,15 +29,24 @@ _ZERO_WIDTH_JOINER = "\u200d"  # part of many emoji (👩‍💻); harmless betw
 _BLANK_LOOKING = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"}
 
 
-def validate_name(value: str) -> None:
+def unprintable(value: str) -> str | None:
+    """The first control or invisible character in `value`, described ("an invisible formatting character
+    (U+202E) at position 1"), or None."""
     for position, char in enumerate(value, start=1):
         kind = _REFUSED.get(unicodedata.category(char))
         if kind and char != _ZERO_WIDTH_JOINER:
-            raise ValidationError(
-                f"The name holds {kind} (U+{ord(char):04X}) at position {position}, which would make it look "
-                "like another name or impossible to type. Use letters, digits, spaces and punctuation.",
-                code="unprintable",
-            )
+            return f"{kind} (U+{ord(char):04X}) at position {position}"
+    return None
+
+
+def validate_name(value: str) -> None:
+    problem = unprintable(value)
+    if problem:
+        raise ValidationError(
+            f"The name holds {problem}, which would make it look like another name or impossible to type. Use "
+            "letters, digits, spaces and punctuation.",
+            code="unprintable",
+        )
     for position, char in enumerate(value, start=1):
         if char in _BLANK_LOOKING or (unicodedata.category(char) == "Zs" and char != " "):
             raise ValidationError(

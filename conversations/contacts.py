@@ -9,9 +9,12 @@ kept as they are.
 from __future__ import annotations
 
 import re
+import unicodedata
+
+from config.names import unprintable
 
 _SEPARATORS = re.compile(r"[\s().\-]")
-_E164 = re.compile(r"\+?[1-9]\d{5,14}")
+_E164 = re.compile(r"\+?[1-9][0-9]{5,14}")
 
 
 def contact_from_whatsapp(wa_id: str) -> str:
@@ -24,8 +27,17 @@ def whatsapp_recipient(contact: str) -> str:
     return contact[1:] if contact.startswith("+") and contact[1:].isdigit() else contact
 
 
-class NotInternational(ValueError):
+class ContactRefused(ValueError):
+    """A contact that cannot name one customer the same way everywhere."""
+
+
+class NotInternational(ContactRefused):
     """A phone number written without its country code: which customer it is cannot be known."""
+
+
+def _ascii_digits(text: str) -> str:
+    """`text` with every decimal digit in ASCII: a full-width ５ or an Arabic-Indic ٥ is the same 5."""
+    return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in text)
 
 
 def contact_from_api(contact: str) -> str:
@@ -36,7 +48,14 @@ def contact_from_api(contact: str) -> str:
     Bare digits stay as they are: platforms use numeric user ids, and a WhatsApp wa_id has no `+` either.
     """
     stripped = contact.strip()
-    compact = _SEPARATORS.sub("", stripped)
+    problem = unprintable(stripped)
+    if problem:
+        raise ContactRefused(
+            f"The contact holds {problem}: it would show as another customer's, or not at all. Send the number or "
+            "id without it."
+        )
+    # Full-width signs and digits, and other scripts' digits, are the same number: compared in ASCII.
+    compact = _SEPARATORS.sub("", _ascii_digits(unicodedata.normalize("NFKC", stripped)))
     if compact.startswith("+") and _E164.fullmatch(compact):
         return compact
     if compact != stripped and compact.isascii() and compact.isdigit() and len(compact) >= 7:

@@ -21,7 +21,7 @@ from connectors.models import ProviderConnection
 from connectors.providers import adapter_for
 
 from . import services, store, wakeup
-from .contacts import NotInternational, contact_from_api
+from .contacts import ContactRefused, contact_from_api
 from .models import Call, Conversation, IdempotencyKey, Integration, Message, PromptTemplate
 from .payloads import printable, unstorable
 from .rendering import PLACEHOLDER_NAME as VARIABLE_NAME
@@ -40,7 +40,7 @@ class Refused(Exception):
 def _contact(text: str, field: str) -> str:
     try:
         return contact_from_api(text)
-    except NotInternational as refused:
+    except ContactRefused as refused:
         raise Refused(400, field, str(refused)) from None
 
 

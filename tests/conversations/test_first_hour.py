@@ -322,3 +322,23 @@ def test_dates_the_wrong_way_round_are_pointed_out(staff_client):
     for name in ["conversations:calls", "conversations:list"]:
         page = staff_client.get(reverse(name), {"since": "2026-12-05", "until": "2026-11-01"}).content.decode()
         assert "is after “To” (01 Nov 2026), so nothing can match: swap them." in html.unescape(page)
+
+
+def test_one_number_in_other_digits_is_one_contact_and_invisible_characters_are_refused(
+    client, connection, template, published
+):
+    """The attack run: a full-width digit made another customer, a right-to-left override was stored."""
+    _, token = integration_create(name="Bot", templates=[template], connections=[connection])
+
+    def send(contact):
+        body = {"template": template.name, "contact": contact, "message": "Hi", "variables": {"business_name": "A"}}
+        return client.post("/api/v1/messages", data=json.dumps(body), content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {token}")  # fmt: skip
+
+    for contact in ["+15558191735", "+１5558191735", "＋１ (555) 819-1735", "+١٥٥٥٨١٩١٧٣٥"]:
+        assert send(contact).status_code == 202
+    for contact in ["\u202e+15550001", "+1555\u200b0001", "user\u000742"]:
+        refused = send(contact)
+        assert refused.status_code == 400 and refused.json()["error"]["field"] == "contact"
+        assert "Send the number or id without it." in refused.json()["error"]["message"]
+    assert list(Conversation.objects.values_list("contact", flat=True).distinct()) == ["+15558191735"]
