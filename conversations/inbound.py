@@ -1,4 +1,5 @@
-"""Customer messages that arrive through the API, and what the API says about a call.
+"""Customer messages that arrive through `/api/v1/messages`, and what the API says about a call (the
+drop-in endpoint's requests are read in `api/chat.py`).
 
 Everything is checked before anything is written, so a refused request leaves nothing half-created.
 """
@@ -12,17 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, close_old_connections, transaction
 
 from config.errors import service_unavailable
-from config.names import validate_name
 from connectors.models import ProviderConnection
-from connectors.providers import adapter_for
 
 from . import services, store, wakeup
 from .contacts import ContactRefused, contact_from_api
-from .models import Call, Conversation, IdempotencyKey, Integration, Message, PromptTemplate
+from .models import Call, Conversation, IdempotencyKey, Integration, PromptTemplate
 from .payloads import printable, unstorable
 from .rendering import PLACEHOLDER_NAME as VARIABLE_NAME
 from .support.services import bot_answers
@@ -37,14 +35,14 @@ class Refused(Exception):
     message: str
 
 
-def _contact(text: str, field: str) -> str:
+def checked_contact(text: str, field: str) -> str:
     try:
         return contact_from_api(text)
     except ContactRefused as refused:
         raise Refused(400, field, str(refused)) from None
 
 
-def _text(value: Any, field: str, limit: int | None = None, example: str = "") -> str:
+def checked_text(value: Any, field: str, limit: int | None = None, example: str = "") -> str:
     """A string field: text the database can store (no NUL, no lone surrogate), at most `limit` characters."""
     if not isinstance(value, str) or not value.strip():
         raise Refused(400, field, f'"{field}" must be non-empty text{example}.')
@@ -57,7 +55,7 @@ def _text(value: Any, field: str, limit: int | None = None, example: str = "") -
 
 
 def _allowed_template(integration: Integration, name: Any) -> PromptTemplate:
-    name = _text(name, "template", 100, ', the name of a template, e.g. "Support bot"')
+    name = checked_text(name, "template", 100, ', the name of a template, e.g. "Support bot"')
     template = store.template_allowed(integration, name)
     if template is None:
         allowed = ", ".join(integration.templates.values_list("name", flat=True)) or "none yet"
@@ -84,7 +82,7 @@ def allowed_connection(integration: Integration, name: Any) -> ProviderConnectio
         if integration.default_connection_id:
             return integration.default_connection
         raise Refused(422, "connection", 'This integration has no default connection; name one in "connection".')
-    name = _text(name, "connection", 100, ", the name of a connection")
+    name = checked_text(name, "connection", 100, ", the name of a connection")
     connection = integration.connections.filter(name=name).first()
     if connection is None:
         allowed = ", ".join(integration.connections.values_list("name", flat=True)) or "none yet"
@@ -124,11 +122,9 @@ def _variables(value: Any) -> dict[str, str]:
                 f'"variables.{name}" is {json.dumps(item)[:40]}; a variable is text (or a number), '
                 'e.g. {"business_name": "Acme"}.',
             )
-        variables[name] = _text(str(item), f"variables.{name}", 10_000)
+        variables[name] = checked_text(str(item), f"variables.{name}", 10_000)
     return variables
 
-
-MODEL_MAX = 200  # as Call.model holds
 
 MESSAGE_FIELDS = ("template", "contact", "message", "variables", "connection", "wait", "message_id")
 
@@ -142,9 +138,9 @@ def _fingerprint(payload: dict[str, Any]) -> str:
 def _request_keys(payload: dict[str, Any], idempotency_key: str) -> list[tuple[str, str]]:
     keys = []
     if idempotency_key:
-        keys.append((IdempotencyKey.Kind.HEADER, _text(idempotency_key, "Idempotency-Key", 200)))
+        keys.append((IdempotencyKey.Kind.HEADER, checked_text(idempotency_key, "Idempotency-Key", 200)))
     if payload.get("message_id") is not None:
-        message_id = _text(payload["message_id"], "message_id", 200, ", your platform's id for the message")
+        message_id = checked_text(payload["message_id"], "message_id", 200, ", your platform's id for the message")
         keys.append((IdempotencyKey.Kind.MESSAGE_ID, message_id))
     return keys
 
@@ -203,8 +199,9 @@ def message_receive(*, integration: Integration, payload: dict[str, Any], idempo
         return earlier
     template = _allowed_template(integration, payload.get("template"))
     connection = allowed_connection(integration, payload.get("connection"))
-    contact = _contact(
-        _text(payload.get("contact"), "contact", 200, ": who the customer is, e.g. their WhatsApp number"), "contact"
+    contact = checked_contact(
+        checked_text(payload.get("contact"), "contact", 200, ": who the customer is, e.g. their WhatsApp number"),
+        "contact",
     )
     message = payload.get("message")
     if not isinstance(message, str):
@@ -264,103 +261,6 @@ def _continue(conversation: Conversation, text: str) -> Accepted:
     conversation.last_customer_at = message.created_at
     conversation.save(update_fields=["last_customer_at", "updated_at"])
     return Accepted(conversation.pk, message.pk, None)
-
-
-def _content(value: Any, field: str) -> str:
-    """A chat message's text: a string, or OpenAI's list of parts [{"type": "text", "text": "…"}] joined."""
-    if isinstance(value, list) and value:
-        texts = []
-        for n, part in enumerate(value):
-            if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
-                raise Refused(
-                    400,
-                    f"{field}[{n}]",
-                    'Only text parts can be relayed: {"type": "text", "text": "…"}. Images, audio and files are not '
-                    "supported; send what they say as text.",
-                )
-            texts.append(part["text"])
-        value = "\n".join(texts)
-    if not isinstance(value, str):
-        raise Refused(400, field, f'"{field}" is the message\'s text: a string, or a list of text parts.')
-    return _text(value, field)
-
-
-def _connection_for_model(integration: Integration, model: str | None) -> tuple[ProviderConnection, str | None]:
-    """What a chat request's `model` names: one of the integration's connections (by name), or else a model for
-    its default connection. One query at most: the connection of that name, if any, and whether this
-    integration may use it."""
-    named, allowed = store.connection_named(model, integration) if model else (None, False)
-    if allowed:
-        return named, None
-    if named is not None:
-        # A connection by name, but not one of this integration's: never send its name to another provider.
-        # 404, as OpenAI answers a model the key may not use: a 403 would read as a token problem.
-        names = ", ".join(integration.connections.order_by("name").values_list("name", flat=True)) or "none yet"
-        raise Refused(
-            404,
-            "model",
-            f"{model!r} is a connection this integration may not use. Allowed: {names}. An Admin can allow it on "
-            "the integration's page.",
-        )
-    return allowed_connection(integration, None), model or None
-
-
-def chat_receive(
-    *, integration: Integration, payload: dict[str, Any], contact: str, contact_field: str = "user"
-) -> Call:
-    """Queue a chat-completions request as a conversation: its system and earlier turns, then the last user message."""
-    messages = payload.get("messages")
-    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-        raise Refused(400, "messages", '"messages" must be a list of {"role", "content"} objects.')
-    for n, m in enumerate(messages):
-        if m.get("role") not in ("system", "user", "assistant"):
-            raise Refused(400, f"messages[{n}].role", "Each message's role is system, user or assistant.")
-        messages[n] = {**m, "content": _content(m.get("content"), f"messages[{n}].content")}
-    turns = [m for m in messages if m["role"] != "system"]
-    if not turns or turns[-1]["role"] != "user":
-        raise Refused(400, "messages", 'The last message must be the customer\'s: {"role": "user", "content": "…"}.')
-    model = payload.get("model")
-    if model is not None and not isinstance(model, str):
-        raise Refused(400, "model", '"model" is text: a connection name, or a model for the default connection.')
-    if model is not None and len(model) > MODEL_MAX:
-        raise Refused(
-            400, "model", f'"model" is {len(model):,} characters; a model or connection name is at most {MODEL_MAX}.'
-        )
-    if model is not None:
-        try:
-            validate_name(model)
-        except ValidationError as error:
-            raise Refused(400, "model", f'"model": {error.messages[0]}') from None
-    connection, named_model = _connection_for_model(integration, model)
-    overrides = {"model": named_model}
-    temperature, max_tokens = payload.get("temperature"), payload.get("max_tokens")
-    if temperature is not None:
-        if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
-            raise Refused(400, "temperature", '"temperature" is a number from 0 to 2.')
-        overrides["temperature"] = temperature
-        problem = adapter_for(connection).temperature_problem(temperature)
-        if problem:
-            raise Refused(400, "temperature", problem)
-    if max_tokens is not None:
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise Refused(400, "max_tokens", '"max_tokens" is a whole number, 1 or more.')
-        overrides["max_tokens"] = max_tokens
-    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-    customer_message = turns[-1]["content"]
-    services.check_message(customer_message)
-    contact = _contact(_text(contact, contact_field, 200), contact_field)
-    conversation = Conversation(
-        contact=contact,
-        connection=connection,
-        template=None,
-        integration=integration,
-        system_prompt=system,
-        overrides=services.clean_overrides(overrides),
-    )
-    messages = [Message(role=m["role"], content=m["content"]) for m in turns[:-1]]
-    messages.append(Message(role=Message.Role.USER, content=customer_message, customer_message=customer_message))
-    model = services.request_settings(connection, conversation.overrides)["model"]
-    return store.chat_accept(conversation, messages, Call(connection=connection, model=model))
 
 
 def wait_for(call: Call, seconds: float, *, fresh: bool = False) -> Call:

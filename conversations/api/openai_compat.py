@@ -30,8 +30,9 @@ from django.views.decorators.http import require_GET, require_POST
 from connectors.errors import TRANSIENT_KINDS, ErrorKind
 
 from .. import services
-from ..inbound import Refused, chat_receive, wait_for
+from ..inbound import Refused, wait_for
 from ..models import Call, Integration
+from .chat import chat_receive
 from .views import api, header, openai_error
 
 # Kinds that are a fault of the connection as configured: its key, its model, its settings.
