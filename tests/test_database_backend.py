@@ -17,6 +17,15 @@ pytestmark = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def fresh_pool():
+    """Each test starts from a new pool: an earlier test that ran many threads at once leaves more pooled
+    connections than these borrow, and the pool hands its connections out in turn."""
+    db.close()
+    db.close_pool()
+    yield
+
+
 def _borrow_and_return(times: int) -> set[int]:
     """Take a connection from the pool and give it back, running nothing on it; their server process ids."""
     pids = set()
