@@ -102,9 +102,9 @@ class IntegrationAdmin(HistoryAdmin):
         form = super().get_form(request, obj, **kwargs)
 
         class IntegrationAdminForm(form):
-            def clean(
-                self,
-            ):  # as the dashboard's form: the API would otherwise call through a connection it may not use
+            # As the dashboard's form: the API would otherwise call through a connection the integration may
+            # not use.
+            def clean(self):
                 data = super().clean()
                 default, allowed = data.get("default_connection"), data.get("connections")
                 if default and allowed is not None and default not in allowed:

@@ -14,6 +14,9 @@ import unicodedata
 from config.names import unprintable
 
 _SEPARATORS = re.compile(r"[\s().\-]")
+# Marks that phones and chat apps wrap around a copied number to keep its direction: taken off the ends, where
+# they are invisible packaging; anywhere else they are refused like any invisible character.
+_DIRECTION_MARKS = "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 _E164 = re.compile(r"\+?[1-9][0-9]{5,14}")
 
 
@@ -41,13 +44,14 @@ def _ascii_digits(text: str) -> str:
 
 
 def contact_from_api(contact: str) -> str:
-    """A number written with a `+` (spaces, dashes, dots, brackets allowed) as E.164; anything else unchanged.
+    """A number written with a `+` (spaces, dashes, dots, brackets allowed) as E.164; anything else as it came,
+    less the spaces and direction marks around it.
 
     A number formatted as people write them but without a `+` (`(650) 555-0100`, `650 555 0100`) is refused:
     stored as it is, it would never meet the same customer's WhatsApp conversation or a search for `+1650`.
     Bare digits stay as they are: platforms use numeric user ids, and a WhatsApp wa_id has no `+` either.
     """
-    stripped = contact.strip()
+    stripped = contact.strip().strip(_DIRECTION_MARKS)
     problem = unprintable(stripped)
     if problem:
         raise ContactRefused(
@@ -55,15 +59,18 @@ def contact_from_api(contact: str) -> str:
             "id without it."
         )
     # Full-width signs and digits, and other scripts' digits, are the same number: compared in ASCII.
-    compact = _SEPARATORS.sub("", _ascii_digits(unicodedata.normalize("NFKC", stripped)))
+    normalized = _ascii_digits(unicodedata.normalize("NFKC", stripped))
+    compact = _SEPARATORS.sub("", normalized)
     if compact.startswith("+") and _E164.fullmatch(compact):
         return compact
-    if compact != stripped and compact.isascii() and compact.isdigit() and len(compact) >= 7:
+    if compact != normalized and compact.isascii() and compact.isdigit() and len(compact) >= 7:
         raise NotInternational(
             f"{stripped!r} looks like a phone number without its country code. Write it in international form, "
             f"with + and the country code (e.g. +1 {stripped} in the US), so it is the same customer everywhere."
         )
-    return contact
+    if normalized.isascii() and normalized.isdigit():
+        return normalized  # bare digits (a platform's numeric id, a wa_id), in any script, are one id
+    return stripped
 
 
 def contact_prefixes(query: str) -> list[str]:

@@ -45,11 +45,11 @@ RETRY_AFTER_SECONDS = 5
 @require_POST
 @api
 def chat_completions(request: HttpRequest, integration: Integration, payload: dict[str, Any]):
-    stream = _flag(payload, "stream", payload.get("stream"))
+    stream = _flag("stream", payload.get("stream"))
     options = payload.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise Refused(400, "stream_options", '"stream_options" is an object, e.g. {"include_usage": true}.')
-    include_usage = _flag(payload, "stream_options.include_usage", (options or {}).get("include_usage"))
+    include_usage = _flag("stream_options.include_usage", (options or {}).get("include_usage"))
     _refuse_unrelayed(payload)
     user = payload.get("user")
     if user is not None and not isinstance(user, str):
@@ -72,7 +72,7 @@ def chat_completions(request: HttpRequest, integration: Integration, payload: di
     return _failure(call)
 
 
-def _flag(payload: dict[str, Any], field: str, value: Any) -> bool:
+def _flag(field: str, value: Any) -> bool:
     """A true/false field: JSON's true or false (or left out). 1 and 0 are refused: Python would take them."""
     if value is None or isinstance(value, bool):
         return bool(value)

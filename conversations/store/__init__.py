@@ -2,8 +2,9 @@
 
 Every call and every relayed API request goes through these, and building ORM queries was most of what they
 cost in CPU (docs/benchmarks.md). On PostgreSQL each trip is one statement bound on the server, so that it is
-planned once per pooled connection; SQLite (`make run`) takes the same steps through the ORM, and the test
-suite runs on both.
+planned once per pooled connection (with DATABASE_PREPARED_STATEMENTS, the default; psycopg keeps the last
+100 per connection, and an id past 32,767 or 2^31 is another parameter type, so another plan). SQLite
+(`make run`) takes the same steps through the ORM, and the test suite runs on both.
 
 - `worker`: the worker's claim before the provider call and its record after;
 - `api`: the API's reads (the token, what the request names, the outcome);

@@ -75,7 +75,9 @@ def contact_lock(integration: Integration, contact: str) -> None:
     already run one at a time."""
     db = postgresql()
     if db is not None:
-        fetch_one(db, "SELECT pg_advisory_xact_lock(%(integration)s, hashtext(%(contact)s))", {
+        assert db.in_atomic_block, "the lock lasts as long as a transaction: take it inside one"  # noqa: S101
+        # One bigint key: the contact's hash seeded with the integration's id (an id is any bigint).
+        fetch_one(db, "SELECT pg_advisory_xact_lock(hashtextextended(%(contact)s, %(integration)s))", {
             "integration": integration.pk, "contact": contact,
         })  # fmt: skip
 

@@ -39,13 +39,12 @@ def chat_accept(conversation: Conversation, messages: list[Message], call: Call)
     for n, message in enumerate(messages):
         insert_params(db, f"m{n}_", message, params)
     insert_params(db, "k_", call, params)
-    conversation.pk, messages[-1].pk, call.pk = fetch_one(db, _chat_sql(len(messages)), params)
-    # Linked once the ids are known (assigning a row copies its id). The earlier messages' ids are not
-    # needed: the worker reads the history itself.
-    for message in messages:
-        message.conversation = conversation
+    conversation.pk, message_ids, call.pk = fetch_one(db, _chat_sql(len(messages)), params)
+    for message, message_id in zip(messages, message_ids, strict=True):
+        message.pk = message_id
+        message.conversation = conversation  # linked once the ids are known: assigning a row copies its id
     call.conversation, call.message = conversation, messages[-1]
-    _saved(db, conversation, messages[-1], call)
+    _saved(db, conversation, *messages, call)
     queue.publish_on_commit(queue.EXECUTE_CALL, call.pk)
     return call
 
@@ -107,9 +106,10 @@ def _call_accept_orm(conversation: Conversation, message: Message, call: Call, c
 def _chat_sql(message_count: int) -> str:
     conversation_id = "(SELECT id FROM conversation)"
     rows = ", ".join(insert_values(Message, f"m{n}_", conversation_id) for n in range(message_count))
-    # The messages go in as one multi-row VALUES, inserted (and numbered) in the order written: the worker
-    # reads a conversation's history up to its call's message by id. The call reads `turns`, so it is
-    # inserted after them; its message is the last of them.
+    # The messages go in as one multi-row VALUES, whose rows PostgreSQL inserts (and numbers) in the order
+    # written, as Django's bulk_create also relies on: the worker reads a conversation's history up to its
+    # call's message by id, and by created_at, which the rows carry in the same order. The call reads
+    # `turns`, so it is inserted after them; its message is the last of them.
     return f"""
         WITH conversation AS (
             INSERT INTO {quote(Conversation._meta.db_table)} ({insert_columns(Conversation)})
@@ -124,7 +124,7 @@ def _chat_sql(message_count: int) -> str:
             VALUES {insert_values(Call, "k_", conversation_id, "(SELECT max(id) FROM turns)")}
             RETURNING id
         )
-        SELECT {conversation_id}, (SELECT max(id) FROM turns), (SELECT id FROM queued)
+        SELECT {conversation_id}, (SELECT array_agg(id ORDER BY id) FROM turns), (SELECT id FROM queued)
     """  # noqa: S608 - the only interpolations are quoted names from the models' _meta and parameter names
 
 

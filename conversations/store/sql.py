@@ -37,8 +37,13 @@ def fetch_one(db, sql: str, params: dict) -> tuple | None:
         if getattr(error.__cause__, "sqlstate", None) != "0A000":
             raise
         # "cached plan must not change result type": a migration changed a column these prepared
-        # statements read while this worker ran. Forget this connection's prepared statements (psycopg
-        # sees the DEALLOCATE and empties its own cache) and run the statement once more.
+        # statements read while this process ran. Inside a transaction the error has aborted it and nothing
+        # more can run there: the request fails this once with the real error (psycopg then prepares the
+        # statement anew; tests/conversations/test_store.py). In autocommit (a worker), forget this
+        # connection's prepared statements (psycopg sees the DEALLOCATE and empties its own cache) and run the
+        # statement once more.
+        if db.in_atomic_block:
+            raise
         with db.cursor() as cursor:
             cursor.execute("DEALLOCATE ALL")
         return _execute(db, sql, params)

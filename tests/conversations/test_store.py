@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import psycopg
 import pytest
+from django.db import NotSupportedError, transaction
 from django.db import connection as db
-from django.db import transaction
 from django.utils import timezone
 
 from conversations import delivery, services, store
@@ -70,6 +70,42 @@ def test_the_prepared_claim_survives_a_migration_that_changes_a_column(connectio
 
     assert claimed is not None and claimed.call.pk == second.pk
     assert Call.objects.get(pk=second.pk).status == Call.Status.RUNNING
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_made_stale_inside_a_transaction_fails_once_then_works(connection):
+    """The API reads the contact's conversation inside its transaction: a migration that changes a column it
+    reads aborts that transaction, and the connection (kept by the pool) must not fail so for ever."""
+    from conversations.api.tokens import integration_create
+    from tests.factories import TemplateFactory
+
+    template = TemplateFactory(name="Support")
+    integration, _ = integration_create(name="Bot", templates=[template], connections=[connection])
+    conversation = Conversation.objects.create(
+        contact="+33600000001", connection=connection, template=template, integration=integration
+    )
+
+    def look_up():
+        with transaction.atomic():
+            return store.conversation_latest(conversation.integration, conversation.contact,
+                                             conversation.template, conversation.connection)  # fmt: skip
+
+    look_up()  # prepared on this connection
+    settings = db.settings_dict
+    migrate = dict(dbname=settings["NAME"], host=settings["HOST"], port=settings["PORT"], user=settings["USER"])
+    with psycopg.connect(**migrate, autocommit=True) as other:
+        other.execute("ALTER TABLE conversations_conversation ALTER COLUMN contact TYPE varchar(250)")
+        try:
+            with pytest.raises(NotSupportedError):
+                look_up()
+            found = look_up()  # the same connection, its prepared statements forgotten first
+        finally:
+            other.execute("ALTER TABLE conversations_conversation ALTER COLUMN contact TYPE varchar(200)")
+            with db.cursor() as cursor:
+                cursor.execute("DEALLOCATE ALL")
+
+    assert found is not None and found.pk == conversation.pk
 
 
 def _synchronous_commit() -> str:
