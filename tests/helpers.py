@@ -34,3 +34,26 @@ def execute_now(call_id: int):
 
     Call.objects.filter(pk=call_id, status=Call.Status.QUEUED).update(run_after=timezone.now())
     return delivery.call_execute(call_id=call_id)
+
+
+def at_once(work, count: int) -> None:
+    """Run `work(n)` for n in range(count), each in a thread of its own, all released together (a barrier);
+    each thread gives its database connection back when done."""
+    import threading
+
+    from django.db import close_old_connections
+
+    barrier = threading.Barrier(count)
+
+    def run(n):
+        try:
+            barrier.wait()
+            work(n)
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

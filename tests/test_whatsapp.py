@@ -283,22 +283,13 @@ def test_a_markdown_reply_reaches_the_phone_in_whatsapps_marks_and_in_parts(clie
 @pytest.mark.django_db(transaction=True)
 def test_first_messages_arriving_together_make_one_conversation(channel, published):
     """The attack run: five deliveries from a new contact at once made five conversations and five answers."""
-    import threading
-
-    from django.db import close_old_connections
+    from tests.helpers import at_once
 
     def deliver_one(n):
-        try:
-            body = json.dumps(text(channel, f"Part {n}", message_id=f"wamid.TOGETHER{n}")).encode()
-            whatsapp.webhook_accept(channel=channel, raw_body=body, signature=whatsapp.sign(channel, body))
-        finally:
-            close_old_connections()
+        body = json.dumps(text(channel, f"Part {n}", message_id=f"wamid.TOGETHER{n}")).encode()
+        whatsapp.webhook_accept(channel=channel, raw_body=body, signature=whatsapp.sign(channel, body))
 
-    threads = [threading.Thread(target=deliver_one, args=(n,)) for n in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(deliver_one, 5)
 
     assert Conversation.objects.count() == 1
     assert Message.objects.filter(role="user").count() == 5

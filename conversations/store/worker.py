@@ -21,7 +21,7 @@ from datetime import datetime
 from functools import cache
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import transaction
 from django.db.models import Value
 from django.db.models.functions import Greatest
 
@@ -29,7 +29,7 @@ from connectors.models import ProviderConnection
 
 from ..models import Call, Conversation, Integration, Message, PromptTemplate, TemplateVersion
 from ..rendering import PromptText
-from .sql import fetch_one, instance
+from .sql import all_fields, columns, fetch_one, instance, postgresql, quote
 
 
 @dataclass
@@ -58,8 +58,8 @@ def call_claim(*, call_id: int, worker: str, token: datetime) -> Claimed | None:
     """Take a queued call that is due (run_after has come) for this worker (`token`, the worker's clock,
     becomes its started_at), or None if it is not queued or not due yet."""
     limit = settings.CONVERSATION_HISTORY_MESSAGES
-    db = connections[DEFAULT_DB_ALIAS]  # once: each attribute of django.db.connection is a lookup
-    if db.vendor != "postgresql":
+    db = postgresql()
+    if db is None:
         return _claim_orm(call_id, worker, token, limit)
     params = {
         "id": call_id,
@@ -74,11 +74,10 @@ def call_claim(*, call_id: int, worker: str, token: datetime) -> Claimed | None:
     row = fetch_one(db, _claim_sql(no_wait=db.get_autocommit()), params)
     if row is None:
         return None
-    call_fields, conversation_fields, connection_fields = _fields()
     values = iter(row)
-    call = instance(db, Call, call_fields, values)
-    call.conversation = instance(db, Conversation, conversation_fields, values)
-    call.connection = instance(db, ProviderConnection, connection_fields, values)
+    call = instance(db, Call, all_fields(Call), values)
+    call.conversation = instance(db, Conversation, all_fields(Conversation), values)
+    call.connection = instance(db, ProviderConnection, all_fields(ProviderConnection), values)
     history = next(values) or []
     if isinstance(history, str):
         history = json.loads(history)
@@ -115,8 +114,8 @@ def call_record(*, call: Call, fields: list[str], reply_text: str | None) -> boo
     `finished_at` is then the database's clock as the outcome went on record (the benchmarks read it).
     Returns False, writing nothing, when the sweeper has handed the call to another worker meanwhile.
     """
-    db = connections[DEFAULT_DB_ALIAS]
-    if db.vendor != "postgresql":
+    db = postgresql()
+    if db is None:
         return _record_orm(call, fields, reply_text)
     reply = None
     if reply_text is not None:
@@ -153,22 +152,12 @@ def call_record(*, call: Call, fields: list[str], reply_text: str | None) -> boo
 
 
 @cache
-def _fields():
-    return tuple([f for f in model._meta.concrete_fields] for model in (Call, Conversation, ProviderConnection))
-
-
-@cache
 def _claim_sql(*, no_wait: bool) -> str:
-    q = connections[DEFAULT_DB_ALIAS].ops.quote_name
-    call_fields, conversation_fields, connection_fields = _fields()
-    columns = ", ".join(
-        f"{alias}.{q(f.column)}"
-        for alias, fields in (("claimed", call_fields), ("cv", conversation_fields), ("cn", connection_fields))
-        for f in fields
-    )
+    q = quote
     # Named columns, never *: a column added by a later migration must not change what a prepared
     # statement returns.
-    returning = ", ".join(q(f.column) for f in call_fields)
+    selected = f"{columns('claimed', Call)}, {columns('cv', Conversation)}, {columns('cn', ProviderConnection)}"
+    returning = ", ".join(q(f.column) for f in all_fields(Call))
     message = q(Message._meta.db_table)
     # The conversation's newest messages up to the one this call answers; the worker trims them to the
     # token budget. json_agg keeps them in one column of the one row.
@@ -184,7 +173,7 @@ def _claim_sql(*, no_wait: bool) -> str:
             WHERE id = %(id)s AND status = %(queued)s AND run_after <= %(token)s
             RETURNING {returning}
         )
-        SELECT {columns}, (
+        SELECT {selected}, (
             SELECT json_agg(
                 json_build_array(recent.role, recent.content) ORDER BY recent.created_at DESC, recent.id DESC
             )
@@ -226,7 +215,7 @@ def _reply_fields():
 
 @cache
 def _record_sql(fields: tuple[str, ...]) -> str:
-    q = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    q = quote
     call_table, conversation_table = q(Call._meta.db_table), q(Conversation._meta.db_table)
     assignments = ", ".join(f"{q(f.column)} = %(f_{f.name})s" for f in _outcome_fields(fields))
     reply_columns = ", ".join(q(f.column) for f in _reply_fields())

@@ -227,28 +227,13 @@ class TestRepeatsAndOutages:
 @pytest.mark.django_db(transaction=True)
 def test_first_messages_arriving_together_make_one_conversation(integration_token, published):
     """The attack run: 20 first messages from one new contact at once made three conversations."""
-    import threading
-
-    from django.db import close_old_connections
     from django.test import Client
 
+    from tests.helpers import at_once
+
     _, token = integration_token
-    barrier = threading.Barrier(8)
     statuses = []
-
-    def send(n):
-        try:
-            client = Client()
-            barrier.wait()
-            statuses.append(post(client, token, {**GOOD, "message": f"Part {n}"}).status_code)
-        finally:
-            close_old_connections()
-
-    threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(lambda n: statuses.append(post(Client(), token, {**GOOD, "message": f"Part {n}"}).status_code), 8)
 
     assert statuses == [202] * 8
     conversation = Conversation.objects.get()
