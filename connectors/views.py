@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import ObjectDoesNotExist
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -97,6 +98,16 @@ _SECRET_CHANGES = {
 }
 
 
+def _related_name(record, field) -> str | None:
+    """What a historical record's foreign key pointed to, by name (None if it pointed nowhere)."""
+    if getattr(record, field.attname) is None:
+        return None
+    try:
+        return str(getattr(record, field.name))
+    except ObjectDoesNotExist:
+        return f"#{getattr(record, field.attname)} (deleted)"
+
+
 def _differences(older, newer) -> list[str]:
     what = []
     for field in newer.tracked_fields:
@@ -105,6 +116,8 @@ def _differences(older, newer) -> list[str]:
         before, after = getattr(older, field.attname), getattr(newer, field.attname)
         if before == after:
             continue
+        if field.is_relation:  # a connection, not its id
+            before, after = _related_name(older, field), _related_name(newer, field)
         if field.name in _SECRET_CHANGES:
             what.append(_SECRET_CHANGES[field.name])
         elif field.name == "is_active":

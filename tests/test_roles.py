@@ -65,3 +65,13 @@ def test_no_page_offers_a_password_reset_by_mail_that_cannot_be_sent(client):
     for path in ["/accounts/password_reset/", "/accounts/reset/MQ/set-password/", "/accounts/password_reset/done/"]:
         assert client.get(path).status_code == 404
     assert client.post("/accounts/logout/").status_code == 302  # logging out still works
+
+
+@pytest.mark.django_db
+def test_admin_pages_carry_the_icon_and_say_whatsapp(admin_client):
+    """A new user's walk: every admin page asked for /favicon.ico (a 404), and the index read "Whats app channels"."""
+    index = admin_client.get("/admin/").content.decode()
+    change_list = admin_client.get("/admin/conversations/whatsappchannel/").content.decode()
+
+    assert 'rel="icon"' in index and 'rel="icon"' in change_list
+    assert "WhatsApp channels" in index and "Whats app" not in index

@@ -183,6 +183,7 @@ class WhatsAppChannel(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = "WhatsApp channel"
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(
@@ -214,6 +215,7 @@ class WhatsAppRefusal(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = "WhatsApp refusal"
         ordering = ["-created_at", "-id"]
         indexes = [
             # The channel page's list of its latest refusals.
@@ -240,6 +242,7 @@ class WhatsAppSend(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = "WhatsApp send"
         ordering = ["call", "attempt"]
         constraints = [
             # A part Meta accepted is on record once: a retried insert after an unclear commit adds nothing,

@@ -316,6 +316,14 @@ class Call(models.Model):
             self.error_kind == ErrorKind.AUTH and self.http_status == 403  # a model not on the plan
         )
         override = (self.conversation.overrides or {}).get("model") if about_model else None
+        if override and self.model == override and self.conversation.integration_id:
+            # Named in an API request's `model`: the platform that sent it has the fix, not the team.
+            return Help(
+                f"The platform's request named the model {override!r}, which this provider does not offer (the "
+                f"connection's own model is {self.connection.model!r}).",
+                "Tell whoever runs the platform: its requests should name a model GET /api/v1/models lists, or "
+                "leave out model to use the connection's. Nothing on the connection needs changing.",
+            )
         if override and self.model == override:
             # The model was chosen for this conversation, not set on the connection: the fix is the sender's.
             return Help(

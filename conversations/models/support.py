@@ -71,6 +71,7 @@ class WhatsAppContact(models.Model):
     changed_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        verbose_name = "WhatsApp contact"
         constraints = [models.UniqueConstraint(fields=["channel", "contact"], name="whatsapp_contact_once")]
 
     def __str__(self) -> str:

@@ -220,6 +220,26 @@ def test_widening_an_integrations_scope_shows_in_its_history(lead_client, integr
     assert "connections: added Production" in page
 
 
+def test_a_new_default_connection_shows_in_the_history_by_name(lead_client, integration_token):
+    """A new user's walk read "default_connection: 1 → 2"."""
+    integration, _ = integration_token
+    production = ConnectionFactory(name="Production")
+    url = reverse("conversations:integration_edit", args=[integration.pk])
+
+    lead_client.post(
+        url,
+        {
+            "name": integration.name,
+            "templates": [t.pk for t in integration.templates.all()],
+            "connections": [integration.default_connection_id, production.pk],
+            "default_connection": production.pk,
+        },
+    )
+
+    page = html.unescape(lead_client.get(url).content.decode())
+    assert "default_connection: 'Sandbox' → 'Production'" in page
+
+
 def test_an_integration_made_in_the_admin_shows_its_token_once_and_sets_no_cookie(admin_client, connection):
     response = admin_client.post(
         reverse("admin:conversations_integration_add"),

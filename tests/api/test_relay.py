@@ -146,3 +146,17 @@ def test_on_postgresql_a_message_continuing_a_conversation_is_eight_statements(
     conversation = Conversation.objects.get()
     assert [m.customer_message for m in conversation.messages.order_by("id")] == ["Do you deliver?", "And on Sunday?"]
     assert Call.objects.filter(conversation=conversation).count() == 2
+
+
+def test_a_model_the_platform_named_wrongly_is_the_platforms_to_fix(client, integration_token, settings, published):
+    """A new user's walk: a chat request's typo in model told the team to empty a console override."""
+    settings.API_CHAT_WAIT_SECONDS = 0
+    _, token = integration_token
+    relay(client, token, {"model": "sandbox-no-such-model", "messages": HISTORY[-1:]})
+
+    execute_now(Call.objects.get().pk)
+
+    call = Call.objects.get()
+    assert call.status == Call.Status.FAILED
+    assert call.help.cause.startswith("The platform's request named the model 'sandbox-no-such-model'")
+    assert "GET /api/v1/models" in call.help.fix and "console" not in call.help.fix
