@@ -15,6 +15,7 @@ Guarantees, and how they are kept:
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import time
@@ -114,8 +115,7 @@ def call_execute(*, call_id: int, worker: str = "") -> Call | None:
         logger.exception("call %s failed inside Switchboard", call_id)
         error = ProviderError(ErrorKind.INTERNAL, f"Switchboard could not finish this call ({type(exc).__name__}).")
         _apply_failure(call, error)
-        if _finish(call, claimed.has_callback, error=error) and call.conversation.integration_id:
-            wakeup.ring(call.message_id)
+        _ring(call, _finish(call, claimed.has_callback, error=error))
         return call
 
 
@@ -161,8 +161,7 @@ def _attempt(claimed: store.Claimed) -> Call:
         _apply_success(call, reply)
         handover = _take_handover_marker(call)
         recorded = _finish(call, claimed.has_callback, reply=reply, handover=handover)
-    if recorded and call.conversation.integration_id:  # an API request may be waiting for it
-        wakeup.ring(call.message_id)
+    _ring(call, recorded)
     if recorded:
         logger.info(
             "call %s attempt %s %s in %s ms%s",
@@ -274,7 +273,7 @@ def _finish(
     reply: chat_completions.ChatReply | None = None,
     error: ProviderError | None = None,
     handover: bool = False,
-) -> bool:
+) -> Recorded:
     """Store the outcome if this worker still holds the call; schedule the next attempt if one can help, or
     put what the outcome sends out (a callback, a WhatsApp reply) in the outbox. On WhatsApp, a reply that
     hands over, or a failure for good, leaves the conversation waiting for a person (the customer gets the
@@ -293,7 +292,7 @@ def _finish(
     gave_up = error is not None and not retry and fallback is None and call.conversation.channel_id is not None
     reply_text = call.reply_text if reply is not None and call.reply_text else None
 
-    def record() -> bool:
+    def record() -> Recorded:
         outgoing = [] if retry or fallback else outbox.outbound_kinds(call, has_callback=has_callback)
         # The outcome is one statement on PostgreSQL; a retry's next row, a fallback's, the outbox rows
         # or a handover share its transaction, so that a worker dying in between cannot leave an outcome
@@ -301,7 +300,7 @@ def _finish(
         with transaction.atomic() if retry or fallback or outgoing or handover or gave_up else nullcontext():
             if not store.call_record(call=call, fields=OUTCOME_FIELDS, reply_text=reply_text):
                 logger.warning("call %s was handed to another worker meanwhile; dropping this outcome", call.pk)
-                return False
+                return Recorded.NOTHING
             if retry:
                 _schedule_retry(call, error)
             elif fallback:
@@ -310,9 +309,27 @@ def _finish(
                 outbox.outbound_create(call=call, kinds=outgoing)
             if handover or gave_up:
                 _hand_over(call, handover=handover)
-        return True
+        return Recorded.FOLLOWED if retry or fallback else Recorded.FINAL
 
     return durably(record)
+
+
+class Recorded(enum.Enum):
+    """What `_finish` did with an outcome."""
+
+    NOTHING = "nothing"  # the sweeper handed the call to another worker meanwhile: nothing written
+    FINAL = "final"  # the message's last attempt: answered, or failed for good
+    FOLLOWED = "followed"  # recorded, and a retry or a fallback hop is queued after it
+
+    def __bool__(self) -> bool:
+        return self is not Recorded.NOTHING
+
+
+def _ring(call: Call, recorded: Recorded) -> None:
+    """Wake an API request waiting for this message (only API conversations have one); a final outcome
+    travels with the ring, so the waiter answers without reading the row back."""
+    if recorded and call.conversation.integration_id:
+        wakeup.ring(call.message_id, call if recorded is Recorded.FINAL else None)
 
 
 def _take_handover_marker(call: Call) -> bool:

@@ -286,7 +286,10 @@ def wait_for(call: Call, seconds: float, *, fresh: bool = False) -> Call:
         if latest.finished or remaining <= 0:
             return latest
         if settings.API_WAIT_WAKEUP:
-            wakeup.wait(call.message_id, remaining)  # the worker rings when an attempt's outcome is committed
+            # The worker rings when an attempt's outcome is committed; the last attempt's ring carries its row.
+            rung = wakeup.wait(call.message_id, remaining)
+            if rung is not None:
+                return rung
         else:
             time.sleep(0.02)  # the old poll, kept to measure the wake-up against (make bench)
 

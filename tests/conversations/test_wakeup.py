@@ -56,3 +56,40 @@ def test_with_redis_away_the_waiter_polls_the_database(api_call, monkeypatch):
     monkeypatch.setattr(wakeup, "client", away)
     execute_now(api_call.pk)  # the ring is lost
     assert inbound.wait_for(Call.objects.get(pk=api_call.pk), 5).status == Call.Status.SUCCEEDED
+
+
+def test_the_last_attempts_ring_carries_its_row_so_the_waiter_reads_nothing_back(api_call, django_assert_num_queries):
+    execute_now(api_call.pk)
+    stored = Call.objects.get(pk=api_call.pk)
+
+    with django_assert_num_queries(0):
+        answered = inbound.wait_for(api_call, 5, fresh=True)
+
+    assert (answered.pk, answered.status, answered.reply_text) == (stored.pk, Call.Status.SUCCEEDED, stored.reply_text)
+    assert (answered.finished_at, answered.prompt_tokens, answered.model) == (
+        stored.finished_at, stored.prompt_tokens, stored.model,
+    )  # fmt: skip
+    assert answered.request == stored.request  # left out of the ring: read from the database when asked
+
+
+def test_a_failed_attempt_with_a_retry_to_come_rings_without_its_row(api_call, connection):
+    connection.model = "sandbox-server-error"  # a 500: retried
+    connection.save()
+    key = f"sb:answered:{api_call.message_id}"
+    wakeup.client().delete(key)
+
+    execute_now(api_call.pk)
+
+    assert wakeup.client().lrange(key, 0, -1) == [wakeup.BARE]
+    waiting = inbound.wait_for(api_call, 0.3, fresh=True)  # woken, it finds the retry queued and waits on
+    assert (waiting.attempt, waiting.status) == (2, Call.Status.QUEUED)
+
+
+def test_a_ring_it_cannot_read_sends_the_waiter_to_the_database(api_call, caplog):
+    execute_now(api_call.pk)
+    key = f"sb:answered:{api_call.message_id}"
+    wakeup.client().delete(key)
+    wakeup.client().rpush(key, b'{"id": "not a number"}')
+
+    assert inbound.wait_for(api_call, 5, fresh=True).status == Call.Status.SUCCEEDED
+    assert "an unreadable ring" in caplog.text
