@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from config.names import validate_name
@@ -19,6 +20,9 @@ from ..inbound import Refused, allowed_connection, checked_contact, checked_text
 from ..models import Call, Conversation, Integration, Message
 
 MODEL_MAX = 200  # as Call.model holds
+# Turns one request may hold, as OpenAI's own API allows: every turn is stored as a message row, and the
+# provider is sent only the newest (CONVERSATION_HISTORY_MESSAGES), so a longer list only fills the database.
+MESSAGES_MAX = 2048
 
 
 def _content(value: Any, field: str) -> str:
@@ -67,6 +71,14 @@ def chat_receive(
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise Refused(400, "messages", '"messages" must be a list of {"role", "content"} objects.')
+    if len(messages) > MESSAGES_MAX:
+        raise Refused(
+            400,
+            "messages",
+            f'"messages" has {len(messages):,} entries; at most {MESSAGES_MAX:,} are taken (as at OpenAI). Send the '
+            "system messages and the recent turns: the provider reads only the newest "
+            f"{settings.CONVERSATION_HISTORY_MESSAGES} anyway.",
+        )
     for n, m in enumerate(messages):
         if m.get("role") not in ("system", "user", "assistant"):
             raise Refused(400, f"messages[{n}].role", "Each message's role is system, user or assistant.")

@@ -9,6 +9,8 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
+from .chat import MESSAGES_MAX
+
 ERROR = {
     "type": "object",
     "required": ["error"],
@@ -121,6 +123,7 @@ CHAT_REQUEST = {
         "messages": {
             "type": "array",
             "minItems": 1,
+            "maxItems": MESSAGES_MAX,
             "items": {
                 "type": "object",
                 "required": ["role", "content"],
