@@ -31,8 +31,32 @@ def is_api(request: HttpRequest) -> bool:
     return request.path_info.startswith("/api/")
 
 
-def json_error(status: int, field: str, message: str, **headers: str) -> JsonResponse:
-    response = JsonResponse({"error": {"field": field, "message": message}}, status=status)
+# OpenAI's error types by status: its SDKs read `type`, `param` and `code` (conversations/api is a drop-in).
+ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def json_error(
+    status: int, field: str, message: str, *, kind: str = "", param: str | None = None, **headers: str
+) -> JsonResponse:
+    """Every error under /api/, from a view or from the middleware (a 405, a 413, a database away): our
+    `field` and `message`, and OpenAI's `type`, `param` and `code` beside them, so the drop-in endpoint's SDKs
+    read any of our answers."""
+    error_type = ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    error = {
+        "field": field,
+        "message": message,
+        "type": error_type,
+        "param": param if param is not None else (field if status < 500 else None),
+        "code": kind or error_type,
+    }
+    response = JsonResponse({"error": error}, status=status)
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
     return response
@@ -72,7 +96,7 @@ def service_unavailable(exc: BaseException | None) -> str | None:
 def unavailable_response(request: HttpRequest, service: str) -> HttpResponse:
     message = f"Switchboard is briefly unavailable: the {service} did not answer. Try again in a few seconds."
     if is_api(request):
-        return json_error(503, "service", message, Retry_After=str(RETRY_AFTER_SECONDS))
+        return json_error(503, "service", message, kind="service_unavailable", Retry_After=str(RETRY_AFTER_SECONDS))
     return error_page(503, "Briefly unavailable", message, Retry_After=str(RETRY_AFTER_SECONDS))
 
 

@@ -49,6 +49,10 @@ def test_an_outage_under_the_api_is_a_json_503_with_retry_after(
     assert response.json()["error"] == {
         "field": "service",
         "message": f"Switchboard is briefly unavailable: the {service} did not answer. Try again in a few seconds.",
+        # OpenAI's fields too: the drop-in endpoint's SDKs read them from any answer under /api/
+        "type": "api_error",
+        "param": None,
+        "code": "service_unavailable",
     }
 
 

@@ -275,7 +275,8 @@ def test_a_10_mb_body_is_a_json_413_under_the_api(world):
     for path in ["/api/v1/messages", "/api/v1/chat/completions"]:
         response = api_post(Client(), path, world["token"], b'{"message": "' + b"x" * 10_000_000 + b'"}')
         assert response.status_code == 413 and response["Content-Type"] == "application/json"
-        assert "over" in response.json()["error"]["message"]
+        error = response.json()["error"]
+        assert "over" in error["message"] and (error["type"], error["param"]) == ("invalid_request_error", "body")
 
 
 def test_a_get_on_a_post_endpoint_is_a_json_405(world):
@@ -284,6 +285,9 @@ def test_a_get_on_a_post_endpoint_is_a_json_405(world):
     assert response.json()["error"] == {
         "field": "method",
         "message": "GET is not allowed at /api/v1/messages; use POST.",
+        "type": "invalid_request_error",
+        "param": "method",
+        "code": "invalid_request_error",
     }
 
 

@@ -21,7 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from config import bodies
-from config.errors import service_unavailable
+from config.errors import json_error, service_unavailable
 
 from .. import payloads, store
 from ..inbound import Refused, call_outcome, message_receive, wait_for
@@ -46,30 +46,6 @@ SEND_TOKEN = (
 )
 
 
-ERROR_TYPES = {
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-}
-
-
-def _error(status: int, field: str, message: str, *, kind: str = "", param: str | None = None) -> JsonResponse:
-    """Every error under /api/: our `field` and `message`, and OpenAI's `type`, `param` and `code` beside them,
-    so the drop-in endpoint's SDKs read any of our answers, the 401 included."""
-    error_type = ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
-    error = {
-        "field": field,
-        "message": message,
-        "type": error_type,
-        "param": param if param is not None else (field if status < 500 else None),
-        "code": kind or error_type,
-    }
-    return JsonResponse({"error": error}, status=status)
-
-
 def api(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
     """Bearer-token authentication, a JSON body, and 4xx JSON answers for refused input."""
 
@@ -79,19 +55,19 @@ def api(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.strip().partition(" ")
         if not header.strip():
-            return _error(401, "Authorization", f"No token was sent. {SEND_TOKEN}")
+            return json_error(401, "Authorization", f"No token was sent. {SEND_TOKEN}")
         if scheme.lower() != "bearer" or not token.strip():
-            return _error(401, "Authorization", f"The Authorization header is not a Bearer token. {SEND_TOKEN}")
+            return json_error(401, "Authorization", f"The Authorization header is not a Bearer token. {SEND_TOKEN}")
         integration = integration_for(token.strip())
         if integration is None:
-            return _error(
+            return json_error(
                 401,
                 "Authorization",
                 "The token matches no integration: it is mistyped, or it was replaced (rotated). Copy the "
                 "integration's current token; an Admin can rotate it on the integration's page to get a new one.",
             )
         if not integration.is_active:
-            return _error(401, "Authorization", "This integration is disabled. An Admin can enable it on its page.")
+            return json_error(401, "Authorization", "This integration is disabled. An Admin can enable it on its page.")
         now = timezone.now()
         if integration.last_used_at is None or now - integration.last_used_at > LAST_USED_PRECISION:
             # A write per request would serialise every API call on this row; a minute's precision is plenty.
@@ -101,7 +77,9 @@ def api(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
             limit = settings.API_MAX_BODY_BYTES
             declared = request.headers.get("Content-Length") or "0"
             if not declared.isascii() or not declared.isdigit():
-                return _error(400, "Content-Length", "Content-Length must be the body's size in bytes, a whole number.")
+                return json_error(
+                    400, "Content-Length", "Content-Length must be the body's size in bytes, a whole number."
+                )
             try:
                 if bodies.chunked(request):
                     raw = bodies.read_chunked(request, limit)
@@ -112,17 +90,17 @@ def api(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
             except (RequestDataTooBig, bodies.TooLarge):
                 size = limit + 1
             if size > limit or len(raw) > limit:
-                return _error(413, "body", f"The body is over {limit:,} bytes (API_MAX_BODY_BYTES). Send less.")
+                return json_error(413, "body", f"The body is over {limit:,} bytes (API_MAX_BODY_BYTES). Send less.")
             try:
                 payload = payloads.loads(raw or b"null")
             except payloads.PayloadError as refused:
-                return _error(400, refused.field, refused.message)
+                return json_error(400, refused.field, refused.message)
             if not isinstance(payload, dict):
-                return _error(400, "body", "The body must be a JSON object.")
+                return json_error(400, "body", "The body must be a JSON object.")
         try:
             return view(request, integration, payload, *args, **kwargs)
         except Refused as refused:
-            return _error(refused.status, refused.field, refused.message)
+            return json_error(refused.status, refused.field, refused.message)
 
     return wrapper
 
@@ -176,15 +154,15 @@ def messages(request: HttpRequest, integration: Integration, payload: dict[str, 
 def call_status(request: HttpRequest, integration: Integration, payload: Any, pk: int) -> JsonResponse:
     call = Call.objects.filter(pk=pk, conversation__integration=integration).first()
     if call is None:
-        return _error(404, "id", f"No call {pk} for this integration.")
+        return json_error(404, "id", f"No call {pk} for this integration.")
     return JsonResponse(call_outcome(store.latest_attempt(call)))
 
 
 @csrf_exempt
 def not_found(request: HttpRequest) -> JsonResponse:
-    return _error(404, "path", f"No API endpoint at {request.path}. The endpoints are listed at /api/docs/.")
+    return json_error(404, "path", f"No API endpoint at {request.path}. The endpoints are listed at /api/docs/.")
 
 
 def openai_error(status: int, message: str, kind: str, field: str | None = None) -> JsonResponse:
     """An error of the drop-in endpoint, with its own type and code (its SDKs read them)."""
-    return _error(status, field or "request", message, kind=kind, param=field)
+    return json_error(status, field or "request", message, kind=kind, param=field)

@@ -191,23 +191,3 @@ def test_the_reference_pages_example_requests_work_as_they_are(client, sandbox, 
         )
         assert answer.status_code in (202, 503) and "queued" in answer.content.decode(), answer.content
     assert Call.objects.count() == 2
-
-
-def test_a_long_chat_history_up_to_openais_limit_is_stored_and_the_limit_is_named(
-    client, integration_token, published, settings
-):
-    settings.API_CHAT_WAIT_SECONDS = 0.1  # no worker here: the request answers "queued" at once
-    turns = [{"role": "user" if n % 2 == 0 else "assistant", "content": f"turn {n}"} for n in range(2047)]
-    headers = {"HTTP_AUTHORIZATION": f"Bearer {integration_token[1]}"}
-
-    def post(messages):
-        body = {"model": "mistral-small-latest", "messages": messages, "stream": False}
-        return client.post("/api/v1/chat/completions", json.dumps(body), "application/json", **headers)
-
-    refused = post([{"role": "system", "content": "Be brief."}, *turns, {"role": "user", "content": "One more"}])
-    assert refused.status_code == 400
-    assert "2,049 entries; at most 2,048" in refused.json()["error"]["message"]
-
-    assert post([{"role": "system", "content": "Be brief."}, *turns]).status_code == 503  # queued, not answered
-    call = Call.objects.get()
-    assert call.conversation.messages.count() == 2047

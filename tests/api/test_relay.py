@@ -69,14 +69,24 @@ def test_a_long_history_is_stored_in_order(client, integration_token, settings, 
     """Past what one statement takes, the messages go in batches: still all of them, in order."""
     settings.API_CHAT_WAIT_SECONDS = 0
     _, token = integration_token
-    turns = [{"role": ("user", "assistant")[n % 2], "content": f"turn {n}"} for n in range(10_001)]
+    turns = [{"role": ("user", "assistant")[n % 2], "content": f"turn {n}"} for n in range(2_047)]
 
     response = relay(client, token, {"messages": turns})
 
     assert response.status_code == 503
     stored = list(Message.objects.order_by("id").values_list("content", flat=True))
-    assert stored == [f"turn {n}" for n in range(10_001)]
-    assert Call.objects.get().message.content == "turn 10000"
+    assert stored == [f"turn {n}" for n in range(2_047)]
+    assert Call.objects.get().message.content == "turn 2046"
+
+
+def test_more_turns_than_openai_takes_are_refused_naming_the_limit(client, integration_token, published):
+    turns = [{"role": ("user", "assistant")[n % 2], "content": f"turn {n}"} for n in range(2_049)]
+
+    response = relay(client, integration_token[1], {"messages": turns})
+
+    assert response.status_code == 400
+    assert "2,049 entries; at most 2,048 are taken" in response.json()["error"]["message"]
+    assert not Message.objects.exists()
 
 
 def test_a_model_naming_a_connection_uses_it_and_sends_its_own_model(client, integration_token, settings, published):
