@@ -22,7 +22,10 @@ from ..models import PromptTemplate, TemplateVersion, WhatsAppChannel
 
 
 class PublishRefused(ValueError):
-    """Publishing would break something; the message says what and how to fix it."""
+    """Publishing would break something; the message says what and how to fix it. From `template_save`,
+    `saved` says what was kept (a new draft version, or none: the text was the newest version's already)."""
+
+    saved: Saved | None = None
 
 
 @dataclass
@@ -75,7 +78,11 @@ def template_save(
             new_version = True
     published = False
     if created or publish or template.published_id is None:  # a first version is published at once
-        version_publish(version=version, by=by)
+        try:
+            version_publish(version=version, by=by)
+        except PublishRefused as refused:
+            refused.saved = Saved(template, version, created, new_version, published=False)
+            raise
         published = True
     return Saved(template, version, created, new_version, published)
 

@@ -87,9 +87,13 @@ def template_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
                     for problem in problems:
                         form.add_error(field if field in form.fields else None, problem)
             except PublishRefused as refused:
-                messages.error(request, f"Saved as a draft, not published. {refused}")
-                return redirect("conversations:template_edit", pk=(template or PromptTemplate.objects.get(
-                    name=form.cleaned_data["name"])).pk)  # fmt: skip
+                kept = refused.saved
+                if kept.new_version:
+                    words = f"Saved version {kept.version.number} as a draft, not published."
+                else:
+                    words = f"Nothing new to save: version {kept.version.number} has this text. It was not published."
+                messages.error(request, f"{words} {refused}")
+                return redirect("conversations:template_edit", pk=kept.template.pk)
             else:
                 messages.success(request, _saved_words(saved))
                 return redirect("conversations:template_edit", pk=saved.template.pk)

@@ -105,6 +105,20 @@ def test_a_version_needing_a_value_a_channel_does_not_supply_is_not_published(sh
     say(shop, "Hi")
     assert sent_system_prompt(Call.objects.get()) == "You answer for Acme."  # customers still get version 1
 
+    def publish_from_the_form(system: str) -> str:
+        form = {"name": "Support", "system_prompt": system, "user_message": "{{customer_message}}", "publish": "1"}
+        page = client.post(reverse("conversations:template_edit", args=[template.pk]), form, follow=True)
+        return html.unescape(page.content.decode())
+
+    # The same text as the draft: nothing is saved, and the page says so rather than "saved as a draft".
+    page = publish_from_the_form(needs_hours)
+    assert "Nothing new to save: version 2 has this text. It was not published. WhatsApp channel Shop" in page
+    assert template.versions.count() == 2
+    page = publish_from_the_form(needs_hours + " Be kind.")
+    assert "Saved version 3 as a draft, not published. WhatsApp channel Shop" in page
+    # Version 2 was never published: publishing it is not a rollback. None is older than version 1 yet.
+    assert "(roll back)" not in page and "(an older draft)" not in page
+
 
 def test_the_form_saves_drafts_and_publishes_and_support_staff_only_read(client, team_admin, support_user):
     add()
@@ -219,3 +233,16 @@ def test_an_admin_edits_from_any_version(client, team_admin):
         client.get(reverse("conversations:template_edit", args=[template.pk]), {"from": 1}).content.decode()
     )
     assert f"{V1}</textarea>" in page and "Edit from this version" in page
+
+
+def test_publishing_an_older_version_says_whether_customers_had_it(sandbox_connection, published, client, team_admin):
+    add()
+    add(system=V2)  # a draft, never published
+    add(system="You answer for {{business_name}}. Version three.", publish=True)
+    client.force_login(team_admin)
+
+    page = html.unescape(client.get(reverse("conversations:template_edit", args=[PromptTemplate.objects.get().pk]))
+                         .content.decode())  # fmt: skip
+
+    buttons = [line.strip() for line in page.splitlines() if "Publish (" in line]
+    assert [b.split("Publish (")[1].split(")")[0] for b in buttons] == ["an older draft", "roll back"]  # 2, then 1
