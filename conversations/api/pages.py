@@ -1,7 +1,9 @@
 """Integrations in the dashboard, for Admins: create one, change what it may use, disable it, rotate its token.
 
 A new token or signing secret is shown once, in the answer to the POST that made it (never stored in a
-session or a message cookie), with `Cache-Control: no-store`; afterwards only its first characters.
+session or a message cookie), with `Cache-Control: no-store`; afterwards only its first characters. That
+page swaps its history entry for the integration's own page (static/js/switchboard.js), so a reload does not
+post the form again.
 """
 
 from __future__ import annotations

@@ -42,6 +42,12 @@ document.addEventListener("htmx:afterRequest", (event) => {
   delete form.dataset.sending;
 });
 
+// A page that shows a token or secret once is the answer to the POST that made it: reloading it would post
+// again (a second integration, or another rotation that voids the token just copied). Its history entry is
+// replaced by the integration's own page, so a reload or a return lands there.
+const shownOnce = document.querySelector("[data-shown-once]");
+if (shownOnce) history.replaceState(null, "", shownOnce.dataset.shownOnce);
+
 document.addEventListener("click", (event) => {
   const button = event.target.closest("[data-copy]");
   if (!button) return;

@@ -217,3 +217,25 @@ def test_the_api_edges_a_new_integrator_meets(setup, page, live_server):
     assert misspelt.status == 400 and "The fields are: template" in misspelt.json()["error"]["message"]
     wrong_method = api.get(f"{live_server.url}/api/v1/messages", headers=headers)
     assert wrong_method.status == 405 and wrong_method.json()["error"]["field"] == "method"
+
+
+def test_reloading_the_page_that_shows_a_new_token_posts_nothing_again(setup, page, live_server, team_admin):
+    from conversations.models import Integration
+
+    from .conftest import log_in
+
+    log_in(page, live_server, team_admin)
+    page.goto(f"{live_server.url}/integrations/new/")
+    page.get_by_label("Name").fill("Platform")
+    page.get_by_label("Sandbox").check()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("heading", name="Platform: copy it now")).to_be_visible()
+    token = page.locator("#new-token").input_value()
+
+    page.reload()  # the browser does not ask to resend the form: the entry is the integration's page now
+
+    expect(page.get_by_role("heading", name="Platform: copy it now")).to_have_count(0)
+    expect(page.locator("body")).not_to_contain_text("already exists")
+    integration = Integration.objects.get()
+    assert page.url == f"{live_server.url}/integrations/{integration.pk}/"
+    assert integration.token_hint == token[:8]  # no second integration, no rotation: the copied token works
