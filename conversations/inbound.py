@@ -287,7 +287,7 @@ def wait_for(call: Call, seconds: float, *, fresh: bool = False) -> Call:
             return latest
         if settings.API_WAIT_WAKEUP:
             # The worker rings when an attempt's outcome is committed; the last attempt's ring carries its row.
-            rung = wakeup.wait(call.message_id, remaining)
+            rung = wakeup.wait(call, remaining)
             if rung is not None:
                 return rung
         else:

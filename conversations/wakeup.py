@@ -54,20 +54,32 @@ def ring(message_id: int, last: Call | None = None) -> None:
         logger.debug("could not ring for message %s; its waiter looks again within %s s", message_id, WAKE_CHECK)
 
 
-def wait(message_id: int, seconds: float) -> Call | None:
-    """Block until a ring for this message or `seconds` (at most WAKE_CHECK) have passed. Returns the final
-    attempt if the ring carried it, else None (look in the database)."""
+def wait(call: Call, seconds: float) -> Call | None:
+    """Block until a ring for `call`'s message or `seconds` (at most WAKE_CHECK) have passed. Returns the
+    message's final attempt if the ring carried it, else None (look in the database)."""
     seconds = max(0.0, min(seconds, WAKE_CHECK))
     if seconds <= 0:
         return None
     try:
-        rung = client().blpop([_key(message_id)], timeout=seconds)
+        rung = client().blpop([_key(call.message_id)], timeout=seconds)
     except redis.RedisError:
         time.sleep(min(seconds, 0.02))  # Redis away: poll the database as before
         return None
     if rung is None or rung[1] == BARE:
         return None
-    return _unpacked(rung[1], message_id)
+    last = _unpacked(rung[1], call.message_id)
+    if last is None or not _answers(last, call):
+        return None
+    return last
+
+
+def _answers(last: Call, call: Call) -> bool:
+    """Whether a ring's row is an attempt at `call`'s message, not a leftover from a message that had the same
+    id (a database restored or recreated within RING_TTL): same message and conversation, queued no earlier.
+    A retry queued by a worker whose clock is behind fails the last test: the waiter then reads the row."""
+    return (last.message_id, last.conversation_id) == (call.message_id, call.conversation_id) and (
+        call.queued_at is None or (last.queued_at is not None and last.queued_at >= call.queued_at)
+    )
 
 
 def _packed(call: Call) -> str:
@@ -99,4 +111,4 @@ def _unpacked(packed: bytes, message_id: int) -> Call | None:
     except (ValueError, TypeError, LookupError, ValidationError) as error:
         logger.warning("an unreadable ring for message %s (%s); looking in the database", message_id, error)
         return None
-    return call if call.message_id == message_id and call.finished else None
+    return call if call.finished else None

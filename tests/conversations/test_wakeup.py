@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 import redis
@@ -32,7 +33,7 @@ def test_the_worker_rings_for_an_api_message_and_a_ring_before_the_wait_is_kept(
 
     assert wakeup.client().llen(key) == 1  # rung once the outcome was committed, kept for a waiter to come
     assert inbound.wait_for(api_call, 5).status == Call.Status.SUCCEEDED
-    wakeup.wait(api_call.message_id, 0.25)
+    wakeup.wait(api_call, 0.25)
     assert wakeup.client().llen(key) == 0  # taken by the waiter
 
 
@@ -93,3 +94,17 @@ def test_a_ring_it_cannot_read_sends_the_waiter_to_the_database(api_call, caplog
 
     assert inbound.wait_for(api_call, 5, fresh=True).status == Call.Status.SUCCEEDED
     assert "an unreadable ring" in caplog.text
+
+
+def test_a_leftover_ring_for_a_message_of_the_same_id_is_not_taken_for_its_answer(api_call):
+    """A database recreated within the ring's TTL gives a new message an old id: the old ring's reply is not it."""
+    execute_now(api_call.pk)
+    leftover = Call.objects.get(pk=api_call.pk)
+    leftover.reply_text, leftover.queued_at = "An answer to another customer", api_call.queued_at - timedelta(hours=1)
+    key = f"sb:answered:{api_call.message_id}"
+    wakeup.client().delete(key)
+    wakeup.ring(api_call.message_id, leftover)
+
+    answered = inbound.wait_for(api_call, 5, fresh=True)
+
+    assert answered.reply_text == Call.objects.get(pk=api_call.pk).reply_text != "An answer to another customer"
