@@ -52,6 +52,13 @@ class ConversationFilter(django_filters.FilterSet):
     until = django_filters.DateFilter(field_name="updated_at", lookup_expr="date__lte", widget=DATE, label="To")
     contact = django_filters.CharFilter(method="contact_starts", label="Contact starts with")
     q = django_filters.CharFilter(method="search", label="Text in the conversation")
+    # Customers reach Switchboard through a WhatsApp channel or an API integration; everything else was sent
+    # from the dashboard (the console, a template's test set), which support staff may want out of sight.
+    source = django_filters.ChoiceFilter(
+        method="from_source",
+        label="Sent by",
+        choices=[("customers", "Customers (WhatsApp, API)"), ("tests", "Staff tests (console, test sets)")],
+    )
     order = django_filters.OrderingFilter(
         fields=(("updated_at", "updated"), ("created_at", "created"), ("contact", "contact")),
         field_labels={"updated_at": "Last activity", "created_at": "Started", "contact": "Contact"},
@@ -65,6 +72,10 @@ class ConversationFilter(django_filters.FilterSet):
 
     def contact_starts(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         return queryset.filter(_starts("contact", value))
+
+    def from_source(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        from_customers = Q(channel__isnull=False) | Q(integration__isnull=False)
+        return queryset.filter(from_customers) if value == "customers" else queryset.exclude(from_customers)
 
     def search(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         # A substring scan of every message: fine for recent logs; a filter on contact or dates narrows it.

@@ -207,3 +207,23 @@ def test_the_csv_export_neutralises_spreadsheet_formulas(staff_client, connectio
     text = b"".join(response.streaming_content).decode()
 
     assert "'=HYPERLINK" in text and ",=HYPERLINK" not in text
+
+
+def test_the_conversation_list_tells_customers_from_tests(staff_client, connection, template):
+    from conversations.api.tokens import integration_create
+
+    answered(connection, template, contact="console tester")
+    integration, _ = integration_create(name="Platform", templates=[template], connections=[connection])
+    call = services.call_send(
+        connection=connection, template=template, customer_message="Where is my parcel?",
+        variables={"business_name": "Acme"}, integration=integration, contact="+16505550123",
+    )  # fmt: skip
+    delivery.call_execute(call_id=call.pk)
+
+    def contacts(source: str) -> list[str]:
+        page = staff_client.get(reverse("conversations:list"), {"source": source}).content.decode()
+        return [c for c in ("console tester", "+16505550123") if c in page]
+
+    assert contacts("") == ["console tester", "+16505550123"]
+    assert contacts("customers") == ["+16505550123"]
+    assert contacts("tests") == ["console tester"]
