@@ -115,7 +115,8 @@ def publish_problems(version: TemplateVersion) -> list[str]:
             listed = ", ".join(f"{{{{{name}}}}}" for name in missing)
             problems.append(
                 f"WhatsApp channel {channel.name} supplies no value for {listed}, so every customer message "
-                f"there would fail. Add it to the channel (add_whatsapp_channel {channel.name!r} … "
+                f"there would fail. Add it to the channel's Variables (Admin → WhatsApp channels → "
+                f'{channel.name}, e.g. {{"{missing[0]}": "…"}}; or add_whatsapp_channel {channel.name!r} … '
                 f"--var {missing[0]}=VALUE), or leave it out of the template."
             )
     template = version.template

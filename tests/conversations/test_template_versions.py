@@ -116,6 +116,9 @@ def test_a_version_needing_a_value_a_channel_does_not_supply_is_not_published(sh
     assert template.versions.count() == 2
     page = publish_from_the_form(needs_hours + " Be kind.")
     assert "Saved version 3 as a draft, not published. WhatsApp channel Shop" in page
+    assert 'Add it to the channel\'s Variables (Admin → WhatsApp channels → Shop, e.g. {"opening_hours": "…"}' in page
+    channel_page = html.unescape(client.get(reverse("conversations:whatsapp_channel", args=[shop.pk])).content.decode())
+    assert "<code>{{business_name}}</code> = Acme" in channel_page  # what the channel supplies
     # Version 2 was never published: publishing it is not a rollback. None is older than version 1 yet.
     assert "(roll back)" not in page and "(an older draft)" not in page
 
