@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import urllib.request
 
@@ -167,12 +168,36 @@ def test_a_revoked_access_token_is_recorded_not_retried(client, channel, celery_
 
 
 @pytest.mark.django_db
-def test_messages_for_another_number_of_the_same_app_are_left_alone(client, channel):
+def test_a_message_for_a_number_no_channel_has_is_a_refusal_that_names_it(client, channel, support_user):
+    """Meta sends every number of an app to one callback URL: a number without a channel is seen, not dropped."""
     payload = text(channel, "For the other shop")
     payload["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999999999"
 
-    assert deliver(client, channel, payload).status_code == 200
-    assert not Call.objects.exists()
+    response = deliver(client, channel, payload)
+
+    assert response.status_code == 200 and not Call.objects.exists()
+    refusal = channel.refusals.get()
+    assert "phone number id 999999999, which no WhatsApp channel here has" in refusal.reason
+    assert (refusal.sender, refusal.excerpt) == (WA_ID, '"For the other shop"')
+    client.force_login(support_user)
+    page = html.unescape(client.get(f"/whatsapp/{channel.pk}/").content.decode())
+    assert "Add a channel with phone number id 999999999" in page  # on the channel's page of refusals
+
+
+def test_a_message_for_another_channels_number_is_answered_by_that_channel(client, channel):
+    other = WhatsAppChannel.objects.create(
+        name="Second shop", phone_number_id="555000111", template=channel.template, connection=channel.connection,
+        variables={"business_name": "Acme Two"}, app_secret_encrypted=channel.app_secret_encrypted,
+        access_token_encrypted=channel.access_token_encrypted, verify_token="v2",
+    )  # fmt: skip
+    payload = text(channel, "For the second shop")
+    payload["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "555000111"
+
+    assert deliver(client, channel, payload).status_code == 200  # to the first channel's URL, the app's one
+
+    conversation = Conversation.objects.get()
+    assert conversation.channel == other and conversation.messages.get().content == "For the second shop"
+    assert not channel.refusals.exists() and not other.refusals.exists()
 
 
 @pytest.mark.django_db

@@ -89,7 +89,40 @@ def webhook_accept(*, channel: WhatsAppChannel, raw_body: bytes, signature: str)
         payload = payloads.loads(raw_body, strict=False)  # each message is checked on its own
     except payloads.PayloadError as error:
         raise WebhookRefused(400, error.message) from None
-    return channel_receive(channel=channel, payload=payload)
+    received = channel_receive(channel=channel, payload=payload)
+    for number, theirs in _other_numbers(payload, channel.phone_number_id).items():
+        # Meta sends every number of an app to the one callback URL its app has: another channel's number in a
+        # delivery the signature proves is Meta's is that channel's to answer. None with it: the messages are
+        # this URL's refusals, so that they are seen rather than dropped.
+        other = WhatsAppChannel.objects.filter(phone_number_id=number).first()
+        if other is not None:
+            more = channel_receive(channel=other, payload=theirs)
+            received.calls.extend(more.calls)
+            received.refused.extend(more.refused)
+            continue
+        reason = (
+            f"Sent to phone number id {number}, which no WhatsApp channel here has (Meta sends every number of an "
+            f"app to one callback URL). Add a channel with phone number id {number} to answer its messages."
+        )
+        unrouted = [Refusal(reason, m.message_id, m.wa_id, _excerpt(m.text, 500)) for m in incoming_messages(theirs)]
+        _record_refusals(channel, unrouted)
+        received.refused.extend(unrouted)
+    return received
+
+
+def _other_numbers(payload: Any, mine: str) -> dict[str, dict]:
+    """Each phone number id other than `mine` with messages in a delivery, and a delivery of its changes only."""
+    numbers: dict[str, dict] = {}
+    entries = payload.get("entry") if isinstance(payload, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        changes = entry.get("changes") if isinstance(entry, dict) else None
+        for change in changes if isinstance(changes, list) else []:
+            value = change.get("value") if isinstance(change, dict) else None
+            metadata = value.get("metadata") if isinstance(value, dict) else None
+            number = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
+            if isinstance(number, str) and number and number != mine and value.get("messages"):
+                numbers.setdefault(number, {"entry": [{"changes": []}]})["entry"][0]["changes"].append(change)
+    return numbers
 
 
 # What a sender id may be: Meta's wa_id is digits; usernames' scoped ids are letters, digits and a few marks.
