@@ -29,10 +29,12 @@ class CallFilter(django_filters.FilterSet):
     q = django_filters.CharFilter(method="search", label="Text in reply or error")
     order = django_filters.OrderingFilter(
         fields=(("queued_at", "queued"), ("latency_ms", "latency"), ("completion_tokens", "tokens")),
-        field_labels={"queued_at": "Time", "latency_ms": "Latency", "completion_tokens": "Tokens"},
+        # Each order once, in words (django-filter's own labels listed "Newest first" and "Time (descending)").
+        choices=[("-queued", "Newest first"), ("queued", "Oldest first"), ("-latency", "Slowest first"),
+                 ("latency", "Fastest first"), ("-tokens", "Most tokens first"), ("tokens", "Fewest tokens first")],
         label="Sort",
-        empty_label="Newest first",  # what no choice means; the other filters' empty choice is "Any" (settings)
-    )
+        empty_label=None,  # no choice is the first: the page's own order
+    )  # fmt: skip
 
     class Meta:
         model = Call
@@ -61,10 +63,12 @@ class ConversationFilter(django_filters.FilterSet):
     )
     order = django_filters.OrderingFilter(
         fields=(("updated_at", "updated"), ("created_at", "created"), ("contact", "contact")),
-        field_labels={"updated_at": "Last activity", "created_at": "Started", "contact": "Contact"},
+        choices=[("-updated", "Latest activity first"), ("updated", "Oldest activity first"),
+                 ("-created", "Newest started first"), ("created", "Oldest started first"),
+                 ("contact", "Contact A to Z"), ("-contact", "Contact Z to A")],
         label="Sort",
-        empty_label="Newest first",  # what no choice means; the other filters' empty choice is "Any" (settings)
-    )
+        empty_label=None,  # no choice is the first: the page's own order
+    )  # fmt: skip
 
     class Meta:
         model = Conversation
