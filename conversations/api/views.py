@@ -107,9 +107,15 @@ def api(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
 
 def _wait_seconds(payload: dict[str, Any]) -> float:
     wait = payload.get("wait", 0)
-    if not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0:
-        raise Refused(400, "wait", '"wait" is a number of seconds to wait for the reply, 0 to 30.')
-    return min(float(wait), settings.API_MAX_WAIT_SECONDS)
+    longest = settings.API_MAX_WAIT_SECONDS
+    if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait <= longest:
+        raise Refused(
+            400,
+            "wait",
+            f'"wait" is a number of seconds to wait for the reply, 0 to {longest:g}. For longer, send 0 and read '
+            "status_url, or set a callback URL on the integration.",
+        )
+    return float(wait)
 
 
 @require_POST

@@ -62,6 +62,8 @@ class TestRefusals:
             ({"template": "Sup\x00port"}, 400, "template", "NUL character"),
             ({"connection": ["Sandbox"]}, 400, "connection", "must be non-empty text"),
             ({"wait": "soon"}, 400, "wait", "number of seconds"),
+            ({"wait": 30.5}, 400, "wait", "0 to 30. For longer, send 0 and read status_url"),  # not cut short silently
+            ({"wait": -1}, 400, "wait", "0 to 30"),
         ],
     )
     def test_bad_input_names_the_field_and_creates_nothing(
