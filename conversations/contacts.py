@@ -61,8 +61,13 @@ def contact_from_api(contact: str) -> str:
     # Full-width signs and digits, and other scripts' digits, are the same number: compared in ASCII.
     normalized = _ascii_digits(unicodedata.normalize("NFKC", stripped))
     compact = _SEPARATORS.sub("", normalized)
-    if compact.startswith("+") and _E164.fullmatch(compact):
-        return compact
+    if compact.startswith("+"):
+        if _E164.fullmatch(compact):
+            return compact
+        raise ContactRefused(
+            f"{stripped!r} starts with + but is not a phone number in international form: + and the country code "
+            "and number, 6 to 15 digits (e.g. +16505550100). Without the +, any other id is taken as it is."
+        )
     if compact != normalized and compact.isascii() and compact.isdigit() and len(compact) >= 7:
         raise NotInternational(
             f"{stripped!r} looks like a phone number without its country code. Write it in international form, "

@@ -269,7 +269,8 @@ def test_the_verify_token_is_shown_to_admins_only_and_the_api_reference_is_linke
 def test_filters_offer_any_and_counts_read_as_words(staff_client, connection, template):
     calls = staff_client.get(reverse("conversations:calls")).content.decode()
     assert "---------" not in calls and '<option value="" selected>Any</option>' in calls
-    assert '<option value="" selected>Newest first</option>' in calls
+    sort = calls.split('name="order"')[1].split("</select>")[0]
+    assert sort.index("Newest first") < sort.index("Oldest first") and "descending" not in sort  # each order once
 
     delivery.call_execute(call_id=send(connection, template).pk)
     overview = staff_client.get(reverse("conversations:overview")).content.decode()
@@ -343,3 +344,18 @@ def test_one_number_in_other_digits_is_one_contact_and_invisible_characters_are_
         assert refused.status_code == 400 and refused.json()["error"]["field"] == "contact"
         assert "Send the number or id without it." in refused.json()["error"]["message"]
     assert sorted(Conversation.objects.values_list("contact", flat=True).distinct()) == ["+15558191735", "1234567"]
+
+
+@pytest.mark.parametrize("written", ["+", "+1", "+1 555", "+999999999999999999999", "+0 650 555 0100", "+alice"])
+def test_an_api_contact_with_a_plus_that_is_no_phone_number_is_refused(client, connection, template, written):
+    """A + promises an E.164 number, which the contact is stored as: what is not one is refused, not kept."""
+    _, token = integration_create(name="Bot", templates=[template], connections=[connection])
+    for path, body in [
+        ("/api/v1/messages", {"template": template.name, "contact": written, "message": "Hi"}),
+        ("/api/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "user": written}),
+    ]:
+        answer = client.post(path, data=json.dumps(body), content_type="application/json",
+                             HTTP_AUTHORIZATION=f"Bearer {token}")  # fmt: skip
+        assert answer.status_code == 400, (path, written)
+        assert "not a phone number in international form" in answer.json()["error"]["message"]
+    assert not Conversation.objects.exists()
