@@ -32,6 +32,7 @@ from connectors.errors import TRANSIENT_KINDS, ErrorKind
 from .. import services
 from ..inbound import Refused, wait_for
 from ..models import Call, Integration
+from ..payloads import printable
 from .chat import chat_receive
 from .views import api, header, openai_error
 
@@ -91,9 +92,16 @@ UNRELAYED = {
 
 
 def _refuse_unrelayed(payload: dict[str, Any]) -> None:
+    for field in ("tools", "functions"):
+        if payload.get(field) is not None and not isinstance(payload[field], list):
+            raise Refused(400, field, f'"{field}" is a list (and is not relayed: leave it out).')
+    choice = payload.get("tool_choice", payload.get("function_call"))
+    if choice is not None and not isinstance(choice, str | dict):
+        raise Refused(400, "tool_choice", '"tool_choice" is "none", "auto", "required" or an object.')
     for field, why in UNRELAYED.items():
-        if payload.get(field) not in (None, [], {}, "none"):
+        if payload.get(field) not in (None, [], "none"):
             raise Refused(400, field, why)
+    _check_taken(payload)
     n = payload.get("n")
     if n is not None and (isinstance(n, bool) or n != 1):
         raise Refused(400, "n", 'Switchboard answers with one choice: leave out "n" or send 1.')
@@ -103,6 +111,52 @@ def _refuse_unrelayed(payload: dict[str, Any]) -> None:
             400,
             "response_format",
             'Only text replies are relayed: leave out "response_format" (JSON modes are not relayed).',
+        )
+
+
+def _number(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+
+
+def _whole(value: Any, low: float = float("-inf"), high: float = float("inf")) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _stop(value: Any) -> bool:
+    return isinstance(value, str) or (
+        isinstance(value, list) and len(value) <= 4 and all(isinstance(s, str) for s in value)
+    )
+
+
+def _bias(value: Any) -> bool:
+    return isinstance(value, dict) and all(_number(b, -100, 100) for b in value.values())
+
+
+# OpenAI fields taken and not sent (README): still refused when OpenAI itself would refuse them, so that a
+# request that works here works at OpenAI and the other way round. (field, accepts, what it is.)
+TAKEN = [
+    ("top_p", lambda v: _number(v, 0, 1), "a number from 0 to 1"),
+    ("presence_penalty", lambda v: _number(v, -2, 2), "a number from -2 to 2"),
+    ("frequency_penalty", lambda v: _number(v, -2, 2), "a number from -2 to 2"),
+    ("seed", _whole, "a whole number"),
+    ("stop", _stop, "text, or a list of up to 4 texts"),
+    ("logprobs", lambda v: isinstance(v, bool), "true or false"),
+    ("top_logprobs", lambda v: _whole(v, 0, 20), "a whole number from 0 to 20"),
+    ("logit_bias", _bias, "an object of token ids to numbers from -100 to 100"),
+    ("parallel_tool_calls", lambda v: isinstance(v, bool), "true or false"),
+    ("metadata", lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()), "an object of texts"),
+]
+
+
+def _check_taken(payload: dict[str, Any]) -> None:
+    for field, accepts, what in TAKEN:
+        value = payload.get(field)
+        if value is not None and not accepts(value):
+            raise Refused(400, field, f'"{field}" is {what} (taken, not sent to the provider).')
+    unknown = sorted(set(payload.get("stream_options") or {}) - {"include_usage"})
+    if unknown:
+        raise Refused(
+            400, "stream_options", f'"stream_options" holds only include_usage, not {printable(unknown[0])!r}.'
         )
 
 

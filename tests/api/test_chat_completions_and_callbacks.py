@@ -39,6 +39,20 @@ REPLY = "Sandbox reply from mistral-small-latest: you said 'Where is my parcel?'
         ({"n": 5}, "n"),
         ({"tools": [{"type": "function", "function": {"name": "lookup_order"}}]}, "tools"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
+        # Fields taken and not sent are still refused where OpenAI refuses them (the attack run sent any type).
+        ({"top_p": "str"}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"stop": {}}, "stop"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"seed": 1.5}, "seed"),
+        ({"presence_penalty": [1]}, "presence_penalty"),
+        ({"frequency_penalty": 3}, "frequency_penalty"),
+        ({"logprobs": "yes"}, "logprobs"),
+        ({"logit_bias": {"50256": 500}}, "logit_bias"),
+        ({"tools": {}}, "tools"),
+        ({"tool_choice": {}}, "tool_choice"),
+        ({"tool_choice": 5}, "tool_choice"),
+        ({"stream_options": {"a": 1}}, "stream_options"),
         # Every turn is a stored row: more than OpenAI takes would fill the database (the attack run stored 32,000).
         ({"messages": [{"role": "user", "content": "Hi"}] * 2049}, "messages"),
     ],
@@ -129,7 +143,7 @@ def test_the_reply_is_posted_to_the_callback_signed(client, sandbox, celery_work
             data=json.dumps(
                 {
                     "template": "Support",
-                    "contact": "+1",
+                    "contact": "+16505550100",
                     "message": "Where is my parcel?",
                     "variables": {"business_name": "Acme"},
                 }
