@@ -46,8 +46,13 @@ def ring(message_id: int, last: Call | None = None) -> None:
     """Wake whoever waits for this customer message's reply (after the outcome is committed). `last`: the
     message's final attempt as committed, which the waiter then answers with."""
     try:
+        value = _packed(last) if last is not None else BARE
+    except (TypeError, ValueError):  # a column of a type a ring cannot carry: the waiter reads the row instead
+        logger.warning("call %s's row cannot travel with its ring; ringing without it", last.pk, exc_info=True)
+        value = BARE
+    try:
         pipe = client().pipeline(transaction=False)
-        pipe.rpush(_key(message_id), _packed(last) if last is not None else BARE)
+        pipe.rpush(_key(message_id), value)
         pipe.expire(_key(message_id), RING_TTL)
         pipe.execute()
     except redis.RedisError:

@@ -108,3 +108,15 @@ def test_a_leftover_ring_for_a_message_of_the_same_id_is_not_taken_for_its_answe
     answered = inbound.wait_for(api_call, 5, fresh=True)
 
     assert answered.reply_text == Call.objects.get(pk=api_call.pk).reply_text != "An answer to another customer"
+
+
+def test_a_row_that_cannot_travel_rings_without_it(api_call, caplog):
+    execute_now(api_call.pk)
+    stored = Call.objects.get(pk=api_call.pk)
+    stored.model = object()  # nothing JSON can carry
+    key = f"sb:answered:{api_call.message_id}"
+    wakeup.client().delete(key)
+
+    wakeup.ring(api_call.message_id, stored)
+
+    assert wakeup.client().lrange(key, 0, -1) == [wakeup.BARE] and "ringing without it" in caplog.text
