@@ -39,6 +39,8 @@ def main() -> int:
     args = parser.parse_args()
 
     env = harness.environment()
+    global SPEED
+    SPEED = _python_speed()  # before anything else runs: the host's own speed, to compare runs across hosts
     import django
 
     django.setup()
@@ -111,6 +113,18 @@ def _peers_section() -> str:
     return "\n" + text[text.index(PEERS_START) :]
 
 
+SPEED = 0.0
+
+
+def _python_speed() -> float:
+    """Seconds of CPU for ten million additions in a bare Python loop: hosts of one machine kind differ
+    (2.5x between two runs of this suite), and every figure here moves with it."""
+    started, total = time.thread_time(), 0
+    for n in range(10_000_000):
+        total += n
+    return time.thread_time() - started
+
+
 def _measured(command: str, elapsed: float) -> list[str]:
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
@@ -119,7 +133,8 @@ def _measured(command: str, elapsed: float) -> list[str]:
     return [
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{command}` ({elapsed:.0f} s) on "
         f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-        f"database {database}, broker {broker}.",
+        f"database {database}, broker {broker}; ten million additions in a bare Python loop took "
+        f"{SPEED:.2f} s of CPU (the host's speed: compare runs by it).",
         f"Commit {_commit()}. Each ratio compares with a baseline measured in the same run.",
     ]
 
