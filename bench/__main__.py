@@ -39,8 +39,6 @@ def main() -> int:
     args = parser.parse_args()
 
     env = harness.environment()
-    global SPEED
-    SPEED = _python_speed()  # before anything else runs: the host's own speed, to compare runs across hosts
     import django
 
     django.setup()
@@ -113,9 +111,6 @@ def _peers_section() -> str:
     return "\n" + text[text.index(PEERS_START) :]
 
 
-SPEED = 0.0
-
-
 def _python_speed() -> float:
     """Seconds of CPU for ten million additions in a bare Python loop: hosts of one machine kind differ
     (2.5x between two runs of this suite), and every figure here moves with it."""
@@ -134,7 +129,7 @@ def _measured(command: str, elapsed: float) -> list[str]:
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{command}` ({elapsed:.0f} s) on "
         f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
         f"database {database}, broker {broker}; ten million additions in a bare Python loop took "
-        f"{SPEED:.2f} s of CPU (the host's speed: compare runs by it).",
+        f"{_python_speed():.2f} s of CPU (the host's speed: compare runs by it).",
         f"Commit {_commit()}. Each ratio compares with a baseline measured in the same run.",
     ]
 

@@ -95,9 +95,9 @@ def _refuse_unrelayed(payload: dict[str, Any]) -> None:
     for field in ("tools", "functions"):
         if payload.get(field) is not None and not isinstance(payload[field], list):
             raise Refused(400, field, f'"{field}" is a list (and is not relayed: leave it out).')
-    choice = payload.get("tool_choice", payload.get("function_call"))
-    if choice is not None and not isinstance(choice, str | dict):
-        raise Refused(400, "tool_choice", '"tool_choice" is "none", "auto", "required" or an object.')
+    for field in ("tool_choice", "function_call"):
+        if payload.get(field) is not None and not isinstance(payload[field], str | dict):
+            raise Refused(400, field, f'"{field}" is "none", "auto", "required" or an object.')
     for field, why in UNRELAYED.items():
         if payload.get(field) not in (None, [], "none"):
             raise Refused(400, field, why)

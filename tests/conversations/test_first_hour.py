@@ -142,15 +142,21 @@ def test_whatsapp_and_api_numbers_are_stored_and_found_as_e164(client, staff_cli
         assert "+15550100100" in page, query
 
 
+def contact_sent_both_ways(client, connection, template, contact: str) -> list:
+    """The answers of /api/v1/messages and /api/v1/chat/completions to a first message from `contact`."""
+    _, token = integration_create(name="Bot", templates=[template], connections=[connection])
+    return [
+        client.post(path, data=json.dumps(body), content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
+        for path, body in [
+            ("/api/v1/messages", {"template": template.name, "contact": contact, "message": "Hi"}),
+            ("/api/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "user": contact}),
+        ]
+    ]
+
+
 @pytest.mark.parametrize("written", ["(650) 555-0100", "650 555 0100", "650-555-0100", "650.555.0100"])
 def test_an_api_contact_written_as_a_number_without_its_country_code_is_refused(client, connection, template, written):
-    _, token = integration_create(name="Bot", templates=[template], connections=[connection])
-    for path, body in [
-        ("/api/v1/messages", {"template": template.name, "contact": written, "message": "Hi"}),
-        ("/api/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "user": written}),
-    ]:
-        answer = client.post(path, data=json.dumps(body), content_type="application/json",
-                             HTTP_AUTHORIZATION=f"Bearer {token}")  # fmt: skip
+    for answer in contact_sent_both_ways(client, connection, template, written):
         assert answer.status_code == 400
         assert "without its country code" in answer.content.decode() and "+1 " in answer.content.decode()
     assert not Conversation.objects.exists()
@@ -349,13 +355,7 @@ def test_one_number_in_other_digits_is_one_contact_and_invisible_characters_are_
 @pytest.mark.parametrize("written", ["+", "+1", "+1 555", "+999999999999999999999", "+0 650 555 0100", "+alice"])
 def test_an_api_contact_with_a_plus_that_is_no_phone_number_is_refused(client, connection, template, written):
     """A + promises an E.164 number, which the contact is stored as: what is not one is refused, not kept."""
-    _, token = integration_create(name="Bot", templates=[template], connections=[connection])
-    for path, body in [
-        ("/api/v1/messages", {"template": template.name, "contact": written, "message": "Hi"}),
-        ("/api/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "user": written}),
-    ]:
-        answer = client.post(path, data=json.dumps(body), content_type="application/json",
-                             HTTP_AUTHORIZATION=f"Bearer {token}")  # fmt: skip
-        assert answer.status_code == 400, (path, written)
+    for answer in contact_sent_both_ways(client, connection, template, written):
+        assert answer.status_code == 400, written
         assert "not a phone number in international form" in answer.json()["error"]["message"]
     assert not Conversation.objects.exists()
