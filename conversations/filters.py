@@ -16,7 +16,19 @@ PAGE_SIZE = 50
 DATE = forms.DateInput(attrs={"type": "date"})
 
 
-class CallFilter(django_filters.FilterSet):
+class Filters(django_filters.FilterSet):
+    """A log page's filters; `chosen` is how many are set, for the fold's "Filters (2 set)"."""
+
+    @property
+    def chosen(self) -> int:
+        # The sort menu's first order is the page's own (submitted with the form), not a filter set.
+        own_order = self.form.fields["order"].choices[0][0]
+        return sum(
+            not (name == "order" and self.form.data.get("order") == own_order) for name in self.form.changed_data
+        )
+
+
+class CallFilter(Filters):
     connection = django_filters.ModelChoiceFilter(queryset=ProviderConnection.objects.all())
     template = django_filters.ModelChoiceFilter(
         field_name="conversation__template", queryset=PromptTemplate.objects.all()
@@ -47,7 +59,7 @@ class CallFilter(django_filters.FilterSet):
         return queryset.filter(_starts("conversation__contact", value))
 
 
-class ConversationFilter(django_filters.FilterSet):
+class ConversationFilter(Filters):
     connection = django_filters.ModelChoiceFilter(queryset=ProviderConnection.objects.all())
     template = django_filters.ModelChoiceFilter(queryset=PromptTemplate.objects.all())
     since = django_filters.DateFilter(field_name="updated_at", lookup_expr="date__gte", widget=DATE, label="From")
@@ -55,11 +67,12 @@ class ConversationFilter(django_filters.FilterSet):
     contact = django_filters.CharFilter(method="contact_starts", label="Contact starts with")
     q = django_filters.CharFilter(method="search", label="Text in the conversation")
     # Customers reach Switchboard through a WhatsApp channel or an API integration; everything else was sent
-    # from the dashboard (the console, a template's test set), which support staff may want out of sight.
+    # from the dashboard (the console, a template's test set): staff tests, which support staff may want out of
+    # sight. Short labels: the filter row's selects are narrow.
     source = django_filters.ChoiceFilter(
         method="from_source",
         label="Sent by",
-        choices=[("customers", "Customers (WhatsApp, API)"), ("tests", "Staff tests (console, test sets)")],
+        choices=[("customers", "Customers"), ("tests", "Staff tests")],
     )
     order = django_filters.OrderingFilter(
         fields=(("updated_at", "updated"), ("created_at", "created"), ("contact", "contact")),

@@ -277,6 +277,8 @@ def test_filters_offer_any_and_counts_read_as_words(staff_client, connection, te
     assert "---------" not in calls and '<option value="" selected>Any</option>' in calls
     sort = calls.split('name="order"')[1].split("</select>")[0]
     assert sort.index("Newest first") < sort.index("Oldest first") and "descending" not in sort  # each order once
+    submitted = staff_client.get(reverse("conversations:calls"), {"order": "-queued", "status": "failed"})
+    assert "Filters (1 set)" in submitted.content.decode()  # the page's own order, sent with the form, is not one
 
     delivery.call_execute(call_id=send(connection, template).pk)
     overview = staff_client.get(reverse("conversations:overview")).content.decode()
