@@ -7,6 +7,7 @@ from connectors.models import ProviderConnection
 
 from .models import PromptTemplate, WhatsAppChannel
 from .payloads import printable
+from .prompts.services import missing_values
 
 VARIABLE_PREFIX = "var_"
 
@@ -79,6 +80,19 @@ class WhatsAppChannelForm(forms.ModelForm):
         for name in ("app_secret", "access_token"):
             if not data.get(name) and not getattr(self.instance, f"{name}_encrypted", ""):
                 self.add_error(name, "Required: without it the channel can neither verify Meta's deliveries nor reply.")
+        # The other side of publishing's check: a channel may not drop a value its template's published text uses,
+        # or every customer message there would be refused.
+        template, variables = data.get("template"), data.get("variables")
+        if template is not None and "variables" not in self.errors:
+            text = template.published or template  # what its customers get: the published version, else its own
+            missing = missing_values(text, variables)
+            if missing:
+                listed = ", ".join(f"{{{{{name}}}}}" for name in missing)
+                self.add_error(
+                    "variables",
+                    f"Template {template.name}'s published text uses {listed}, so every customer message here would "
+                    f'be refused without it. Add it, e.g. {{"{missing[0]}": "…"}}.',
+                )
         return data
 
     def save(self, commit: bool = True):

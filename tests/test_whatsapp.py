@@ -319,3 +319,19 @@ def test_first_messages_arriving_together_make_one_conversation(channel, publish
     assert Conversation.objects.count() == 1
     assert Message.objects.filter(role="user").count() == 5
     assert Call.objects.count() == 1  # one burst: one answer for all five
+
+
+def test_a_channel_cannot_drop_a_value_its_published_template_uses(channel):
+    """Publishing refuses a version a channel lacks a value for; editing the channel is checked the same way."""
+    from django.forms.models import model_to_dict
+
+    from conversations.forms import WhatsAppChannelForm
+
+    data = {**model_to_dict(channel), "variables": "{}"}
+    data = {key: value for key, value in data.items() if value is not None}
+    form = WhatsAppChannelForm(data=data, instance=channel)
+
+    assert not form.is_valid()
+    assert "uses {{business_name}}, so every customer message here would be" in form.errors["variables"][0]
+    kept = WhatsAppChannelForm(data={**data, "variables": '{"business_name": "Acme"}'}, instance=channel)
+    assert kept.is_valid(), kept.errors

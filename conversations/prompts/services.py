@@ -105,12 +105,17 @@ def describe_changes(before: TemplateVersion | None, system_prompt: str, user_me
     return ("; ".join(parts) or "no change to the text").capitalize()
 
 
+def missing_values(version: rendering.PromptText, variables: dict | None) -> list[str]:
+    """The placeholders of `version` (or a template's own text) that `variables` (a channel's values) leave
+    without a value, sorted."""
+    return sorted(set(version.variables) - set(variables or {}))
+
+
 def publish_problems(version: TemplateVersion) -> list[str]:
     """What publishing this version would break, each with its fix."""
     problems = []
-    needed = set(version.variables)
     for channel in WhatsAppChannel.objects.filter(template_id=version.template_id).order_by("name"):
-        missing = sorted(needed - set(channel.variables or {}))
+        missing = missing_values(version, channel.variables)
         if missing:
             listed = ", ".join(f"{{{{{name}}}}}" for name in missing)
             problems.append(
