@@ -48,3 +48,5 @@ class DjangoCelerySettings(Mapping):
 app = Celery("switchboard")
 app.config_from_object(DjangoCelerySettings())
 app.autodiscover_tasks()
+# Calls due now reach the workers through a Redis list of their own (conversations/doorbell.py).
+app.steps["worker"].add("conversations.doorbell:Step")

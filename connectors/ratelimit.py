@@ -49,7 +49,8 @@ class Deferred(Exception):
 
 
 @cache
-def _client(url: str) -> redis.Redis:
+def redis_at(url: str) -> redis.Redis:
+    """One client per Redis URL (a `redis+socket://` broker URL included), shared by the threads of a process."""
     if url.startswith("redis+socket://"):
         url = "unix://" + url.removeprefix("redis+socket://")
     # Timeouts: a Redis that hangs must cost a call a few seconds, not its worker thread for good.
@@ -57,7 +58,7 @@ def _client(url: str) -> redis.Redis:
 
 
 def client() -> redis.Redis:
-    return _client(settings.RATE_LIMIT_REDIS_URL)
+    return redis_at(settings.RATE_LIMIT_REDIS_URL)
 
 
 def reserve(connection_id: int, per_second: float, max_wait: float) -> float:

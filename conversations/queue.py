@@ -7,6 +7,8 @@ Guarantees, and how they are kept:
   that committed the row finishes normally, and the row is marked due for the sweeper's next pass.
 - Publishing gives up quickly (CELERY_TASK_PUBLISH_RETRY_POLICY): with the broker down, a web request
   waits a fraction of a second for it, not a connection timeout per message.
+- A call due now is rung through a Redis list of its own when a worker listens on it (conversations/doorbell.py):
+  the same doorbell, without Celery's costs.
 - Tasks are named, not imported, so that services, delivery and the sweeper do not import tasks.py (which
   imports them): the arrows point one way.
 """
@@ -20,6 +22,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from . import doorbell
+
 logger = logging.getLogger(__name__)
 
 EXECUTE_CALL = "conversations.execute_call"
@@ -29,10 +33,9 @@ ADVANCE_TEST_RUN = "conversations.advance_test_run"
 
 def broker_errors() -> tuple[type[BaseException], ...]:
     from kombu.exceptions import OperationalError
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeout
+    from redis.exceptions import RedisError
 
-    return (OperationalError, RedisConnectionError, RedisTimeout, ConnectionError, TimeoutError)
+    return (OperationalError, RedisError, ConnectionError, TimeoutError)
 
 
 # A call due later (a burst's window, a retry's backoff) is rung this much early; the worker waits out the
@@ -47,7 +50,10 @@ def publish(task: str, row_id: int, *, countdown: float | None = None) -> bool:
     if task == EXECUTE_CALL and countdown:
         countdown = countdown - RING_EARLY if countdown > RING_EARLY else None
     try:
-        app.send_task(task, args=(row_id,), countdown=countdown or None)
+        if task == EXECUTE_CALL and not countdown and doorbell.listening():
+            doorbell.ring(row_id)
+        else:
+            app.send_task(task, args=(row_id,), countdown=countdown or None)
     except broker_errors() as error:
         logger.warning("broker unavailable, %s(%s) left for the sweeper: %s", task, row_id, error)
         _due_for_the_sweeper(task, row_id)

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from . import outbox, queue
+from . import doorbell, outbox, queue
 from .models import Call, Outbound
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,16 @@ def _sweep(model, task: str, running, timeout_of: Callable[[object], float]) -> 
 
 
 def broker_backlog() -> int:
-    """Messages waiting in the default queue (0 when the broker cannot say)."""
+    """Messages waiting in the default queue and doorbells waiting for a worker (0 when the broker cannot say)."""
+    try:
+        waiting = doorbell.waiting()
+    except Exception:  # noqa: BLE001 - an unreachable broker must not stop the sweep of running rows
+        logger.warning("sweeper could not read the call doorbells' length", exc_info=True)
+        waiting = 0
+    return waiting + _celery_backlog()
+
+
+def _celery_backlog() -> int:
     from kombu.exceptions import ChannelError
 
     from config.celery import app

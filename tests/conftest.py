@@ -17,6 +17,7 @@ from connectors.sandbox import SandboxServer
 from .factories import ConnectionFactory, TemplateFactory
 from .pages import world  # noqa: F401 - a fixture: one of everything a page can show
 from .processes import start_redis
+from .stack import own_stack, slow_sandbox  # noqa: F401 - fixtures: a private Redis and its processes; a slow sandbox
 
 
 @pytest.fixture(scope="session")

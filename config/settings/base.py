@@ -219,6 +219,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# A call due now is rung through a Redis list the workers block on, not a Celery message (conversations/doorbell.py).
+CALL_DOORBELL = env.bool("CALL_DOORBELL", default=True)
 
 # --- HTTP security ---------------------------------------------------------------------------
 # Outside DEBUG the site is served over https only. Behind a TLS-terminating proxy, set

@@ -164,6 +164,21 @@ def test_an_empty_broker_queue_is_a_backlog_of_zero_without_a_warning(broker_url
     assert not caplog.records  # the sweeper runs every 30 s: an idle system must not log a traceback each time
 
 
+def test_calls_waiting_for_a_worker_on_the_doorbell_list_count_as_a_backlog(broker_url, monkeypatch):
+    from config.celery import app
+    from conversations import doorbell
+
+    app.control.purge()
+    monkeypatch.setattr(doorbell, "CALLS", "sb:calls:backlog-test")  # a list no running worker takes from
+    doorbell.client().delete(doorbell.CALLS)
+    for call_id in (1, 2, 3):
+        doorbell.ring(call_id)
+    try:
+        assert sweeper.broker_backlog() == 3
+    finally:
+        doorbell.client().delete(doorbell.CALLS)
+
+
 def test_a_backlog_in_the_broker_is_not_queued_twice(connection, template, queued, settings, monkeypatch):
     settings.CALL_QUEUED_STALE_SECONDS = 60
     monkeypatch.setattr(sweeper, "broker_backlog", lambda: 250)  # workers are still working through messages

@@ -1,0 +1,175 @@
+"""A call due now is rung through one Redis list that the workers block on, not through a Celery message.
+
+Through Celery, a call's doorbell cost the web process kombu's publish and the worker Celery's consumer loop
+and task tracing: a fifth of each process's CPU per relayed request, and a hop through the worker's event
+loop before the call started. The doorbell carries one id and needs none of it: the call row is the record,
+and the sweeper rings again for a doorbell lost (conversations/sweeper.py), as it does for a lost Celery
+message. So the web pushes the call's id onto CALLS, and a thread in each worker (Listener, a Celery
+bootstep) blocks on that list and hands each id to the worker's own pool, never more at once than the pool
+has threads or processes.
+
+Only while a worker listens. Each listener keeps the LISTENING key alive; a process that finds no listener
+(no worker started yet, or only workers of a version without this module, mid-upgrade) rings through Celery
+as before, and a listening worker takes both. Calls due later (a burst's window, a retry's backoff) keep
+Celery's countdown. `CALL_DOORBELL=false` turns the list off for a process: a worker so started does not
+listen, a web process so started always rings through Celery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from urllib.parse import urlsplit
+
+import redis
+from celery import bootsteps
+from django.conf import settings
+
+from connectors.ratelimit import redis_at
+
+logger = logging.getLogger(__name__)
+
+CALLS = "sb:calls"  # ids of calls due now, oldest first
+LISTENING = "sb:calls:listening"  # kept alive by every listening worker
+LISTENING_TTL = 15  # seconds: a worker gone this long no longer counts as listening
+LOOK_AGAIN = 5.0  # seconds a process trusts what it last read of LISTENING
+BLOCK = 1  # seconds a listener blocks on CALLS before it looks at its own state again
+
+_listening: dict[str, tuple[float, bool]] = {}  # broker URL -> (trusted until, listening)
+
+
+def enabled() -> bool:
+    """The list is used with a Redis broker (where the workers already are), unless CALL_DOORBELL says not."""
+    scheme = urlsplit(settings.CELERY_BROKER_URL).scheme
+    return settings.CALL_DOORBELL and scheme in ("redis", "rediss", "redis+socket", "unix")
+
+
+def client() -> redis.Redis:
+    return redis_at(settings.CELERY_BROKER_URL)
+
+
+def listening() -> bool:
+    """Whether some worker listens on CALLS (read at most every LOOK_AGAIN seconds per process)."""
+    if not enabled():
+        return False
+    url, now = settings.CELERY_BROKER_URL, time.monotonic()
+    until, known = _listening.get(url, (0.0, False))
+    if now < until:
+        return known
+    try:
+        known = bool(client().exists(LISTENING))
+    except redis.RedisError:
+        known = False  # Celery's publish reports the broker's trouble as it always has
+    _listening[url] = (now + LOOK_AGAIN, known)
+    return known
+
+
+def ring(call_id: int) -> None:
+    """Push the call's id for the next free worker. Raises redis.RedisError when Redis cannot take it."""
+    client().rpush(CALLS, call_id)
+
+
+def waiting() -> int:
+    """Doorbells no worker has taken yet (the sweeper reads them as part of the backlog)."""
+    return int(client().llen(CALLS)) if enabled() else 0
+
+
+def answer(call_id: int, worker: str) -> None:
+    """Run in the worker's pool: make the call, as the execute_call task does (conversations/tasks.py)."""
+    from django.db import close_old_connections
+
+    from . import delivery
+
+    close_old_connections()  # what Celery's Django fixup does around every task
+    try:
+        delivery.call_execute(call_id=call_id, worker=worker)
+    except Exception:  # the call keeps its state and the sweeper brings it back, as after a failed task
+        logger.exception("call %s: its doorbell's run failed", call_id)
+    finally:
+        close_old_connections()
+
+
+class Listener:
+    """One thread that takes ids from CALLS while its worker's pool has room, and runs them in that pool."""
+
+    def __init__(self, worker):
+        self.worker = worker
+        self.slots = threading.BoundedSemaphore(max(1, worker.concurrency or 1))
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="call-doorbell", daemon=True)
+        self.marked = 0.0  # when LISTENING was last renewed
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(BLOCK + 4)
+
+    def _run(self) -> None:
+        failing = False
+        while not self.stopping.is_set():
+            if not self.slots.acquire(timeout=BLOCK):
+                self._mark()  # busy, still listening
+                continue
+            try:
+                self._mark()
+                rung = client().blpop([CALLS], timeout=BLOCK)
+                if failing:
+                    logger.warning("call doorbell: Redis answers again; listening on %s", CALLS)
+                    failing = False
+            except redis.RedisError as error:
+                self.slots.release()
+                if not failing:
+                    logger.warning("call doorbell: Redis unavailable (%s); trying again every second", error)
+                    failing = True
+                self.stopping.wait(1)
+                continue
+            if rung is None:
+                self.slots.release()
+                continue
+            self._hand_over(rung[1])
+
+    def _hand_over(self, raw: bytes) -> None:
+        try:
+            call_id = int(raw)
+        except ValueError:
+            self.slots.release()
+            logger.warning("call doorbell: dropped %r, not a call id", raw[:40])
+            return
+        try:
+            self.worker.pool.apply_async(
+                answer, args=(call_id, self.worker.hostname or ""), callback=self._done, error_callback=self._done
+            )
+        except Exception:  # the pool is closing: give the doorbell back for another worker
+            self.slots.release()
+            logger.warning("call doorbell: pool closed; call %s given back", call_id, exc_info=True)
+            with contextlib.suppress(redis.RedisError):  # else the sweeper rings it again
+                client().lpush(CALLS, call_id)
+
+    def _done(self, *args) -> None:
+        self.slots.release()
+
+    def _mark(self) -> None:
+        now = time.monotonic()
+        if now - self.marked < LISTENING_TTL / 3:
+            return
+        try:
+            client().set(LISTENING, self.worker.hostname or "1", ex=LISTENING_TTL)
+            self.marked = now
+        except redis.RedisError:
+            pass  # the blocking pop below reports Redis's trouble
+
+
+class Step(bootsteps.StartStopStep):
+    """Starts a Listener in every worker (config/celery.py adds this step) unless the doorbell is off."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def include_if(self, worker) -> bool:
+        return enabled()
+
+    def create(self, worker):
+        return Listener(worker)
