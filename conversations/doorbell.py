@@ -5,14 +5,15 @@ and task tracing: a fifth of each process's CPU per relayed request, and a hop t
 loop before the call started. The doorbell carries one id and needs none of it: the call row is the record,
 and the sweeper rings again for a doorbell lost (conversations/sweeper.py), as it does for a lost Celery
 message. So the web pushes the call's id onto CALLS, and a thread in each worker (Listener, a Celery
-bootstep) blocks on that list and hands each id to the worker's own pool, never more at once than the pool
-has threads or processes.
+bootstep) blocks on that list and runs each id on a thread of its own, never more at once than the worker's
+`--concurrency`.
 
 Only while a worker listens. Each listener keeps the LISTENING key alive; a process that finds no listener
 (no worker started yet, or only workers of a version without this module, mid-upgrade) rings through Celery
 as before, and a listening worker takes both. Calls due later (a burst's window, a retry's backoff) keep
-Celery's countdown. `CALL_DOORBELL=false` turns the list off for a process: a worker so started does not
-listen, a web process so started always rings through Celery.
+Celery's countdown. Only workers of the threads pool listen (the pool the README runs): prefork and solo
+workers take calls through Celery alone. `CALL_DOORBELL=false` turns the list off for a process: a worker
+so started does not listen, a web process so started always rings through Celery.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import contextlib
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import redis
-from celery import bootsteps
+from celery import bootsteps, signals
 from django.conf import settings
 
 from connectors.ratelimit import redis_at
@@ -77,13 +79,13 @@ def waiting() -> int:
 
 
 def answer(call_id: int, worker: str) -> None:
-    """Run in the worker's pool: make the call, as the execute_call task does (conversations/tasks.py)."""
+    """Make the call, as the execute_call task does (conversations/tasks.py)."""
     from django.db import close_old_connections
 
     from . import delivery
 
-    close_old_connections()  # what Celery's Django fixup does around every task
     try:
+        close_old_connections()  # what Celery's Django fixup does around every task
         delivery.call_execute(call_id=call_id, worker=worker)
     except Exception:  # the call keeps its state and the sweeper brings it back, as after a failed task
         logger.exception("call %s: its doorbell's run failed", call_id)
@@ -92,21 +94,44 @@ def answer(call_id: int, worker: str) -> None:
 
 
 class Listener:
-    """One thread that takes ids from CALLS while its worker's pool has room, and runs them in that pool."""
+    """One thread that takes ids from CALLS while the listener has a free thread of its own to run them on.
+
+    Its own threads, as many as the worker's `--concurrency`, not the Celery pool's: Celery reserves that
+    pool's threads for the messages it takes, so ids handed to it could wait there behind other work while
+    other workers sit idle. Here an id leaves Redis only when a thread is free for it, so nothing taken waits
+    in the worker's memory; a warm shutdown stops taking and lets the calls already running finish.
+    """
 
     def __init__(self, worker):
-        self.worker = worker
-        self.slots = threading.BoundedSemaphore(max(1, worker.concurrency or 1))
+        self.hostname = worker.hostname or ""
+        size = max(1, worker.concurrency or 1)
+        self.slots = threading.BoundedSemaphore(size)
+        self.threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="call")
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="call-doorbell", daemon=True)
         self.marked = 0.0  # when LISTENING was last renewed
 
     def start(self) -> None:
+        # Celery stops this step only after its own consumer has wound down (up to a couple of seconds);
+        # its shutdown signal comes first, so that no call is taken once the worker was told to stop.
+        signals.worker_shutting_down.connect(self._shutting_down, weak=False)
         self.thread.start()
 
+    def _shutting_down(self, **kwargs) -> None:
+        self.stopping.set()
+
     def stop(self) -> None:
+        """Warm shutdown: take nothing more, and wait for the calls already taken."""
         self.stopping.set()
         self.thread.join(BLOCK + 4)
+        self._unmark()
+        self.threads.shutdown(wait=True)
+
+    def terminate(self) -> None:
+        """Cold shutdown: the calls running end with the process (the sweeper brings them back)."""
+        self.stopping.set()
+        self._unmark()
+        self.threads.shutdown(wait=False)
 
     def _run(self) -> None:
         failing = False
@@ -114,6 +139,9 @@ class Listener:
             if not self.slots.acquire(timeout=BLOCK):
                 self._mark()  # busy, still listening
                 continue
+            if self.stopping.is_set():  # stopped while waiting for a free thread: take nothing more
+                self.slots.release()
+                break
             try:
                 self._mark()
                 rung = client().blpop([CALLS], timeout=BLOCK)
@@ -140,36 +168,42 @@ class Listener:
             logger.warning("call doorbell: dropped %r, not a call id", raw[:40])
             return
         try:
-            self.worker.pool.apply_async(
-                answer, args=(call_id, self.worker.hostname or ""), callback=self._done, error_callback=self._done
-            )
-        except Exception:  # the pool is closing: give the doorbell back for another worker
+            future = self.threads.submit(answer, call_id, self.hostname)
+        except RuntimeError:  # shutting down: give the doorbell back for another worker
             self.slots.release()
-            logger.warning("call doorbell: pool closed; call %s given back", call_id, exc_info=True)
             with contextlib.suppress(redis.RedisError):  # else the sweeper rings it again
                 client().lpush(CALLS, call_id)
-
-    def _done(self, *args) -> None:
-        self.slots.release()
+            return
+        future.add_done_callback(lambda _: self.slots.release())
 
     def _mark(self) -> None:
         now = time.monotonic()
         if now - self.marked < LISTENING_TTL / 3:
             return
         try:
-            client().set(LISTENING, self.worker.hostname or "1", ex=LISTENING_TTL)
+            client().set(LISTENING, self.hostname or "1", ex=LISTENING_TTL)
             self.marked = now
         except redis.RedisError:
             pass  # the blocking pop below reports Redis's trouble
 
+    def _unmark(self) -> None:
+        """Stopping: if this worker was the last to say it listens, say nothing, so that web processes ring
+        through Celery within LOOK_AGAIN rather than LISTENING_TTL (another listener says so again shortly)."""
+        with contextlib.suppress(redis.RedisError):
+            if client().get(LISTENING) == self.hostname.encode():
+                client().delete(LISTENING)
+
 
 class Step(bootsteps.StartStopStep):
-    """Starts a Listener in every worker (config/celery.py adds this step) unless the doorbell is off."""
+    """Starts a Listener in every worker of the threads pool (config/celery.py adds this step), unless the
+    doorbell is off. Workers of another pool (prefork, solo) keep taking calls through Celery only."""
 
     requires = {"celery.worker.components:Pool"}
 
     def include_if(self, worker) -> bool:
-        return enabled()
+        from celery.concurrency.thread import TaskPool
+
+        return enabled() and isinstance(worker.pool_cls, type) and issubclass(worker.pool_cls, TaskPool)
 
     def create(self, worker):
         return Listener(worker)

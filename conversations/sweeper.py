@@ -105,9 +105,13 @@ def _sweep(model, task: str, running, timeout_of: Callable[[object], float]) -> 
 
 
 def broker_backlog() -> int:
-    """Messages waiting in the default queue and doorbells waiting for a worker (0 when the broker cannot say)."""
+    """Messages waiting in the default queue and doorbells waiting for a worker (0 when the broker cannot say).
+
+    Doorbells count only while a worker listens: a list nobody reads (its last worker gone, or every worker
+    started without it) is no backlog being worked through, and must not hold the sweeper to its longer wait.
+    """
     try:
-        waiting = doorbell.waiting()
+        waiting = doorbell.waiting() if doorbell.listening() else 0
     except Exception:  # noqa: BLE001 - an unreachable broker must not stop the sweep of running rows
         logger.warning("sweeper could not read the call doorbells' length", exc_info=True)
         waiting = 0

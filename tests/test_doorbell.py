@@ -9,7 +9,7 @@ from conversations import doorbell
 from conversations.models import Call
 from tests.factories import ConnectionFactory, TemplateFactory
 from tests.helpers import wait_until
-from tests.processes import kill_hard
+from tests.processes import kill_hard, stop
 from tests.stack import all_answered, answered_exactly_once, queue_sends
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -82,6 +82,34 @@ def test_a_worker_takes_no_more_calls_than_its_pool_runs(own_stack, slow_sandbox
     # The other four wait in Redis, where any worker can take them, not in this worker's memory.
     assert own_stack.redis().llen(doorbell.CALLS) == 4
     wait_until(all_answered(6), 30, "every call to be answered")
+
+
+@pytest.mark.sandbox_delay(1.0)
+def test_a_worker_stopping_finishes_what_it_took_and_leaves_the_rest_for_the_next(own_stack, slow_sandbox):
+    ConnectionFactory(name="Sandbox", base_url=slow_sandbox.base_url)
+    TemplateFactory(name="Support")
+    first = own_stack.worker("first", concurrency=2)
+    wait_until(lambda: listening(own_stack), 10, "the worker to listen")
+    queue_sends(own_stack.env, 6)
+    wait_until(lambda: Call.objects.filter(status=Call.Status.RUNNING).count() == 2, 10, "two calls to run")
+
+    stop(first)  # SIGTERM, as a deploy stops a worker: a warm shutdown
+
+    assert Call.objects.filter(status=Call.Status.SUCCEEDED).count() == 2  # it finished the two it had taken
+    assert own_stack.redis().llen(doorbell.CALLS) == 4  # and left the others where the next worker finds them
+    assert not listening(own_stack)  # web processes ring through Celery until a worker listens again
+    own_stack.worker("second")
+    wait_until(all_answered(6), 30, "the next worker to take the rest")  # without the sweeper: no beat runs
+
+
+def test_a_prefork_worker_takes_calls_through_celery_only(own_stack, support):
+    worker = own_stack.worker("prefork", pool="prefork")
+
+    queue_sends(own_stack.env, 10)
+
+    wait_until(all_answered(10), 60, "every call to be answered")
+    assert not listening(own_stack)
+    assert through_celery(worker) == 10
 
 
 def test_doorbells_a_dead_worker_never_took_wait_for_the_next(own_stack, support):

@@ -164,19 +164,27 @@ def test_an_empty_broker_queue_is_a_backlog_of_zero_without_a_warning(broker_url
     assert not caplog.records  # the sweeper runs every 30 s: an idle system must not log a traceback each time
 
 
-def test_calls_waiting_for_a_worker_on_the_doorbell_list_count_as_a_backlog(broker_url, monkeypatch):
+@pytest.mark.parametrize("listening", [True, False])
+def test_doorbells_count_as_a_backlog_only_while_a_worker_listens(broker_url, monkeypatch, listening):
     from config.celery import app
     from conversations import doorbell
 
     app.control.purge()
-    monkeypatch.setattr(doorbell, "CALLS", "sb:calls:backlog-test")  # a list no running worker takes from
-    doorbell.client().delete(doorbell.CALLS)
+    # Keys of their own: no running worker takes from this list or marks this key.
+    monkeypatch.setattr(doorbell, "CALLS", "sb:calls:backlog-test")
+    monkeypatch.setattr(doorbell, "LISTENING", "sb:calls:backlog-test:listening")
+    monkeypatch.setattr(doorbell, "_listening", {})
+    redis = doorbell.client()
+    redis.delete(doorbell.CALLS, doorbell.LISTENING)
+    if listening:
+        redis.set(doorbell.LISTENING, "worker@test", ex=60)
     for call_id in (1, 2, 3):
         doorbell.ring(call_id)
     try:
-        assert sweeper.broker_backlog() == 3
+        # Nobody listening: a list nobody reads is no backlog, and must not hold the sweeper to its long wait.
+        assert sweeper.broker_backlog() == (3 if listening else 0)
     finally:
-        doorbell.client().delete(doorbell.CALLS)
+        redis.delete(doorbell.CALLS, doorbell.LISTENING)
 
 
 def test_a_backlog_in_the_broker_is_not_queued_twice(connection, template, queued, settings, monkeypatch):
