@@ -29,7 +29,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from connectors.errors import TRANSIENT_KINDS, ErrorKind
 
-from .. import services
+from .. import services, store
 from ..inbound import Refused, wait_for
 from ..models import Call, Integration
 from ..payloads import printable
@@ -212,6 +212,7 @@ def _failure(call: Call) -> JsonResponse:
     if not call.finished:
         # Not a failure yet: queued (the broker may be away) or slow. The call goes on, so an SDK's retry would
         # make a second conversation and a second paid call: Retry-After says when to read it instead.
+        store.durable()  # told it is queued: it must outlive a crash (store.chat_accept did not wait for the disk)
         response = openai_error(
             503, f"No reply in time; the message is queued as call {call.pk} (/api/v1/calls/{call.pk}).", "timeout"
         )

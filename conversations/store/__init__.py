@@ -20,7 +20,7 @@ from .api import (
     latest_attempt,
     template_allowed,
 )
-from .queueing import ONE_STATEMENT_MESSAGES, call_accept, chat_accept
+from .queueing import ONE_STATEMENT_MESSAGES, call_accept, chat_accept, durable
 from .sql import fetch_one, instance
 from .worker import Claimed, Prompt, call_claim, call_due_in, call_record
 
@@ -33,6 +33,7 @@ __all__ = [
     "call_due_in",
     "call_record",
     "chat_accept",
+    "durable",
     "connection_named",
     "contact_lock",
     "conversation_latest",

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from conversations import delivery, services, store
 from conversations.models import Call, Conversation, Message
+from tests.api.conftest import auth
 
 pytestmark = pytest.mark.django_db
 
@@ -126,3 +127,29 @@ def test_a_workers_claim_commits_without_waiting_for_the_disk_and_nothing_else_d
     with transaction.atomic():  # a claim inside someone else's transaction leaves that transaction's commit alone
         assert store.call_claim(call_id=second.pk, worker="w", token=timezone.now())
         assert _synchronous_commit() == "on"
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_relayed_chat_request_commits_without_waiting_for_the_disk_until_it_says_queued(
+    client, integration_token, settings, published
+):
+    """store.chat_accept: its commit skips the flush (the outcome's commit makes it durable before any
+    answer); the answer that says "queued" without an outcome flushes first (store.durable)."""
+    settings.API_CHAT_WAIT_SECONDS = 0  # no worker answers here: the request ends with "no reply in time"
+    _, token = integration_token
+    body = {"model": "mistral-small-latest", "messages": [{"role": "user", "content": "Where is my order?"}]}
+
+    response = client.post("/api/v1/chat/completions", body, content_type="application/json", **auth(token))
+    assert Call.objects.get().status == Call.Status.QUEUED
+
+    assert response.status_code == 503 and "queued as call" in response.json()["error"]["message"]
+    assert _prepared("%synchronous_commit%") == 1 and _synchronous_commit() == "on"  # off for its own commit only
+    assert _prepared("%txid_current()%") == 1  # an id for this transaction: its commit waits for the disk
+
+
+def _prepared(like: str) -> int:
+    """Statements this connection prepared (the hand-written ones are bound on the server)."""
+    with db.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", [like])
+        return cursor.fetchone()[0]
