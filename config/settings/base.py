@@ -62,10 +62,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "config.dashboard_middleware.MessageMiddleware",  # these three: pages only, not /api/v1/
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "csp.middleware.CSPMiddleware",
-    "simple_history.middleware.HistoryRequestMiddleware",
+    "config.dashboard_middleware.CSPMiddleware",
+    "config.dashboard_middleware.HistoryRequestMiddleware",
     # A malformed admin filter or action is a 400, not a 500 (config/adminguard.py).
     "config.adminguard.AdminBadInputMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into the lockout page.

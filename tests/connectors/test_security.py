@@ -158,9 +158,21 @@ def test_logins_are_locked_after_repeated_failures(client, django_user_model, se
 
 
 @pytest.mark.django_db
-def test_pages_carry_a_content_security_policy(admin_client):
-    response = admin_client.get(reverse("conversations:test_send"))
+@pytest.mark.parametrize("page", ["conversations:test_send", "api:docs"])
+def test_pages_carry_a_content_security_policy(admin_client, page):
+    response = admin_client.get(reverse(page))
     assert "script-src 'self'" in response["Content-Security-Policy"]
+
+
+@pytest.mark.django_db
+def test_the_json_api_answers_without_the_pages_headers_or_cookies(admin_client, integration_token):
+    """config/dashboard_middleware.py: no page to protect, no flash messages to keep, even for a browser that is
+    logged in to the dashboard."""
+    _, token = integration_token
+    response = admin_client.get("/api/v1/models", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 200 and response.json()["data"]
+    assert "Content-Security-Policy" not in response
+    assert "messages" not in response.cookies
 
 
 def test_check_deploy_is_clean_with_production_settings():
