@@ -180,8 +180,9 @@ def test_a_chat_completions_conversation_names_its_kind_not_none(staff_client, c
 
 
 def test_costs_are_shown_where_promised_and_unpriced_models_say_so(staff_client, connection, template):
-    ModelPrice.objects.filter(model="mistral-small-latest").update(
-        input_per_million=Decimal("0.1"), output_per_million=Decimal("0.3")
+    ModelPrice.objects.update_or_create(  # its own row: a transactional test may have flushed the seeded list
+        model="mistral-small-latest",
+        defaults={"input_per_million": Decimal("0.1"), "output_per_million": Decimal("0.3")},
     )
     prices.forget()
     priced = delivery.call_execute(call_id=send(connection, template).pk)
