@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from csp.middleware import CSPMiddleware as _CSP
 from django.contrib.messages.middleware import MessageMiddleware as _Messages
+from django.utils.cache import add_never_cache_headers
 from simple_history.middleware import HistoryRequestMiddleware as _History
 
 API = "/api/v1/"
@@ -43,3 +44,21 @@ def HistoryRequestMiddleware(get_response):  # noqa: N802 - a middleware factory
         return pages(request)
 
     return middleware
+
+
+class PrivatePagesMiddleware:
+    """A page shown to someone logged in is theirs: no browser or proxy cache may keep it (transcripts, phone
+    numbers, exports). Pages that set their own Cache-Control keep theirs; the JSON API is answered to a Bearer
+    token, which shared caches never store answers for."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if request.path_info.startswith(API) or response.has_header("Cache-Control"):
+            return response
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            add_never_cache_headers(response)
+        return response

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template import loader
 
@@ -28,7 +28,9 @@ RETRY_AFTER_SECONDS = 5
 
 
 def is_api(request: HttpRequest) -> bool:
-    return request.path_info.startswith("/api/")
+    """Under /api/ (in any case, /API/v1 included): every answer there is JSON."""
+    path = request.path_info[:5].lower()
+    return path == "/api/" or path == "/api"
 
 
 # OpenAI's error types by status: its SDKs read `type`, `param` and `code` (conversations/api is a drop-in).
@@ -121,6 +123,12 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
             "Send less."
         )
         return json_error(413, "body", message) if is_api(request) else error_page(413, "Too large", message)
+    if isinstance(exception, DisallowedHost):
+        message = (
+            "The Host header names an address this Switchboard does not answer to. Call it by the address it is "
+            "served at; its operator can add another address to ALLOWED_HOSTS."
+        )
+        return json_error(400, "Host", message) if is_api(request) else error_page(400, "Unknown address", message)
     message = f"The request was refused: {exception.__class__.__name__}. Check the address and what was sent."
     return json_error(400, "request", message) if is_api(request) else error_page(400, "Bad request", message)
 

@@ -33,6 +33,7 @@ class Refused(Exception):
     status: int
     field: str
     message: str
+    code: str = ""  # a stable code where the answer has one (OpenAI's model_not_found); else by status
 
 
 def checked_contact(text: str, field: str) -> str:

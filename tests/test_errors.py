@@ -31,6 +31,40 @@ def test_an_unknown_api_address_is_a_json_404(client):
 
 
 @pytest.mark.parametrize(
+    ("method", "path"),
+    [("post", "/api/v1"), ("get", "/api/v1"), ("post", "/api"), ("post", "/API/v1/chat/completions")],
+)
+def test_any_address_near_the_api_is_a_json_404_never_a_redirect(client_without_reraise, method, path):
+    response = getattr(client_without_reraise, method)(path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json" and "/api/docs/" in response.json()["error"]["message"]
+
+
+def test_an_unknown_host_is_refused_naming_the_header_and_the_setting(client):
+    response = client.get("/api/v1/models", headers={"host": "evil.example"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["field"] == "Host" and "ALLOWED_HOSTS" in error["message"]
+
+
+def test_a_head_request_reads_like_a_get(client, integration_token):
+    _, token = integration_token
+    response = client.head("/api/v1/models", headers={"authorization": f"Bearer {token}"})
+    assert response.status_code == 200 and response.content == b""
+
+
+def test_a_compressed_body_is_refused_naming_the_encoding(client, integration_token):
+    _, token = integration_token
+    headers = {"authorization": f"Bearer {token}", "content-encoding": "gzip"}
+    response = client.post("/api/v1/messages", b"\x1f\x8b\x08\x00", content_type="application/json", headers=headers)
+    assert response.status_code == 415
+    assert (
+        response.json()["error"]["field"] == "Content-Encoding"
+        and "uncompressed" in response.json()["error"]["message"]
+    )
+
+
+@pytest.mark.parametrize(
     ("error", "service"),
     [(OperationalError("connection refused"), "database"), (BrokerError("Error 111 connecting"), "message broker")],
 )
@@ -82,3 +116,26 @@ def test_a_bug_under_the_api_is_still_a_json_answer(client_without_reraise, inte
     )
     assert response.status_code == 500
     assert response.json()["error"]["field"] == "server"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_body_cut_short_of_its_content_length_is_refused_not_taken(live_server, integration_token):
+    """A client that stops sending: the server reads what came, which must not be taken as the message."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from conversations.models import Message
+
+    _, token = integration_token
+    body = b'{"template": "Support", "contact": "+4915112345678", "message": "Hi"}'
+    address = urlsplit(live_server.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as raw:
+        raw.sendall(
+            b"POST /api/v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {token}\r\nContent-Length: {len(body) + 50}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        raw.shutdown(socket.SHUT_WR)  # and sends no more
+        answer = b"".join(iter(lambda: raw.recv(65536), b""))
+    assert answer.startswith(b"HTTP/1.1 400") and b"The body ended after" in answer
+    assert not Message.objects.exists()

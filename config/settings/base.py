@@ -62,6 +62,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "config.dashboard_middleware.PrivatePagesMiddleware",  # no cache keeps a logged-in page
     "config.dashboard_middleware.MessageMiddleware",  # these three: pages only, not /api/v1/
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.dashboard_middleware.CSPMiddleware",

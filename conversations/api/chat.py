@@ -60,6 +60,7 @@ def _connection_for_model(integration: Integration, model: str | None) -> tuple[
             "model",
             f"{model!r} is a connection this integration may not use. Allowed: {names}. An Admin can allow it on "
             "the integration's page.",
+            "model_not_found",
         )
     return allowed_connection(integration, None), model or None
 

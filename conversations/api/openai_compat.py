@@ -25,7 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from connectors.errors import TRANSIENT_KINDS, ErrorKind
 
@@ -247,7 +247,7 @@ def _failure(call: Call) -> JsonResponse:
     return response
 
 
-@require_GET
+@require_safe  # GET, and HEAD as HTTP allows for any GET
 @api
 def models(request: HttpRequest, integration: Integration, payload: Any) -> JsonResponse:
     """What `model` may name: each connection the integration may use (by name), and the models of its

@@ -12,4 +12,5 @@ urlpatterns = [
     path("schema/", docs.schema, name="schema"),
     path("docs/", docs.docs, name="docs"),
     re_path(r"^v1/", views.not_found),  # JSON, never an HTML page, for any other /api/v1 address
+    re_path(r"^v1$", views.not_found),  # and without its slash: never a redirect that turns a POST into a GET
 ]

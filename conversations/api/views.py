@@ -18,7 +18,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from config import bodies
 from config.errors import json_error, service_unavailable
@@ -91,6 +91,19 @@ def api(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
                 size = limit + 1
             if size > limit or len(raw) > limit:
                 return json_error(413, "body", f"The body is over {limit:,} bytes (API_MAX_BODY_BYTES). Send less.")
+            if not bodies.chunked(request) and len(raw) != size:
+                # The client stopped sending (or miscounted): a body cut short must not be taken as the message.
+                return json_error(
+                    400, "body", f"The body ended after {len(raw):,} of the {size:,} bytes Content-Length announced."
+                )
+            encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                return json_error(
+                    415,
+                    "Content-Encoding",
+                    f"Bodies compressed with {payloads.printable(encoding[:40])!r} are not read here: send the JSON "
+                    "uncompressed.",
+                )
             try:
                 payload = payloads.loads(raw or b"null")
             except payloads.PayloadError as refused:
@@ -100,7 +113,7 @@ def api(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
         try:
             return view(request, integration, payload, *args, **kwargs)
         except Refused as refused:
-            return json_error(refused.status, refused.field, refused.message)
+            return json_error(refused.status, refused.field, refused.message, kind=refused.code)
 
     return wrapper
 
@@ -155,7 +168,7 @@ def messages(request: HttpRequest, integration: Integration, payload: dict[str, 
     return JsonResponse(body, status=200 if body["status"] == Call.Status.SUCCEEDED else 502)
 
 
-@require_GET
+@require_safe  # GET, and HEAD as HTTP allows for any GET
 @api
 def call_status(request: HttpRequest, integration: Integration, payload: Any, pk: int) -> JsonResponse:
     call = Call.objects.filter(pk=pk, conversation__integration=integration).first()

@@ -40,7 +40,7 @@ def test_a_connection_outside_the_scope_is_refused_by_name_with_no_provider_requ
         "An Admin can allow it on the integration's page.",
         "type": "not_found_error",
         "param": "model",
-        "code": "not_found_error",
+        "code": "model_not_found",  # as the README's table of errors says, and as OpenAI's SDKs read it
     }
     assert not Call.objects.exists()
 

@@ -165,6 +165,16 @@ def test_pages_carry_a_content_security_policy(admin_client, page):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    "page", ["conversations:list", "conversations:calls", "conversations:overview", "conversations:export_csv"]
+)
+def test_no_cache_keeps_a_page_shown_to_someone_logged_in(staff_client, page):
+    response = staff_client.get(reverse(page))
+    assert response.status_code == 200 and "no-store" in response["Cache-Control"]
+    assert "private" in response["Cache-Control"]
+
+
+@pytest.mark.django_db
 def test_the_json_api_answers_without_the_pages_headers_or_cookies(admin_client, integration_token):
     """config/dashboard_middleware.py: no page to protect, no flash messages to keep, even for a browser that is
     logged in to the dashboard."""
