@@ -55,6 +55,16 @@ def published(monkeypatch):
     return sent
 
 
+@pytest.fixture(params=["celery", "doorbell list"])
+def ring_path(request, monkeypatch):
+    """Run the test with calls rung through a Celery message and through the workers' list
+    (conversations/doorbell.py), whichever a worker of the session happens to be listening on."""
+    from conversations import doorbell
+
+    monkeypatch.setattr(doorbell, "listening", lambda: request.param == "doorbell list")
+    return request.param
+
+
 @pytest.fixture
 def template(db):
     return TemplateFactory(name="Support")

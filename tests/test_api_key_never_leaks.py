@@ -112,11 +112,13 @@ def test_saving_the_admin_form_keeps_the_key_when_left_empty(keyed, admin_client
     assert SECRET not in history.content.decode()
 
 
-def test_the_task_carries_only_the_call_id(keyed, template, django_capture_on_commit_callbacks, monkeypatch):
+def test_the_task_carries_only_the_call_id(keyed, template, django_capture_on_commit_callbacks, monkeypatch, ring_path):
     from config.celery import app
+    from conversations import doorbell
 
     sent = []
     monkeypatch.setattr(app, "send_task", lambda name, args, **kwargs: sent.append((name, args)))
+    monkeypatch.setattr(doorbell, "ring", lambda call_id: sent.append(("conversations.execute_call", (call_id,))))
 
     with django_capture_on_commit_callbacks(execute=True):
         call = services.call_send(

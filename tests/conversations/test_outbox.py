@@ -211,11 +211,19 @@ def test_a_record_gives_up_on_a_real_bug_at_once():
         tries.durably(bug)
 
 
-def test_publish_never_raises_when_the_broker_is_away(monkeypatch):
+def test_publish_never_raises_when_the_broker_is_away(monkeypatch, ring_path):
+    import redis
+
+    from conversations import doorbell
+
     def broker_down(*args, **kwargs):
         raise BrokerError("Connection refused")
 
+    def redis_down(*args, **kwargs):
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
     monkeypatch.setattr(app, "send_task", broker_down)
+    monkeypatch.setattr(doorbell, "ring", redis_down)
     assert queue.publish(queue.EXECUTE_CALL, 123) is False
 
 
