@@ -115,3 +115,16 @@ def _own_group(process: subprocess.Popen) -> bool:
 
 def _tail(path: Path) -> str:
     return path.read_text(errors="replace")[-20000:] if path.exists() else ""
+
+
+def run_send_test(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`manage.py send_test` on the "Sandbox" connection and the "Support" template, in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "send_test", "--connection", "Sandbox", "--template", "Support", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

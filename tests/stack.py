@@ -4,16 +4,13 @@ workers and beat it starts, a slow sandbox, and the figures the README reports.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import redis
 
 from bench.harness import free_port
 from connectors.sandbox import SandboxServer
 from conversations.models import Call, Message
-from tests.processes import ROOT, start_beat, start_redis, start_worker, stop
+from tests.processes import run_send_test, start_beat, start_redis, start_worker, stop
 
 FAST_SWEEPER = {
     "CALL_SWEEP_INTERVAL_SECONDS": "1",
@@ -83,28 +80,8 @@ def slow_sandbox(request):
 
 
 def queue_sends(env, count):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "manage.py",
-            "send_test",
-            "--connection",
-            "Sandbox",
-            "--template",
-            "Support",
-            "--var",
-            "business_name=Acme",
-            "--message",
-            "Where is my parcel?",
-            "--repeat",
-            str(count),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = run_send_test(
+        env, "--var", "business_name=Acme", "--message", "Where is my parcel?", "--repeat", str(count)
     )
     assert result.returncode == 0, result.stderr
 

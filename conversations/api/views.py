@@ -91,7 +91,7 @@ def api(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
                 size = limit + 1
             if size > limit or len(raw) > limit:
                 return json_error(413, "body", f"The body is over {limit:,} bytes (API_MAX_BODY_BYTES). Send less.")
-            if not bodies.chunked(request) and len(raw) != size:
+            if len(raw) != size:  # a chunked body's size is what was read, so only a declared one can differ
                 # The client stopped sending (or miscounted): a body cut short must not be taken as the message.
                 return json_error(
                     400, "body", f"The body ended after {len(raw):,} of the {size:,} bytes Content-Length announced."

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from django.core.management import call_command
 
 from conversations.models import Call
 from tests.helpers import wait_for_calls
-from tests.processes import ROOT
+from tests.processes import run_send_test
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -36,18 +33,6 @@ def test_twenty_test_sends_are_all_answered_and_logged(celery_worker, connection
         assert call.prompt_tokens > 0 and call.completion_tokens > 0
         assert call.latency_ms is not None
         assert call.conversation.contact == f"+1650555{n:04d}"
-
-
-def run_send_test(subprocess_env, *args):
-    return subprocess.run(
-        [sys.executable, "manage.py", "send_test", "--connection", "Sandbox", "--template", "Support", *args],
-        cwd=ROOT,
-        env=subprocess_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_send_test_wait_prints_the_reply(celery_worker, subprocess_env, connection, template):
