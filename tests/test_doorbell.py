@@ -69,7 +69,7 @@ def test_a_worker_with_the_doorbell_off_does_not_listen(own_stack, support):
     assert through_celery(worker) == 10
 
 
-@pytest.mark.sandbox_delay(1.0)
+@pytest.mark.sandbox_delay(3.0)  # long enough that the first two are still running when the list is counted
 def test_a_worker_takes_no_more_calls_than_its_pool_runs(own_stack, slow_sandbox):
     ConnectionFactory(name="Sandbox", base_url=slow_sandbox.base_url)
     TemplateFactory(name="Support")
