@@ -10,7 +10,9 @@ class ConversationsConfig(AppConfig):
         from config import lookups
 
         from .roles import roles_after_migrate
+        from .store import remembered
 
+        remembered.watch_changes()  # this process's own changes to what the API remembers
         lookups.register()  # numbers from outside in `__in` and `__year` filters (config/lookups.py)
 
         # After every migrate (and every test database flush), so that a model added by a later migration

@@ -114,6 +114,16 @@ def broker_url():
     process.wait(10)
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's test databases, and this process's configuration watcher stopped before they are
+    dropped (PostgreSQL refuses to drop a database someone is connected to)."""
+    from conversations.store import remembered
+
+    yield
+    remembered.stop()
+
+
 def _database_url() -> str:
     """The URL of the test database pytest-django created, for processes started by tests."""
     from django.db import connection

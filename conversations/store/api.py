@@ -6,6 +6,9 @@ rings, the outcome. The ORM built each query anew per request: 0.4 to 0.9 ms of 
 most of what a relayed request cost it (docs/benchmarks.md, `python -m bench --only relay`). Bound on the
 server, each statement is planned once per connection.
 
+The token's, the named connection's and the template's rows are remembered between requests until a change
+to them commits (`remembered`): most requests read none of them from the database.
+
 Other databases (SQLite for `make run`) read the same through the ORM; the test suite runs on both.
 """
 
@@ -18,6 +21,7 @@ from django.db.models import Exists, OuterRef
 from connectors.models import ProviderConnection
 
 from ..models import Call, Conversation, Integration, PromptTemplate
+from . import remembered
 from .sql import all_fields, columns, fetch_one, instance, postgresql, quote
 
 
@@ -31,7 +35,7 @@ def integration_by_token(token_hash: str) -> Integration | None:
         )
         found = Integration.objects.filter(token_hash=token_hash).select_related("default_connection")
         return found.annotate(default_allowed=Exists(may_use)).first()
-    row = fetch_one(db, _token_sql(), {"hash": token_hash})
+    row = remembered.read(("token", token_hash), lambda: fetch_one(db, _token_sql(), {"hash": token_hash}))
     if row is None:
         return None
     values = iter(row)
@@ -51,7 +55,8 @@ def connection_named(name: str, integration: Integration) -> tuple[ProviderConne
         )
         named = ProviderConnection.objects.filter(name=name).annotate(allowed=Exists(may_use)).first()
         return named, bool(named and named.allowed)
-    row = fetch_one(db, _named_sql(), {"name": name, "integration": integration.pk})
+    params = {"name": name, "integration": integration.pk}
+    row = remembered.read(("connection", name, integration.pk), lambda: fetch_one(db, _named_sql(), params))
     if row is None:
         return None, False
     values = iter(row)
@@ -63,7 +68,8 @@ def template_allowed(integration: Integration, name: str) -> PromptTemplate | No
     db = postgresql()
     if db is None:
         return integration.templates.filter(name=name).first()
-    row = fetch_one(db, _template_sql(), {"name": name, "integration": integration.pk})
+    params = {"name": name, "integration": integration.pk}
+    row = remembered.read(("template", name, integration.pk), lambda: fetch_one(db, _template_sql(), params))
     return instance(db, PromptTemplate, all_fields(PromptTemplate), iter(row)) if row else None
 
 
