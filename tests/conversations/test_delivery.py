@@ -229,3 +229,48 @@ def test_the_result_panel_shows_earlier_attempts(admin_client, connection, templ
     assert f'id="call-{retry.pk}"' in fragment and "attempt 2 of 3" in fragment
     assert "Attempt 1: Provider error: Internal server error (HTTP 500)" in fragment
     assert ErrorKind.PROVIDER_ERROR.label in fragment
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.sandbox_delay(1.0)
+def test_an_outcome_is_recorded_when_the_database_connection_dies_during_the_provider_call(
+    slow_sandbox, template, queued
+):
+    """The server dropping the worker's database connections while the provider thinks (a restart, an idle
+    timeout in a proxy) must not lose the reply, even when something is read after the call (the prices)."""
+    import threading
+
+    from django.db import close_old_connections
+    from django.db import connection as db
+
+    from conversations import prices
+    from conversations.store import remembered
+    from tests.factories import ConnectionFactory
+
+    if db.vendor != "postgresql":
+        pytest.skip("a pooled connection to cut: PostgreSQL only")
+    call = send(ConnectionFactory(name="Slow", base_url=slow_sandbox.base_url), template)
+    prices.forget()  # so that the worker reads the prices after the call, before its outcome is written
+
+    def work():
+        try:
+            delivery.call_execute(call_id=call.pk, worker="test")
+        finally:
+            close_old_connections()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    deadline = timezone.now() + timedelta(seconds=10)
+    while Call.objects.get(pk=call.pk).status != Call.Status.RUNNING:
+        assert timezone.now() < deadline, "the call never started"
+    with db.cursor() as cursor:  # every other connection to this database: the worker's among them
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND application_name <> %s",
+            [remembered.APPLICATION_NAME],
+        )
+    worker.join(30)
+
+    call.refresh_from_db()
+    assert call.status == Call.Status.SUCCEEDED, (call.error_kind, call.error_message)
+    assert call.reply_text == "Sandbox reply from mistral-small-latest: you said 'Hi'."
