@@ -17,9 +17,13 @@ How a remembered row stays right:
   process's memory. While it is not listening, nothing is remembered and every read goes to the database,
   as before this module.
 - A read that began before an emptying is not kept (a generation number): a row read just before a change
-  committed cannot outlive the notice of that change. What stays is the time the notice takes to arrive,
-  well under a millisecond on one host: a request that arrives in it is answered as if it had come just
-  before the change.
+  committed cannot outlive the notice of that change.
+- A read does not wait for the watcher to be scheduled: under load the watcher thread can wait tens of
+  milliseconds for the interpreter lock after its notice arrived (an outside test measured stale answers up
+  to 57 ms after a commit). Each read looks at the watcher's socket itself, without waiting, and goes to the
+  database while anything is waiting there unread or the watcher is taking it (`Memory.news`). What stays
+  is PostgreSQL's own delivery, from the committing session to the listening one, which races the commit's
+  reply to its client: a request that arrives in it is answered as if it had come just before the change.
 - The process that made a change through the ORM forgets as soon as it commits, without waiting for the
   notice (`watch_changes`).
 - A read inside a transaction (the test suite's, or ATOMIC_REQUESTS) goes to the database: it may be
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -49,7 +54,8 @@ CHANNEL = "switchboard_config"
 APPLICATION_NAME = "switchboard config watcher"
 PROBE = "watcher-probe:"  # a notice's payload when a watcher checks that notices reach it (not a change)
 MAX_ENTRIES = 10_000  # past this the memory is emptied: a flood of unknown tokens cannot grow it without end
-LIVENESS_SECONDS = 5  # how often a quiet listening connection is checked (a silent network drop)
+LIVENESS_SECONDS = 2  # how often a quiet listening connection is checked: a stalled one is trusted this long at most
+SLOW_CHECK_SECONDS = 1  # a liveness check slower than this is logged
 STOP_CHECK_SECONDS = 0.5  # how long `stop()` may wait for the watcher to notice
 RECONNECT_SECONDS = (0.5, 10)  # first and longest wait before listening again after the connection broke
 
@@ -62,6 +68,18 @@ class Memory:
         self.rows: dict[Hashable, tuple | None] = {}
         self.generation = 0
         self.listening = False
+        self.fd: int | None = None  # the watcher's socket while it listens
+        self.pending = False  # the watcher is taking what arrived on it
+
+    def news(self) -> bool:
+        """Whether a notice may be on its way in: the watcher is taking what arrived, or something waits on
+        its socket unread (a closed or reused socket counts too: poll reports it)."""
+        fd = self.fd
+        if self.pending or fd is None:
+            return True
+        poller = select.poll()  # one per look: a poll object refuses to be used by two threads at once
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
 
     def forget(self) -> None:
         with self.lock:
@@ -84,7 +102,7 @@ _MISSING = object()
 def read(key: Hashable, fetch: Callable[[], tuple | None]) -> tuple | None:
     """The row `fetch` reads from the database, from memory when it can be trusted there."""
     db = postgresql()
-    if db is None or db.in_atomic_block or not _watching():
+    if db is None or db.in_atomic_block or not _watching() or memory.news():
         return fetch()
     generation = memory.generation
     row = memory.rows.get(key, _MISSING)
@@ -138,9 +156,14 @@ class Watcher(threading.Thread):
                         wait = RECONNECT_SECONDS[1]
                     else:
                         memory.forget()  # changes made while nobody listened
+                        memory.fd = conn.fileno()
                         memory.listening = True
                         wait = RECONNECT_SECONDS[0]
-                        self._listen(conn)
+                        try:
+                            self._listen(conn)
+                        finally:
+                            memory.listening = False  # before the socket closes
+                            memory.fd = None
             except (psycopg.Error, OSError) as error:
                 logger.info("configuration notices unheard (%s); reading from the database meanwhile", error)
             except Exception:  # a bug here must not leave stale rows in use
@@ -158,15 +181,28 @@ class Watcher(threading.Thread):
         return any(notice.payload == probe for notice in conn.notifies(timeout=1))
 
     def _listen(self, conn: psycopg.Connection) -> None:
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
         checked = time.monotonic()
         while not self.stopping.is_set():
-            _take_notices(conn, STOP_CHECK_SECONDS)
+            if poller.poll(STOP_CHECK_SECONDS * 1000):
+                memory.pending = True  # readers go to the database until what arrived is taken
+                try:
+                    _take_notices(conn, 0)
+                finally:
+                    memory.pending = False
             if time.monotonic() - checked > LIVENESS_SECONDS:
                 # Quiet for a while: still connected? Nothing is remembered while this check waits, so a
                 # connection gone silent (no reply, no error) cannot leave rows in use for long.
                 memory.listening = False
+                began = time.monotonic()
                 conn.execute("SELECT 1")
                 _take_notices(conn, 0)  # any that arrived with the check's reply
+                if time.monotonic() - began > SLOW_CHECK_SECONDS:
+                    logger.warning(
+                        "configuration watcher's connection took %.1f s to answer; nothing was remembered meanwhile",
+                        time.monotonic() - began,
+                    )
                 memory.listening = True
                 checked = time.monotonic()
 
@@ -198,6 +234,14 @@ def _connect() -> psycopg.Connection:
     for django_only in ("cursor_factory", "context", "prepare_threshold"):
         params.pop(django_only, None)
     params.setdefault("connect_timeout", 5)
+    # A peer gone without a word (a network partition) is noticed by TCP within about half a minute.
+    for option, value in (
+        ("keepalives", 1),
+        ("keepalives_idle", 10),
+        ("keepalives_interval", 5),
+        ("keepalives_count", 3),
+    ):
+        params.setdefault(option, value)
     params["application_name"] = APPLICATION_NAME  # how it shows in pg_stat_activity
     return psycopg.connect(**params, autocommit=True)
 

@@ -7,6 +7,7 @@ a read inside a transaction is never remembered.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import psycopg
@@ -64,25 +65,33 @@ def other_connection():
     return psycopg.connect(**params, autocommit=True)
 
 
+def read_nothing(client, token: str) -> bool:
+    """Whether a chat request refused for its body read nothing from the database (its token's and its named
+    connection's rows came from memory)."""
+    with CaptureQueriesContext(db) as queries:
+        response = chat(client, token)
+    assert response.status_code == 400
+    assert "temperature" in response.json()["error"]["message"]
+    return len(queries) == 0
+
+
+def remembered_now(client, token: str) -> None:
+    """Requests until the token's rows are remembered (the first notes the token's use: a change like any
+    other, whose notice empties the memory once)."""
+    assert eventually(lambda: read_nothing(client, token)), "the rows were never remembered"
+
+
 def test_later_requests_read_no_configuration(client, integration_token, listening):
-    """The first request reads the token's and the named connection's rows (and notes the token's use, a
-    change like any other); from then on a request refused for its body reads nothing at all."""
+    """The first request reads the token's and the named connection's rows; from then on a request refused
+    for its body reads nothing at all."""
     integration, token = integration_token
-
-    def reads_nothing() -> bool:
-        with CaptureQueriesContext(db) as queries:
-            response = chat(client, token)
-        assert response.status_code == 400
-        assert "temperature" in response.json()["error"]["message"]
-        return len(queries) == 0
-
-    assert not reads_nothing()
-    assert eventually(reads_nothing)
+    assert not read_nothing(client, token)
+    remembered_now(client, token)
 
 
 def test_a_disabled_integration_is_refused_at_its_next_request(client, integration_token, listening):
     integration, token = integration_token
-    assert chat(client, token).status_code == 400
+    remembered_now(client, token)
     integration_set_enabled(integration=integration, enabled=False)
     response = chat(client, token)
     assert response.status_code == 401
@@ -91,7 +100,7 @@ def test_a_disabled_integration_is_refused_at_its_next_request(client, integrati
 
 def test_a_rotated_token_is_refused_and_the_new_one_taken(client, integration_token, listening):
     integration, old = integration_token
-    assert chat(client, old).status_code == 400
+    remembered_now(client, old)
     new = integration_rotate_token(integration=integration)
     assert chat(client, old).status_code == 401
     assert chat(client, new).status_code == 400
@@ -100,7 +109,7 @@ def test_a_rotated_token_is_refused_and_the_new_one_taken(client, integration_to
 def test_a_change_made_elsewhere_in_sql_is_obeyed(client, integration_token, listening):
     """No ORM signal here: only PostgreSQL's notice tells this process."""
     integration, token = integration_token
-    assert chat(client, token).status_code == 400
+    remembered_now(client, token)
     with other_connection() as other:
         other.execute("UPDATE conversations_integration SET is_active = false WHERE id = %s", [integration.pk])
     assert eventually(lambda: chat(client, token).status_code == 401)
@@ -108,7 +117,7 @@ def test_a_change_made_elsewhere_in_sql_is_obeyed(client, integration_token, lis
 
 def test_a_connection_taken_off_the_integration_elsewhere_is_refused(client, integration_token, listening):
     integration, token = integration_token
-    assert chat(client, token).status_code == 400
+    remembered_now(client, token)
     through = integration.connections.through._meta.db_table
     with other_connection() as other:
         other.execute(f"DELETE FROM {through} WHERE integration_id = %s", [integration.pk])  # noqa: S608
@@ -129,7 +138,7 @@ def test_a_lost_watcher_connection_forgets_what_it_could_not_hear(client, integr
     """The watcher's connection is cut (a PostgreSQL restart, a network blip) and a change is made before it
     listens again: the change is obeyed all the same."""
     integration, token = integration_token
-    assert chat(client, token).status_code == 400
+    remembered_now(client, token)
     with other_connection() as other:
         other.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -139,3 +148,30 @@ def test_a_lost_watcher_connection_forgets_what_it_could_not_hear(client, integr
         other.execute("UPDATE conversations_integration SET is_active = false WHERE id = %s", [integration.pk])
     assert eventually(lambda: chat(client, token).status_code == 401)
     assert eventually(lambda: remembered.memory.listening, 15), "the watcher did not listen again"
+
+
+def test_a_change_made_with_triggers_off_for_replication_is_obeyed(client, integration_token, listening):
+    """pg_restore --disable-triggers and logical replication run as `replica`, where ordinary triggers sleep."""
+    integration, token = integration_token
+    remembered_now(client, token)
+    with other_connection() as other:
+        other.execute("SET session_replication_role = replica")
+        other.execute("UPDATE conversations_integration SET is_active = false WHERE id = %s", [integration.pk])
+    assert eventually(lambda: chat(client, token).status_code == 401)
+
+
+def test_a_notice_waiting_unread_is_not_outrun(client, integration_token, listening, monkeypatch):
+    """A reader does not wait for the watcher thread to be scheduled: while a notice waits on the watcher's
+    socket unread, reads go to the database."""
+    integration, token = integration_token
+    remembered_now(client, token)
+    # The watcher stalls (as it does when it waits for the interpreter lock under load): it takes nothing.
+    release, take = threading.Event(), remembered._take_notices
+    monkeypatch.setattr(remembered, "_take_notices", lambda conn, seconds: release.wait(10) and take(conn, seconds))
+    try:
+        with other_connection() as other:
+            other.execute("UPDATE conversations_integration SET is_active = false WHERE id = %s", [integration.pk])
+        assert eventually(remembered.memory.news)
+        assert chat(client, token).status_code == 401
+    finally:
+        release.set()

@@ -1,0 +1,35 @@
+"""The configuration triggers (0027) fire in every session, replication-role `replica` included.
+
+A session with `session_replication_role = replica` (pg_restore --disable-triggers, logical replication's
+apply, some bulk-loading tools) skips ordinary triggers: a change made there was never announced, and web
+processes kept the old row until some other change emptied their memory (an outside test: an integration
+disabled that way still answered for a minute). ENABLE ALWAYS makes the trigger fire there too."""
+
+import importlib
+
+from django.db import migrations
+
+notices = importlib.import_module("conversations.migrations.0027_config_notices")
+
+
+def always(apps, schema_editor):
+    _set(apps, schema_editor, "ALWAYS")
+
+
+def ordinary(apps, schema_editor):
+    _set(apps, schema_editor, "")
+
+
+def _set(apps, schema_editor, mode: str) -> None:
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    for table in notices._tables(apps):
+        schema_editor.execute(
+            f"ALTER TABLE {schema_editor.quote_name(table)} ENABLE {mode} TRIGGER {notices.FUNCTION}".replace("  ", " ")
+        )
+
+
+class Migration(migrations.Migration):
+    dependencies = [("conversations", "0027_config_notices")]
+
+    operations = [migrations.RunPython(always, ordinary)]
