@@ -249,6 +249,10 @@ def test_an_outcome_is_recorded_when_the_database_connection_dies_during_the_pro
 
     if db.vendor != "postgresql":
         pytest.skip("a pooled connection to cut: PostgreSQL only")
+    # A new pool: threads of earlier tests may still hold connections of this process's pool, and every one
+    # cut below must be replaceable.
+    db.close()
+    db.close_pool()
     call = send(ConnectionFactory(name="Slow", base_url=slow_sandbox.base_url), template)
     prices.forget()  # so that the worker reads the prices after the call, before its outcome is written
 
