@@ -1,9 +1,11 @@
 """The configuration triggers (0027) fire in every session, replication-role `replica` included.
 
-A session with `session_replication_role = replica` (pg_restore --disable-triggers, logical replication's
-apply, some bulk-loading tools) skips ordinary triggers: a change made there was never announced, and web
-processes kept the old row until some other change emptied their memory (an outside test: an integration
-disabled that way still answered for a minute). ENABLE ALWAYS makes the trigger fire there too."""
+A session with `session_replication_role = replica` (logical replication's apply, some bulk-loading tools)
+skips ordinary triggers: a change made there was never announced, and web processes kept the old row until
+some other change emptied their memory (an outside test: an integration disabled that way still answered
+for a minute). ENABLE ALWAYS makes the trigger fire there too. (`ALTER TABLE … ENABLE TRIGGER ALL`, which
+pg_restore --disable-triggers issues after its data, sets it back to ordinary; the memory's age limit,
+conversations/store/remembered.py, bounds what that leaves.)"""
 
 import importlib
 

@@ -175,3 +175,18 @@ def test_a_notice_waiting_unread_is_not_outrun(client, integration_token, listen
         assert chat(client, token).status_code == 401
     finally:
         release.set()
+
+
+def test_a_change_no_trigger_announced_is_obeyed_within_the_age_limit(client, integration_token, listening):
+    """Triggers disabled by hand (as pg_restore --disable-triggers does): nothing announces the change, and
+    the memory's age limit bounds how long the old row answers."""
+    integration, token = integration_token
+    remembered_now(client, token)
+    table = "conversations_integration"
+    with other_connection() as other:
+        with other.transaction():
+            other.execute(f"ALTER TABLE {table} DISABLE TRIGGER ALL")
+            other.execute(f"UPDATE {table} SET is_active = false WHERE id = %s", [integration.pk])  # noqa: S608
+            other.execute(f"ALTER TABLE {table} ENABLE TRIGGER ALL")
+        other.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER switchboard_config_changed")  # as 0028 left it
+    assert eventually(lambda: chat(client, token).status_code == 401, remembered.MAX_AGE_SECONDS + 3)
