@@ -6,6 +6,7 @@ import psycopg
 import pytest
 from django.db import connection as db
 
+from config.postgresql.base import standalone_params
 from tests.helpers import wait_until
 
 pytestmark = [
@@ -38,8 +39,7 @@ def _borrow_and_return(times: int) -> set[int]:
 
 def _last_statements(pids: set[int]) -> dict[int, str]:
     """What each server process ran last, asked over a connection of its own (outside the pool)."""
-    params = db.get_connection_params()
-    with psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"}, autocommit=True) as other:
+    with psycopg.connect(**standalone_params(), autocommit=True) as other:
         rows = other.execute("SELECT pid, query FROM pg_stat_activity WHERE pid = ANY(%s)", [list(pids)]).fetchall()
     return dict(rows)
 
@@ -57,8 +57,7 @@ def test_a_healthy_pooled_connection_goes_out_without_a_round_trip():
 
 def test_a_pooled_connection_the_server_closed_is_replaced_without_an_error():
     pids = _borrow_and_return(4)
-    params = db.get_connection_params()
-    with psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"}, autocommit=True) as other:
+    with psycopg.connect(**standalone_params(), autocommit=True) as other:
         other.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [list(pids)])
         # pg_terminate_backend only signals: wait until the server processes have said goodbye and gone.
         wait_until(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import select
 
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.postgresql import base
 from psycopg_pool import ConnectionPool
 
@@ -38,3 +39,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if pool is not None and getattr(pool, "_check", None) is ConnectionPool.check_connection:
             pool._check = check_connection
         return pool
+
+
+def standalone_params() -> dict:
+    """psycopg.connect's arguments for a connection of one's own to the default database, outside the pool:
+    Django's settings, without what only Django's own connections take."""
+    params = connections[DEFAULT_DB_ALIAS].get_connection_params()
+    for django_only in ("cursor_factory", "context", "prepare_threshold"):
+        params.pop(django_only, None)
+    return params

@@ -15,20 +15,18 @@ notices = importlib.import_module("conversations.migrations.0027_config_notices"
 
 
 def always(apps, schema_editor):
-    _set(apps, schema_editor, "ALWAYS")
+    _enable(apps, schema_editor, "ENABLE ALWAYS")
 
 
 def ordinary(apps, schema_editor):
-    _set(apps, schema_editor, "")
+    _enable(apps, schema_editor, "ENABLE")
 
 
-def _set(apps, schema_editor, mode: str) -> None:
+def _enable(apps, schema_editor, clause: str) -> None:
     if schema_editor.connection.vendor != "postgresql":
         return
     for table in notices._tables(apps):
-        schema_editor.execute(
-            f"ALTER TABLE {schema_editor.quote_name(table)} ENABLE {mode} TRIGGER {notices.FUNCTION}".replace("  ", " ")
-        )
+        schema_editor.execute(f"ALTER TABLE {schema_editor.quote_name(table)} {clause} TRIGGER {notices.FUNCTION}")
 
 
 class Migration(migrations.Migration):

@@ -253,12 +253,10 @@ def stop() -> None:
 
 
 def _connect() -> psycopg.Connection:
-    """A connection of its own, with the default database's settings (not one of the pool's)."""
-    from django.db import DEFAULT_DB_ALIAS, connections
+    """A connection of its own to the default database, not one of the pool's."""
+    from config.postgresql.base import standalone_params
 
-    params = connections[DEFAULT_DB_ALIAS].get_connection_params()
-    for django_only in ("cursor_factory", "context", "prepare_threshold"):
-        params.pop(django_only, None)
+    params = standalone_params()
     params.setdefault("connect_timeout", 5)
     # A peer gone without a word (a network partition) is noticed by TCP within about half a minute.
     for option, value in (

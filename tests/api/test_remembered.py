@@ -15,6 +15,7 @@ import pytest
 from django.db import connection as db
 from django.test.utils import CaptureQueriesContext
 
+from config.postgresql.base import standalone_params
 from conversations.api.tokens import integration_rotate_token, integration_set_enabled
 from conversations.store import remembered
 
@@ -59,10 +60,7 @@ def eventually(check, seconds: float = 5):
 
 def other_connection():
     """A connection of its own, as another process (psql, a second web server) would change things."""
-    params = db.get_connection_params()
-    for django_only in ("cursor_factory", "context", "prepare_threshold"):
-        params.pop(django_only, None)
-    return psycopg.connect(**params, autocommit=True)
+    return psycopg.connect(**standalone_params(), autocommit=True)
 
 
 def read_nothing(client, token: str) -> bool:
@@ -151,7 +149,7 @@ def test_a_lost_watcher_connection_forgets_what_it_could_not_hear(client, integr
 
 
 def test_a_change_made_with_triggers_off_for_replication_is_obeyed(client, integration_token, listening):
-    """pg_restore --disable-triggers and logical replication run as `replica`, where ordinary triggers sleep."""
+    """Logical replication's apply and some bulk loaders run as `replica`, where ordinary triggers sleep."""
     integration, token = integration_token
     remembered_now(client, token)
     with other_connection() as other:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import close_old_connections
+from django.db import connection as db
 from django.urls import reverse
 from django.utils import timezone
 
 from connectors.errors import ErrorKind
-from conversations import delivery, services, sweeper
+from conversations import delivery, prices, services, sweeper
 from conversations.models import Call, Message
 from conversations.queue import EXECUTE_CALL
+from conversations.store import remembered
+from tests.factories import ConnectionFactory
 from tests.helpers import execute_now
 
 pytestmark = pytest.mark.django_db
@@ -238,15 +243,6 @@ def test_an_outcome_is_recorded_when_the_database_connection_dies_during_the_pro
 ):
     """The server dropping the worker's database connections while the provider thinks (a restart, an idle
     timeout in a proxy) must not lose the reply, even when something is read after the call (the prices)."""
-    import threading
-
-    from django.db import close_old_connections
-    from django.db import connection as db
-
-    from conversations import prices
-    from conversations.store import remembered
-    from tests.factories import ConnectionFactory
-
     if db.vendor != "postgresql":
         pytest.skip("a pooled connection to cut: PostgreSQL only")
     # A new pool: threads of earlier tests may still hold connections of this process's pool, and every one
