@@ -102,7 +102,30 @@ def call_execute(*, call_id: int, worker: str = "") -> Call | None:
         else:
             logger.info("call %s is not queued any more; skipping a duplicate delivery", call_id)
         return None
+    return _run(claimed)
+
+
+def call_execute_claimed(packed: bytes, *, worker: str = "") -> Call | None:
+    """Make the provider request for a call the web inserted already claimed (store.preclaimed), and record the
+    outcome. A ring that is stale or cannot be read whole gives its call back to the queue and claims it from
+    the database; returns None when nothing is left to do (the sweeper or another worker has the call)."""
+    rung = store.preclaimed.unpack(packed)
+    if rung.call_id is None or rung.token is None:
+        logger.warning("call doorbell: dropped a call rung claimed that names no call (%r)", packed[:40])
+        return None
+    age = (timezone.now() - rung.token).total_seconds()
+    if rung.claimed is None or abs(age) >= store.preclaimed.FRESH_SECONDS:
+        if not store.preclaimed.unclaim(rung.call_id, rung.token):
+            logger.info("call %s, rung claimed %.1f s ago, is not as it was rung; skipping it", rung.call_id, age)
+            return None
+        return call_execute(call_id=rung.call_id, worker=worker)
+    rung.claimed.call.worker = worker[:200]
+    return _run(rung.claimed)
+
+
+def _run(claimed: store.Claimed) -> Call:
     call = claimed.call
+    call_id = call.pk
     try:
         return _attempt(claimed)
     except Exception as exc:
@@ -263,6 +286,7 @@ OUTCOME_FIELDS = [
     "cost_usd",
     "finished_at",
     "template_version",
+    "worker",  # set by the claim, or here for a call the web claimed as it queued it (store.preclaimed)
 ]
 
 

@@ -14,6 +14,11 @@ as before, and a listening worker takes both. Calls due later (a burst's window,
 Celery's countdown. Only workers of the threads pool listen (the pool the README runs): prefork and solo
 workers take calls through Celery alone. `CALL_DOORBELL=false` turns the list off for a process: a worker
 so started does not listen, a web process so started always rings through Celery.
+
+A relayed chat request's call is rung already claimed (CLAIMED, conversations/store/preclaimed.py): the web
+inserts it running, with everything the worker's claim would have read, and the worker that pops it goes
+straight to the provider; a statement fewer on the request's path. Workers that take such calls say so
+(TAKING_CLAIMED), so that a web process never rings one where only older workers listen.
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ from connectors.ratelimit import redis_at
 logger = logging.getLogger(__name__)
 
 CALLS = "sb:calls"  # ids of calls due now, oldest first
+CLAIMED = "sb:calls:claimed"  # calls the web inserted already claimed, with what the worker needs to run them
 LISTENING = "sb:calls:listening"  # kept alive by every listening worker
+TAKING_CLAIMED = "sb:calls:claimed:listening"  # kept alive by every listening worker that also pops CLAIMED
 LISTENING_TTL = 15  # seconds: a worker gone this long no longer counts as listening
 LOOK_AGAIN = 5.0  # seconds a process trusts what it last read of LISTENING
 BLOCK = 1  # seconds a listener blocks on CALLS before it looks at its own state again
 
-_listening: dict[str, tuple[float, bool]] = {}  # broker URL -> (trusted until, listening)
+_listening: dict[str, tuple[float, bool, bool]] = {}  # broker URL -> (trusted until, listening, taking claimed)
 
 
 def enabled() -> bool:
@@ -53,18 +60,30 @@ def client() -> redis.Redis:
 
 def listening() -> bool:
     """Whether some worker listens on CALLS (read at most every LOOK_AGAIN seconds per process)."""
+    return _workers()[0]
+
+
+def taking_claimed() -> bool:
+    """Whether some worker also takes calls rung already claimed (CLAIMED)."""
+    return _workers()[1]
+
+
+def _workers() -> tuple[bool, bool]:
     if not enabled():
-        return False
+        return False, False
     url, now = settings.CELERY_BROKER_URL, time.monotonic()
-    until, known = _listening.get(url, (0.0, False))
+    until, listens, takes = _listening.get(url, (0.0, False, False))
     if now < until:
-        return known
+        return listens, takes
     try:
-        known = bool(client().exists(LISTENING))
+        pipe = client().pipeline(transaction=False)
+        pipe.exists(LISTENING)
+        pipe.exists(TAKING_CLAIMED)
+        listens, takes = (bool(n) for n in pipe.execute())
     except redis.RedisError:
-        known = False  # Celery's publish reports the broker's trouble as it always has
-    _listening[url] = (now + LOOK_AGAIN, known)
-    return known
+        listens = takes = False  # Celery's publish reports the broker's trouble as it always has
+    _listening[url] = (now + LOOK_AGAIN, listens, listens and takes)
+    return listens, listens and takes
 
 
 def ring(call_id: int) -> None:
@@ -72,22 +91,36 @@ def ring(call_id: int) -> None:
     client().rpush(CALLS, call_id)
 
 
+def ring_claimed(packed: str) -> None:
+    """Push a call inserted already claimed (store.preclaimed). Raises redis.RedisError when Redis cannot take it."""
+    client().rpush(CLAIMED, packed)
+
+
 def waiting() -> int:
     """Doorbells no worker has taken yet (the sweeper reads them as part of the backlog)."""
-    return int(client().llen(CALLS)) if enabled() else 0
+    if not enabled():
+        return 0
+    pipe = client().pipeline(transaction=False)
+    pipe.llen(CALLS)
+    pipe.llen(CLAIMED)
+    return sum(int(n) for n in pipe.execute())
 
 
-def answer(call_id: int, worker: str) -> None:
-    """Make the call, as the execute_call task does (conversations/tasks.py)."""
+def answer(call_id: int | bytes, worker: str) -> None:
+    """Make the call, as the execute_call task does (conversations/tasks.py): a call id from CALLS, or a call
+    rung already claimed from CLAIMED."""
     from django.db import close_old_connections
 
     from . import delivery
 
     try:
         close_old_connections()  # what Celery's Django fixup does around every task
-        delivery.call_execute(call_id=call_id, worker=worker)
+        if isinstance(call_id, int):
+            delivery.call_execute(call_id=call_id, worker=worker)
+        else:
+            delivery.call_execute_claimed(call_id, worker=worker)
     except Exception:  # the call keeps its state and the sweeper brings it back, as after a failed task
-        logger.exception("call %s: its doorbell's run failed", call_id)
+        logger.exception("call %s: its doorbell's run failed", call_id if isinstance(call_id, int) else "rung claimed")
     finally:
         close_old_connections()
 
@@ -154,10 +187,11 @@ class Listener:
             if call_id is not None:  # the next free thread pops meanwhile
                 answer(call_id, self.hostname)
 
-    def _pop(self) -> int | None:
-        """The next id on CALLS (blocking up to BLOCK seconds), or None."""
+    def _pop(self) -> int | bytes | None:
+        """The next call rung claimed (CLAIMED first: it is already running) or id on CALLS, blocking up to BLOCK
+        seconds; None if none came."""
         try:
-            rung = client().blpop([CALLS], timeout=BLOCK)
+            rung = client().blpop([CLAIMED, CALLS], timeout=BLOCK)
         except redis.RedisError as error:
             if not self.failing:
                 logger.warning("call doorbell: Redis unavailable (%s); trying again every second", error)
@@ -169,6 +203,8 @@ class Listener:
             self.failing = False
         if rung is None:
             return None
+        if rung[0] == CLAIMED.encode():
+            return rung[1]
         try:
             return int(rung[1])
         except ValueError:
@@ -180,7 +216,10 @@ class Listener:
         if now - self.marked < LISTENING_TTL / 3:
             return
         try:
-            client().set(LISTENING, self.hostname or "1", ex=LISTENING_TTL)
+            pipe = client().pipeline(transaction=False)
+            pipe.set(LISTENING, self.hostname or "1", ex=LISTENING_TTL)
+            pipe.set(TAKING_CLAIMED, self.hostname or "1", ex=LISTENING_TTL)
+            pipe.execute()
             self.marked = now
         except redis.RedisError:
             pass  # the blocking pop reports Redis's trouble
@@ -189,8 +228,9 @@ class Listener:
         """Stopping: if this worker was the last to say it listens, say nothing, so that web processes ring
         through Celery within LOOK_AGAIN rather than LISTENING_TTL (another listener says so again shortly)."""
         with contextlib.suppress(redis.RedisError):
-            if client().get(LISTENING) == self.hostname.encode():
-                client().delete(LISTENING)
+            for key in (LISTENING, TAKING_CLAIMED):
+                if client().get(key) == self.hostname.encode():
+                    client().delete(key)
 
 
 class Step(bootsteps.StartStopStep):

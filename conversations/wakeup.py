@@ -19,16 +19,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime
-from decimal import Decimal
 
 import redis
 from django.core.exceptions import ValidationError
-from django.db import DEFAULT_DB_ALIAS
 
 from connectors.ratelimit import client
 
 from .models import Call
+from .store import sql
 
 logger = logging.getLogger(__name__)
 
@@ -88,31 +86,15 @@ def _answers(last: Call, call: Call) -> bool:
 
 
 def _packed(call: Call) -> str:
-    """The committed columns the worker holds (a deferred column is not in `__dict__`), as JSON."""
-    held = {
-        field.attname: getattr(call, field.attname)
-        for field in Call._meta.concrete_fields
-        if field.attname in call.__dict__ and field.name not in LEFT_IN_THE_DATABASE
-    }
-    return json.dumps(held, default=_json_value)
-
-
-def _json_value(value: object) -> str:
-    """Datetimes in full (DjangoJSONEncoder would cut them to milliseconds) and decimals as text."""
-    if isinstance(value, datetime | Decimal):
-        return value.isoformat() if isinstance(value, datetime) else str(value)
-    raise TypeError(f"{type(value).__name__} is not something a ring carries")
+    """The committed columns the worker holds, as JSON."""
+    return sql.dumps(sql.row_json(call, LEFT_IN_THE_DATABASE))
 
 
 def _unpacked(packed: bytes, message_id: int) -> Call | None:
     """The attempt a ring carried, as if loaded from the database (columns left out are deferred), or None
     for a ring this code cannot read (an older worker's, say): the waiter then looks in the database."""
     try:
-        held = json.loads(packed)
-        fields = [field for field in Call._meta.concrete_fields if field.attname in held]
-        call = Call.from_db(
-            DEFAULT_DB_ALIAS, [f.attname for f in fields], [f.to_python(held[f.attname]) for f in fields]
-        )
+        call = sql.row_instance(Call, json.loads(packed))
     except (ValueError, TypeError, LookupError, ValidationError) as error:
         logger.warning("an unreadable ring for message %s (%s); looking in the database", message_id, error)
         return None

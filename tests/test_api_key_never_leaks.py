@@ -6,6 +6,7 @@ import logging
 
 import pytest
 from django.db import connection as db
+from django.test import Client
 from django.urls import reverse
 
 from connectors.models import decrypted_api_key
@@ -126,6 +127,37 @@ def test_the_task_carries_only_the_call_id(keyed, template, django_capture_on_co
         )
 
     assert sent == [("conversations.execute_call", (call.pk,))]
+
+
+def test_a_call_rung_claimed_carries_neither_the_key_nor_its_ciphertext(
+    keyed, django_capture_on_commit_callbacks, monkeypatch, settings
+):
+    """A relayed chat request's ring carries the conversation its worker needs; the connection stays behind."""
+    import json
+
+    from conversations import doorbell
+    from conversations.api.tokens import integration_create
+
+    if db.vendor != "postgresql":
+        pytest.skip("calls are inserted claimed on PostgreSQL only")
+    settings.API_CHAT_WAIT_SECONDS = 0
+    rung = []
+    monkeypatch.setattr(doorbell, "taking_claimed", lambda: True)
+    monkeypatch.setattr(doorbell, "ring_claimed", rung.append)
+    _, token = integration_create(name="Bot", templates=[], connections=[keyed])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        Client().post(
+            "/api/v1/chat/completions",
+            json.dumps({"messages": [{"role": "user", "content": "Hi"}]}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+        )
+
+    assert len(rung) == 1 and '"Hi"' in rung[0]
+    keyed.refresh_from_db()
+    assert SECRET not in rung[0] and keyed.api_key_encrypted not in rung[0]
+    assert delivery.call_execute_claimed(rung[0].encode()).status == Call.Status.SUCCEEDED  # the key read by id
 
 
 @pytest.fixture

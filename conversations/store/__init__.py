@@ -9,9 +9,11 @@ planned once per pooled connection (with DATABASE_PREPARED_STATEMENTS, the defau
 - `worker`: the worker's claim before the provider call and its record after;
 - `api`: the API's reads (the token, what the request names, the outcome);
 - `queueing`: a queued call's rows (with a chat request's new conversation), then the workers rung;
+- `preclaimed`: a chat request's call inserted already claimed, rung with what its worker's claim would read;
 - `sql`: what they share (running a statement, rows into model instances, column lists from `_meta`).
 """
 
+from . import preclaimed
 from .api import (
     connection_named,
     contact_lock,
@@ -25,6 +27,7 @@ from .sql import fetch_one, instance
 from .worker import Claimed, Prompt, call_claim, call_due_in, call_record
 
 __all__ = [
+    "preclaimed",
     "ONE_STATEMENT_MESSAGES",
     "Claimed",
     "Prompt",

@@ -14,13 +14,18 @@ autocommit (the web's case), or when the transaction around it commits.
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 
+from django.conf import settings
 from django.db import transaction
 
-from .. import queue
+from .. import doorbell, queue
 from ..models import Call, Conversation, Message
+from . import preclaimed
 from .sql import fetch_one, insert_columns, insert_params, insert_values, postgresql, quote
+
+logger = logging.getLogger(__name__)
 
 # A chat request with more messages than this is saved through the ORM (in batches): each message is seven
 # parameters of the statement (PostgreSQL takes at most 65,535), and each count is a statement of its own to
@@ -39,14 +44,37 @@ def chat_accept(conversation: Conversation, messages: list[Message], call: Call)
     for n, message in enumerate(messages):
         insert_params(db, f"m{n}_", message, params)
     insert_params(db, "k_", call, params)
+    claimed = doorbell.taking_claimed()
+    if claimed:  # inserted running, claimed as it is queued (store.preclaimed): its queued_at is its token
+        call.status, call.started_at = Call.Status.RUNNING, call.queued_at
+        params["k_status"], params["k_started_at"] = call.status, params["k_queued_at"]
     conversation.pk, message_ids, call.pk = fetch_one(db, _chat_sql(len(messages), no_wait=db.get_autocommit()), params)
     for message, message_id in zip(messages, message_ids, strict=True):
         message.pk = message_id
         message.conversation = conversation  # linked once the ids are known: assigning a row copies its id
     call.conversation, call.message = conversation, messages[-1]
     _saved(db, conversation, *messages, call)
-    queue.publish_on_commit(queue.EXECUTE_CALL, call.pk)
+    if claimed:
+        transaction.on_commit(lambda: _ring_claimed(conversation, messages, call))
+    else:
+        queue.publish_on_commit(queue.EXECUTE_CALL, call.pk)
     return call
+
+
+def _ring_claimed(conversation: Conversation, messages: list[Message], call: Call) -> None:
+    """Ring a call inserted claimed with what its worker needs; if Redis refuses, give it back to the queue and
+    ring it as any queued call (which leaves it for the sweeper when the broker is away)."""
+    history = messages[::-1][: settings.CONVERSATION_HISTORY_MESSAGES]  # newest first, as the claim reads it
+    integration = conversation.integration if conversation.integration_id else None
+    try:
+        doorbell.ring_claimed(
+            preclaimed.pack(conversation, history, call, has_callback=bool(integration and integration.callback_url))
+        )
+    except queue.broker_errors() as error:
+        logger.warning("call %s could not be rung claimed (%s); queueing it as usual", call.pk, error)
+        if preclaimed.unclaim(call.pk, call.started_at):
+            call.status, call.started_at = Call.Status.QUEUED, None
+            queue.publish(queue.EXECUTE_CALL, call.pk)
 
 
 def call_accept(conversation: Conversation, message: Message, call: Call, *, countdown: float | None = None) -> Call:

@@ -2,8 +2,9 @@
 changed.
 
 Every relayed request reads its token's integration (with its default connection) and, on chat completions,
-the connection its `model` names if there is one; `/api/v1/messages` reads the template it names. Those rows
-change when someone edits an integration, a connection or a template: a few times a day. Read from the
+the connection its `model` names if there is one; `/api/v1/messages` reads the template it names. A worker
+reads the connection of each call rung claimed (`preclaimed`). Those rows change when someone edits an
+integration, a connection or a template: a few times a day. Read from the
 database they were two of a chat request's five statements, and a fifth of the web process's CPU per
 request (docs/benchmarks.md).
 

@@ -3,6 +3,9 @@ instances, and column lists from the models' `_meta` (a new field needs no chang
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+from decimal import Decimal
 from functools import cache
 
 import psycopg
@@ -101,3 +104,34 @@ def insert_params(db, prefix: str, instance, params: dict) -> None:
     would apply them."""
     for field in insert_fields(type(instance)):
         params[f"{prefix}{field.attname}"] = field.get_db_prep_save(field.pre_save(instance, True), db)
+
+
+def row_json(instance, leave_out: frozenset[str] = frozenset()) -> dict:
+    """The columns an instance holds (a deferred one is not in `__dict__`), but `leave_out`, as JSON values:
+    what travels through Redis with a doorbell or a wake-up, read back by `row_instance`."""
+    return {
+        field.attname: _json_value(getattr(instance, field.attname))
+        for field in instance._meta.concrete_fields
+        if field.attname in instance.__dict__ and field.name not in leave_out
+    }
+
+
+def _json_value(value: object) -> object:
+    """Datetimes in full (DjangoJSONEncoder would cut them to milliseconds) and decimals as text; the rest as
+    json takes it (a JSON field's value is already plain data)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def row_instance(model, held: dict):
+    """An instance from `row_json`'s columns, as if loaded from the database (columns left out are deferred).
+    Raises ValueError, TypeError, LookupError or ValidationError for something that is not such a row."""
+    fields = [field for field in model._meta.concrete_fields if field.attname in held]
+    return model.from_db(DEFAULT_DB_ALIAS, [f.attname for f in fields], [f.to_python(held[f.attname]) for f in fields])
+
+
+def dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
