@@ -15,6 +15,8 @@ from functools import cache
 
 import redis
 from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 # Reserve the next slot unless it is more than ARGV[2] ms away; return the wait in ms (negative: not reserved).
 _RESERVE = """
@@ -53,8 +55,10 @@ def redis_at(url: str) -> redis.Redis:
     """One client per Redis URL (a `redis+socket://` broker URL included), shared by the threads of a process."""
     if url.startswith("redis+socket://"):
         url = "unix://" + url.removeprefix("redis+socket://")
-    # Timeouts: a Redis that hangs must cost a call a few seconds, not its worker thread for good.
-    return redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=2)
+    # Timeouts: a Redis that hangs must cost a call a few seconds, not its worker thread for good. No command is
+    # sent twice: one whose answer was lost may have been applied (a rate-limit slot taken, a doorbell rung),
+    # and a call rung claimed twice would reach the provider twice (conversations/store/preclaimed.py).
+    return redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
 
 
 def client() -> redis.Redis:

@@ -113,7 +113,14 @@ def call_execute_claimed(packed: bytes, *, worker: str = "") -> Call | None:
     if rung.call_id is None or rung.token is None:
         logger.warning("call doorbell: dropped a call rung claimed that names no call (%r)", packed[:40])
         return None
-    age = (timezone.now() - rung.token).total_seconds()
+    age = store.preclaimed.age(rung.token)
+    if age <= -store.preclaimed.FRESH_SECONDS:
+        logger.warning(
+            "call %s was rung claimed %.1f s in this worker's future: the web's clock is ahead. Until the clocks "
+            "agree (NTP), such calls are claimed from the database, a statement more each.",
+            rung.call_id,
+            -age,
+        )
     if rung.claimed is None or abs(age) >= store.preclaimed.FRESH_SECONDS:
         if not store.preclaimed.unclaim(rung.call_id, rung.token):
             logger.info("call %s, rung claimed %.1f s ago, is not as it was rung; skipping it", rung.call_id, age)

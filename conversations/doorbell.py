@@ -15,7 +15,7 @@ Celery's countdown. Only workers of the threads pool listen (the pool the README
 workers take calls through Celery alone. `CALL_DOORBELL=false` turns the list off for a process: a worker
 so started does not listen, a web process so started always rings through Celery.
 
-A relayed chat request's call is rung already claimed (CLAIMED, conversations/store/preclaimed.py): the web
+A relayed API request's call is rung already claimed (CLAIMED, conversations/store/preclaimed.py): the web
 inserts it running, with everything the worker's claim would have read, and the worker that pops it goes
 straight to the provider; a statement fewer on the request's path. Workers that take such calls say so
 (TAKING_CLAIMED), so that a web process never rings one where only older workers listen.
@@ -148,6 +148,7 @@ class Listener:
         self.keeper = threading.Thread(target=self._keep_marked, name="call-doorbell-mark", daemon=True)
         self.marked = 0.0  # when LISTENING was last renewed
         self.failing = False  # Redis refused the last pop (reported once until it answers again)
+        self.lists = [CLAIMED, CALLS]  # which list a pop looks at first, swapped at every pop (popping held)
 
     def start(self) -> None:
         # Celery stops this step only after its own consumer has wound down (up to a couple of seconds);
@@ -188,10 +189,11 @@ class Listener:
                 answer(call_id, self.hostname)
 
     def _pop(self) -> int | bytes | None:
-        """The next call rung claimed (CLAIMED first: it is already running) or id on CALLS, blocking up to BLOCK
-        seconds; None if none came."""
+        """The next call rung claimed (from CLAIMED) or id (from CALLS), blocking up to BLOCK seconds; None if
+        none came. The list looked at first alternates, so that neither waits while the other is busy."""
+        self.lists.reverse()
         try:
-            rung = client().blpop([CLAIMED, CALLS], timeout=BLOCK)
+            rung = client().blpop(self.lists, timeout=BLOCK)
         except redis.RedisError as error:
             if not self.failing:
                 logger.warning("call doorbell: Redis unavailable (%s); trying again every second", error)

@@ -30,10 +30,27 @@ logger = logging.getLogger(__name__)
 
 def calls_sweep() -> list[int]:
     """Queue again the calls whose broker message was lost or whose worker died. Returns their ids."""
+    left = _claimed_left_behind()
     stuck = Call.objects.filter(status=Call.Status.RUNNING).values_list(
         "pk", "started_at", "connection__timeout_seconds"
     )
-    return _sweep(Call, queue.EXECUTE_CALL, stuck, lambda timeout: timeout)
+    return left + _sweep(Call, queue.EXECUTE_CALL, stuck, lambda timeout: timeout)
+
+
+def _claimed_left_behind() -> list[int]:
+    """Calls rung claimed that no worker took while fresh (conversations/store/preclaimed.py), queued again."""
+    from .store import preclaimed
+
+    try:
+        left = preclaimed.left_behind() if doorbell.enabled() else []
+    except Exception:  # noqa: BLE001 - an unreachable broker must not stop the sweep of running rows
+        logger.warning("sweeper could not read the calls rung claimed", exc_info=True)
+        return []
+    for pk in left:
+        queue.publish(queue.EXECUTE_CALL, pk)
+    if left:
+        logger.warning("sweeper queued %s calls rung claimed that no worker took: %s", len(left), left[:20])
+    return left
 
 
 def testruns_sweep() -> list[int]:

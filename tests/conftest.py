@@ -47,9 +47,11 @@ def integration_token(sandbox, db):
 
 @pytest.fixture
 def published(monkeypatch):
-    """Stand in for the broker: record each task published, as (task name, row id, countdown)."""
-    from conversations import queue
+    """Stand in for the broker: record each task published, as (task name, row id, countdown). Calls are queued
+    (not rung claimed, tests/api/test_preclaimed.py) whether or not a worker of the session listens."""
+    from conversations import doorbell, queue
 
+    monkeypatch.setattr(doorbell, "taking_claimed", lambda: False)
     sent = []
     monkeypatch.setattr(queue, "publish", lambda task, row_id, countdown=None: sent.append((task, row_id, countdown)))
     return sent

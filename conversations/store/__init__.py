@@ -9,7 +9,7 @@ planned once per pooled connection (with DATABASE_PREPARED_STATEMENTS, the defau
 - `worker`: the worker's claim before the provider call and its record after;
 - `api`: the API's reads (the token, what the request names, the outcome);
 - `queueing`: a queued call's rows (with a chat request's new conversation), then the workers rung;
-- `preclaimed`: a chat request's call inserted already claimed, rung with what its worker's claim would read;
+- `preclaimed`: an API request's call inserted already claimed, rung with what its worker's claim would read;
 - `sql`: what they share (running a statement, rows into model instances, column lists from `_meta`).
 """
 

@@ -14,18 +14,16 @@ autocommit (the web's case), or when the transaction around it commits.
 
 from __future__ import annotations
 
-import logging
+import json
 from functools import cache
 
 from django.conf import settings
 from django.db import transaction
 
-from .. import doorbell, queue
+from .. import queue
 from ..models import Call, Conversation, Message
 from . import preclaimed
 from .sql import fetch_one, insert_columns, insert_params, insert_values, postgresql, quote
-
-logger = logging.getLogger(__name__)
 
 # A chat request with more messages than this is saved through the ORM (in batches): each message is seven
 # parameters of the statement (PostgreSQL takes at most 65,535), and each count is a statement of its own to
@@ -44,10 +42,9 @@ def chat_accept(conversation: Conversation, messages: list[Message], call: Call)
     for n, message in enumerate(messages):
         insert_params(db, f"m{n}_", message, params)
     insert_params(db, "k_", call, params)
-    claimed = doorbell.taking_claimed()
-    if claimed:  # inserted running, claimed as it is queued (store.preclaimed): its queued_at is its token
-        call.status, call.started_at = Call.Status.RUNNING, call.queued_at
-        params["k_status"], params["k_started_at"] = call.status, params["k_queued_at"]
+    claimed = preclaimed.claimable(conversation)
+    if claimed:
+        preclaimed.claim(call, params, "k_")
     conversation.pk, message_ids, call.pk = fetch_one(db, _chat_sql(len(messages), no_wait=db.get_autocommit()), params)
     for message, message_id in zip(messages, message_ids, strict=True):
         message.pk = message_id
@@ -55,26 +52,10 @@ def chat_accept(conversation: Conversation, messages: list[Message], call: Call)
     call.conversation, call.message = conversation, messages[-1]
     _saved(db, conversation, *messages, call)
     if claimed:
-        transaction.on_commit(lambda: _ring_claimed(conversation, messages, call))
+        preclaimed.ring_on_commit(conversation, [(m.role, m.content) for m in reversed(messages)], call)
     else:
         queue.publish_on_commit(queue.EXECUTE_CALL, call.pk)
     return call
-
-
-def _ring_claimed(conversation: Conversation, messages: list[Message], call: Call) -> None:
-    """Ring a call inserted claimed with what its worker needs; if Redis refuses, give it back to the queue and
-    ring it as any queued call (which leaves it for the sweeper when the broker is away)."""
-    history = messages[::-1][: settings.CONVERSATION_HISTORY_MESSAGES]  # newest first, as the claim reads it
-    integration = conversation.integration if conversation.integration_id else None
-    try:
-        doorbell.ring_claimed(
-            preclaimed.pack(conversation, history, call, has_callback=bool(integration and integration.callback_url))
-        )
-    except queue.broker_errors() as error:
-        logger.warning("call %s could not be rung claimed (%s); queueing it as usual", call.pk, error)
-        if preclaimed.unclaim(call.pk, call.started_at):
-            call.status, call.started_at = Call.Status.QUEUED, None
-            queue.publish(queue.EXECUTE_CALL, call.pk)
 
 
 def call_accept(conversation: Conversation, message: Message, call: Call, *, countdown: float | None = None) -> Call:
@@ -86,16 +67,30 @@ def call_accept(conversation: Conversation, message: Message, call: Call, *, cou
     if db is None:
         return _call_accept_orm(conversation, message, call, countdown)
     new_message = message._state.adding
+    # Rung claimed (store.preclaimed) when due now and for a new message: the statement then also reads the
+    # conversation's earlier turns, which the claim would have read.
+    claimed = new_message and not countdown and preclaimed.claimable(conversation)
     params = {"conversation": conversation.pk, "message": message.pk}
     params["touched_at"] = Conversation._meta.get_field("updated_at").pre_save(conversation, False)
     insert_params(db, "k_", call, params)
     if new_message:
         insert_params(db, "m0_", message, params)
-    message.pk, call.pk = fetch_one(db, _call_sql(new_message), params)
+    if claimed:
+        preclaimed.claim(call, params, "k_")
+        params["earlier"] = max(0, settings.CONVERSATION_HISTORY_MESSAGES - 1)
+    message.pk, call.pk, earlier = fetch_one(db, _call_sql(new_message, with_history=claimed), params)
     call.message = message  # once its id is known: assigning a row copies its id
     _saved(db, message, call)
-    queue.publish_on_commit(queue.EXECUTE_CALL, call.pk, countdown=countdown)
+    if claimed:
+        history = [(message.role, message.content), *((role, content) for role, content in _json(earlier or []))]
+        preclaimed.ring_on_commit(conversation, history, call)
+    else:
+        queue.publish_on_commit(queue.EXECUTE_CALL, call.pk, countdown=countdown)
     return call
+
+
+def _json(value):
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _saved(db, *instances) -> None:
@@ -166,7 +161,7 @@ def _chat_sql(message_count: int, *, no_wait: bool) -> str:
 
 
 @cache
-def _call_sql(new_message: bool) -> str:
+def _call_sql(new_message: bool, *, with_history: bool = False) -> str:
     message_id = "(SELECT id FROM turn)" if new_message else "%(message)s"
     turn = (
         f"""turn AS (
@@ -186,8 +181,21 @@ def _call_sql(new_message: bool) -> str:
         ), touched AS (
             UPDATE {quote(Conversation._meta.db_table)} SET updated_at = %(touched_at)s WHERE id = %(conversation)s
         )
-        SELECT {message_id}, (SELECT id FROM queued)
+        SELECT {message_id}, (SELECT id FROM queued), {_earlier() if with_history else "NULL"}
     """  # noqa: S608 - the only interpolations are quoted names from the models' _meta and parameter names
+
+
+def _earlier() -> str:
+    """The conversation's turns before the new message, newest first (the statement's snapshot does not see
+    the message it inserts): what the worker's claim would read (store.worker), for a call rung claimed."""
+    return f"""(
+        SELECT json_agg(json_build_array(recent.role, recent.content) ORDER BY recent.created_at DESC, recent.id DESC)
+        FROM (
+            SELECT m.role, m.content, m.created_at, m.id FROM {quote(Message._meta.db_table)} m
+            WHERE m.conversation_id = %(conversation)s
+            ORDER BY m.created_at DESC, m.id DESC LIMIT %(earlier)s
+        ) recent
+    )"""  # noqa: S608 - the only interpolation is a quoted name from the model's _meta
 
 
 def durable() -> None:

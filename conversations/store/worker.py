@@ -9,7 +9,7 @@ PostgreSQL each trip is one hand-written statement:
 - record: lock the row we still hold, insert the reply message, write the outcome and touch the
   conversation (a transaction of four ORM statements otherwise).
 
-A relayed chat request's call skips the claim: the web inserts it claimed and rings it with what the claim
+A relayed API request's call skips the claim: the web inserts it claimed and rings it with what the claim
 would read (`preclaimed`). Column lists come from the models' `_meta`, so a new field needs no change here.
 Other databases (SQLite for `make run`) take the same steps through the ORM; the test suite runs on both.
 """
