@@ -45,13 +45,26 @@ def integration_token(sandbox, db):
     return integration, token
 
 
+# Fixtures that start real worker processes: with one, calls are rung claimed as in production.
+REAL_WORKERS = {"celery_worker", "own_stack", "stack"}
+
+
+@pytest.fixture(autouse=True)
+def rung_claimed_only_with_a_real_worker(request, monkeypatch):
+    """Calls are rung claimed (conversations/store/preclaimed.py) only in a test that runs a real worker, or
+    asks for it (tests/api/test_preclaimed.py): any other test that runs a call in its own process expects it
+    queued, whether or not a worker of the session happens to be listening."""
+    if not REAL_WORKERS & set(request.fixturenames):
+        from conversations import doorbell
+
+        monkeypatch.setattr(doorbell, "taking_claimed", lambda: False)
+
+
 @pytest.fixture
 def published(monkeypatch):
-    """Stand in for the broker: record each task published, as (task name, row id, countdown). Calls are queued
-    (not rung claimed, tests/api/test_preclaimed.py) whether or not a worker of the session listens."""
-    from conversations import doorbell, queue
+    """Stand in for the broker: record each task published, as (task name, row id, countdown)."""
+    from conversations import queue
 
-    monkeypatch.setattr(doorbell, "taking_claimed", lambda: False)
     sent = []
     monkeypatch.setattr(queue, "publish", lambda task, row_id, countdown=None: sent.append((task, row_id, countdown)))
     return sent
