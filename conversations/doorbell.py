@@ -91,9 +91,30 @@ def ring(call_id: int) -> None:
     client().rpush(CALLS, call_id)
 
 
+class NotRung(redis.ConnectionError):
+    """No connection to Redis could be made: the ring was never sent."""
+
+
 def ring_claimed(packed: str) -> None:
-    """Push a call inserted already claimed (store.preclaimed). Raises redis.RedisError when Redis cannot take it."""
-    client().rpush(CLAIMED, packed)
+    """Push a call inserted already claimed (store.preclaimed). Raises NotRung when Redis could not be reached
+    (nothing was sent), another redis.RedisError when the push was sent and its outcome is unknown.
+
+    The client's own `rpush` cannot tell the two apart; the pool can: it hands out a connection only once it
+    is connected (and reconnects one Redis closed meanwhile), so a failure there is before anything is sent.
+    """
+    pool = client().connection_pool
+    try:
+        connection = pool.get_connection()
+    except (redis.RedisError, OSError) as error:
+        raise NotRung(str(error)) from error
+    try:
+        connection.send_command("RPUSH", CLAIMED, packed)
+        connection.read_response()
+    except BaseException:
+        connection.disconnect()  # as the client does: a connection in an unknown state is not reused
+        raise
+    finally:
+        pool.release(connection)
 
 
 def waiting() -> int:

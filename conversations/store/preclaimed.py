@@ -23,11 +23,12 @@ What keeps it as safe as a claim:
   call a worker is about to start.
 - A ring is pushed once (`connectors.ratelimit.redis_at` never retries a command), and never followed by a
   second way in: a worker that pops a fresh ring sends without asking the database, so one call must
-  never have two rings. When Redis does not confirm the push, whether it took it is unknown, so the call
-  is left running: a worker runs it if the ring arrived, and if not, the sweeper queues it again once the
-  call's running deadline passes, as it does for a worker that died. The same holds for a ring lost with
-  Redis. (Web processes stop ringing claimed within seconds of Redis failing: `doorbell.taking_claimed`
-  reads as no.)
+  never have two rings. When Redis cannot be reached, nothing was sent, and the call is queued as any
+  other (for the sweeper's next pass while the broker is away). When the push was sent and not confirmed,
+  whether Redis took it is unknown, so the call is left running: a worker runs it if the ring arrived, and
+  if not, the sweeper queues it again once the call's running deadline passes, as it does for a worker
+  that died. The same holds for a ring lost with Redis. (Web processes stop ringing claimed within
+  seconds of Redis failing: `doorbell.taking_claimed` reads as no.)
 - Rings no worker takes while fresh (every worker that takes them died, or a rollback left only workers
   that do not) are popped by the sweeper and their calls queued again (`left_behind`).
 
@@ -90,12 +91,13 @@ def _ring(conversation: Conversation, history: list[tuple[str, str]], call: Call
         packed = pack(conversation, history, call)
     except Exception:  # a column no ring can carry, say: nothing went to Redis, so the call is queued instead
         logger.exception("call %s cannot be rung claimed; queueing it as usual", call.pk)
-        if unclaim(call.pk, call.started_at):
-            call.status, call.started_at = Call.Status.QUEUED, None
-            queue.publish(queue.EXECUTE_CALL, call.pk)
+        _queue_instead(call)
         return
     try:
         doorbell.ring_claimed(packed)
+    except doorbell.NotRung as error:  # Redis unreachable, nothing sent: queued as usual, or for the sweeper
+        logger.warning("call %s could not be rung claimed (%s); queueing it as usual", call.pk, error)
+        _queue_instead(call)
     except queue.broker_errors() as error:
         # Whether Redis took the ring is not known (its answer can be lost after the push), and a worker that
         # pops a fresh ring sends at once: queueing the call now could send it twice. It stays running: a
@@ -103,6 +105,14 @@ def _ring(conversation: Conversation, history: list[tuple[str, str]], call: Call
         logger.warning(
             "call %s: Redis did not confirm its ring (%s); left to the sweeper if it was lost", call.pk, error
         )
+
+
+def _queue_instead(call: Call) -> None:
+    """Give a call nothing was rung for back to the queue, and ring it as any queued call (`queue.publish`
+    leaves it for the sweeper's next pass when the broker is away)."""
+    if unclaim(call.pk, call.started_at):
+        call.status, call.started_at = Call.Status.QUEUED, None
+        queue.publish(queue.EXECUTE_CALL, call.pk)
 
 
 def pack(conversation: Conversation, history: list[tuple[str, str]], call: Call) -> str:

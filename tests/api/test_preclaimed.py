@@ -207,6 +207,24 @@ def test_a_ring_redis_did_not_confirm_is_left_to_the_sweeper_not_queued_twice(
 
 
 @pytest.mark.django_db
+def test_with_redis_unreachable_the_call_is_queued_as_usual(
+    client, integration_token, published, monkeypatch, settings, django_capture_on_commit_callbacks
+):
+    """Nothing was sent (no connection could be made), so queueing it cannot send it twice: it is queued at
+    once, for the sweeper's next pass while the broker is away, not left for the running deadline."""
+    settings.API_CHAT_WAIT_SECONDS = 0
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    monkeypatch.setattr(doorbell, "taking_claimed", lambda: True)  # as read a moment before Redis went away
+    with django_capture_on_commit_callbacks(execute=True):
+        call = relay(client, integration_token[1])
+
+    call.refresh_from_db()
+    assert (call.status, call.started_at) == ("queued", None)
+    assert published == [(queue.EXECUTE_CALL, call.pk, None)]
+    assert execute_now(call.pk).status == "succeeded"
+
+
+@pytest.mark.django_db
 def test_a_call_whose_ring_cannot_be_made_is_queued_as_usual(
     client, integration_token, rings, published, monkeypatch, django_capture_on_commit_callbacks
 ):
