@@ -82,8 +82,9 @@ def _workers() -> tuple[bool, bool]:
         listens, takes = (bool(n) for n in pipe.execute())
     except redis.RedisError:
         listens = takes = False  # Celery's publish reports the broker's trouble as it always has
-    _listening[url] = (now + LOOK_AGAIN, listens, listens and takes)
-    return listens, listens and takes
+    takes = listens and takes
+    _listening[url] = (now + LOOK_AGAIN, listens, takes)
+    return listens, takes
 
 
 def ring(call_id: int) -> None:

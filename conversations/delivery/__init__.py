@@ -88,7 +88,7 @@ def call_execute_claimed(packed: bytes, *, worker: str = "") -> Call | None:
             rung.call_id,
             -age,
         )
-    if rung.claimed is None or abs(age) >= store.preclaimed.FRESH_SECONDS:
+    if rung.claimed is None:  # stale (popped late, or clocks apart), or not readable whole
         if not store.preclaimed.unclaim(rung.call_id, rung.token):
             logger.info("call %s, rung claimed %.1f s ago, is not as it was rung; skipping it", rung.call_id, age)
             return None

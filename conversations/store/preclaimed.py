@@ -143,7 +143,8 @@ class Rung:
 
 
 def unpack(packed: bytes) -> Rung:
-    """The claim a ring carries, with its connection read by id (remembered)."""
+    """The claim a ring carries while it is fresh, with its connection read by id (remembered); past
+    FRESH_SECONDS only its call and token, read from the database instead."""
     try:
         held = json.loads(packed)
         call = row_instance(Call, held["call"])
@@ -153,6 +154,8 @@ def unpack(packed: bytes) -> Rung:
     rung = Rung(call.pk, call.started_at)
     if rung.call_id is None or rung.token is None:
         return Rung()
+    if abs(age(rung.token)) >= FRESH_SECONDS:
+        return rung
     try:
         if held.get("v") != VERSION:
             raise ValueError(f"version {held.get('v')!r}, not {VERSION}")

@@ -14,7 +14,6 @@ autocommit (the web's case), or when the transaction around it commits.
 
 from __future__ import annotations
 
-import json
 from functools import cache
 
 from django.conf import settings
@@ -23,7 +22,7 @@ from django.db import transaction
 from .. import queue
 from ..models import Call, Conversation, Message
 from . import preclaimed
-from .sql import fetch_one, insert_columns, insert_params, insert_values, postgresql, quote
+from .sql import fetch_one, insert_columns, insert_params, insert_values, postgresql, quote, turns
 
 # A chat request with more messages than this is saved through the ORM (in batches): each message is seven
 # parameters of the statement (PostgreSQL takes at most 65,535), and each count is a statement of its own to
@@ -82,15 +81,11 @@ def call_accept(conversation: Conversation, message: Message, call: Call, *, cou
     call.message = message  # once its id is known: assigning a row copies its id
     _saved(db, message, call)
     if claimed:
-        history = [(message.role, message.content), *((role, content) for role, content in _json(earlier or []))]
+        history = [(message.role, message.content), *turns(earlier)]
         preclaimed.ring_on_commit(conversation, history, call)
     else:
         queue.publish_on_commit(queue.EXECUTE_CALL, call.pk, countdown=countdown)
     return call
-
-
-def _json(value):
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def _saved(db, *instances) -> None:

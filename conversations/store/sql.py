@@ -133,5 +133,13 @@ def row_instance(model, held: dict):
     return model.from_db(DEFAULT_DB_ALIAS, [f.attname for f in fields], [f.to_python(held[f.attname]) for f in fields])
 
 
+def turns(value) -> list[tuple[str, str]]:
+    """A statement's json_agg of (role, content) pairs as tuples; psycopg hands json as text or parsed, by
+    type, and NULL when there were none."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return [(role, content) for role, content in value or []]
+
+
 def dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))

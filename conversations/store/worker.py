@@ -16,7 +16,6 @@ Other databases (SQLite for `make run`) take the same steps through the ORM; the
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -30,7 +29,7 @@ from connectors.models import ProviderConnection
 
 from ..models import Call, Conversation, Integration, Message, PromptTemplate, TemplateVersion
 from ..rendering import PromptText
-from .sql import all_fields, columns, fetch_one, instance, postgresql, quote
+from .sql import all_fields, columns, fetch_one, instance, postgresql, quote, turns
 
 
 @dataclass
@@ -79,9 +78,7 @@ def call_claim(*, call_id: int, worker: str, token: datetime) -> Claimed | None:
     call = instance(db, Call, all_fields(Call), values)
     call.conversation = instance(db, Conversation, all_fields(Conversation), values)
     call.connection = instance(db, ProviderConnection, all_fields(ProviderConnection), values)
-    history = next(values) or []
-    if isinstance(history, str):
-        history = json.loads(history)
+    history = turns(next(values))
     has_callback = bool(next(values))
     name, system, user, published_id, pinned_system, pinned_user = (next(values) for _ in range(6))
     prompt = None
@@ -93,7 +90,7 @@ def call_claim(*, call_id: int, worker: str, token: datetime) -> Claimed | None:
             pinned_user if pinned else user,
             pinned or published_id,
         )
-    return Claimed(call, [(role, content) for role, content in history], has_callback, prompt)
+    return Claimed(call, history, has_callback, prompt)
 
 
 def call_due_in(*, call_id: int, now: datetime) -> float | None:
