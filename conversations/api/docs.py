@@ -208,7 +208,8 @@ def openapi() -> dict[str, Any]:
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": False,
-                            "schema": {"type": "string", "maxLength": 200},
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                            "description": "A key unique to this message; an empty header is refused (400).",
                         }
                     ],
                     "requestBody": {"required": True, **_json(MESSAGE_REQUEST, MESSAGE_EXAMPLE)},

@@ -136,9 +136,17 @@ def _wait_seconds(payload: dict[str, Any]) -> float:
 def messages(request: HttpRequest, integration: Integration, payload: dict[str, Any]) -> JsonResponse:
     """Answer one customer message through a template, continuing the contact's conversation."""
     wait = _wait_seconds(payload)
-    accepted = message_receive(
-        integration=integration, payload=payload, idempotency_key=header(request, "Idempotency-Key")
-    )
+    idempotency_key = header(request, "Idempotency-Key")
+    if not idempotency_key and "Idempotency-Key" in request.headers:
+        # Taken as no key, an empty one (a template whose id came out blank) would make every retry a second
+        # message without a word; an empty message_id is refused the same way.
+        raise Refused(
+            400,
+            "Idempotency-Key",
+            "The Idempotency-Key header is empty. Send a key unique to this message (your platform's message id, "
+            "or a UUID), or leave the header out.",
+        )
+    accepted = message_receive(integration=integration, payload=payload, idempotency_key=idempotency_key)
     if accepted.human:
         # A person holds the conversation: no provider call; their reply reaches the callback URL.
         body = {

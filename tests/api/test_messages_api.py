@@ -178,6 +178,14 @@ class TestRepeatsAndOutages:
         )
         assert Call.objects.count() == 1
 
+    def test_an_empty_idempotency_key_is_refused_not_taken_as_none(self, client, integration_token):
+        response = post(client, integration_token[1], GOOD, HTTP_IDEMPOTENCY_KEY="")
+
+        assert response.status_code == 400
+        assert response.json()["error"]["field"] == "Idempotency-Key"
+        assert "The Idempotency-Key header is empty" in response.json()["error"]["message"]
+        assert Call.objects.count() == 0  # nothing queued: a retry cannot double it
+
     def test_an_unknown_field_is_refused_naming_the_known_ones(self, client, integration_token):
         response = post(client, integration_token[1], {**GOOD, "wiat": 5})
         assert response.status_code == 400
