@@ -89,6 +89,8 @@ def api(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
                     raw = request.body if size <= limit else b""
             except (RequestDataTooBig, bodies.TooLarge):
                 size = limit + 1
+            except bodies.Unreadable as unreadable:
+                return json_error(400, "body", str(unreadable))
             if size > limit or len(raw) > limit:
                 return json_error(413, "body", f"The body is over {limit:,} bytes (API_MAX_BODY_BYTES). Send less.")
             if len(raw) != size:  # a chunked body's size is what was read, so only a declared one can differ
@@ -104,8 +106,21 @@ def api(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
                     f"Bodies compressed with {payloads.printable(encoding[:40])!r} are not read here: send the JSON "
                     "uncompressed.",
                 )
+            if not raw:
+                sent_chunked = bodies.chunked(request)
+                return json_error(
+                    400,
+                    "body",
+                    "The body is empty: send a JSON object, with Content-Length."
+                    + (
+                        " It came in chunks (Transfer-Encoding: chunked), which Django's development server (make "
+                        "run) does not decode: send Content-Length instead."
+                        if sent_chunked
+                        else ""
+                    ),
+                )
             try:
-                payload = payloads.loads(raw or b"null")
+                payload = payloads.loads(raw)
             except payloads.PayloadError as refused:
                 return json_error(400, refused.field, refused.message)
             if not isinstance(payload, dict):

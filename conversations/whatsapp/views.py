@@ -42,6 +42,8 @@ def webhook(request: HttpRequest, pk: int) -> HttpResponse:
             raw_body = bodies.read_chunked(request, limit)
         except bodies.TooLarge:
             return too_large
+        except bodies.Unreadable as unreadable:
+            return JsonResponse({"error": str(unreadable)}, status=400)
     else:
         size = request.headers.get("Content-Length", "0")
         if not size.isdigit() or int(size) > limit:  # before reading: Meta's deliveries are at most 3 MB
