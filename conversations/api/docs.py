@@ -209,7 +209,8 @@ def openapi() -> dict[str, Any]:
                             "in": "header",
                             "required": False,
                             "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-                            "description": "A key unique to this message; an empty header is refused (400).",
+                            "description": "A key unique to this message; an empty one, or one holding a comma "
+                            "(two headers), is refused (400).",
                         }
                     ],
                     "requestBody": {"required": True, **_json(MESSAGE_REQUEST, MESSAGE_EXAMPLE)},

@@ -161,6 +161,15 @@ def messages(request: HttpRequest, integration: Integration, payload: dict[str, 
             "The Idempotency-Key header is empty. Send a key unique to this message (your platform's message id, "
             "or a UUID), or leave the header out.",
         )
+    if "," in idempotency_key:
+        # Two Idempotency-Key headers reach Django joined by a comma: taken as one key "a,b", a retry with
+        # only "a" would be a second message.
+        raise Refused(
+            400,
+            "Idempotency-Key",
+            "Idempotency-Key holds a comma, which is how two such headers arrive: send one Idempotency-Key per "
+            "request, without commas.",
+        )
     accepted = message_receive(integration=integration, payload=payload, idempotency_key=idempotency_key)
     if accepted.human:
         # A person holds the conversation: no provider call; their reply reaches the callback URL.

@@ -186,6 +186,15 @@ class TestRepeatsAndOutages:
         assert "The Idempotency-Key header is empty" in response.json()["error"]["message"]
         assert Call.objects.count() == 0  # nothing queued: a retry cannot double it
 
+    def test_two_idempotency_keys_are_refused_not_joined_into_one(self, client, integration_token):
+        # Two headers reach the view joined by a comma, as WSGI servers join repeated headers.
+        response = post(client, integration_token[1], GOOD, HTTP_IDEMPOTENCY_KEY="dupA,dupB")
+
+        assert response.status_code == 400
+        assert response.json()["error"]["field"] == "Idempotency-Key"
+        assert "send one Idempotency-Key per request" in response.json()["error"]["message"]
+        assert Call.objects.count() == 0
+
     def test_an_unknown_field_is_refused_naming_the_known_ones(self, client, integration_token):
         response = post(client, integration_token[1], {**GOOD, "wiat": 5})
         assert response.status_code == 400
