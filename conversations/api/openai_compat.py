@@ -219,7 +219,8 @@ def _failure(call: Call) -> JsonResponse:
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         response["x-should-retry"] = "false"
         return response
-    words = f"{call.error_summary} — {call.help.fix}"
+    # The call's id, so that whoever reads the error (a platform's log, support staff) can find the call.
+    words = f"{call.error_summary} — {call.help.fix} Logged as call {call.pk} (GET /api/v1/calls/{call.pk})."
     named_model = bool((call.conversation.overrides or {}).get("model"))
     if call.error_kind in REQUEST_KINDS:
         code = "context_length_exceeded" if call.error_kind == ErrorKind.CONTEXT_TOO_LONG else call.error_kind
@@ -232,7 +233,7 @@ def _failure(call: Call) -> JsonResponse:
         return openai_error(
             404,
             f"The provider does not offer the model {call.model!r} here ({call.error_summary}). "
-            "GET /api/v1/models lists the models and connections you may name.",
+            f"GET /api/v1/models lists the models and connections you may name. Logged as call {call.pk}.",
             "model_not_found",
             "model",
         )

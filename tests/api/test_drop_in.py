@@ -60,6 +60,8 @@ def test_a_failure_of_switchboards_own_connection_is_a_502_made_once(openai_clie
     assert raised.value.status_code == 502
     assert raised.value.response.headers["x-should-retry"] == "false"
     assert "connection Sandbox failed: Authentication" in raised.value.message
+    call = Call.objects.get()
+    assert f"Logged as call {call.pk} (GET /api/v1/calls/{call.pk})." in raised.value.message  # to look it up
     assert requests_made() == (1, 1)
 
 
