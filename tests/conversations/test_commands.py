@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -9,9 +10,10 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import override_settings
 
 from connectors.models import ProviderConnection, decrypted_api_key
-from conversations.models import Call
+from conversations.models import Call, WhatsAppChannel
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.django_db
@@ -76,3 +78,33 @@ def test_seed_logs_fills_the_log_in_time_order_like_a_real_one(connection, templ
     assert queued == sorted(queued)  # newer rows have larger ids, as when calls arrive
     assert queued[-1] - queued[0] > timedelta(days=1.8)
     assert all(c.finished_at >= c.queued_at for c in calls)
+
+
+@override_settings(DEBUG=True)
+def test_seed_demo_refuses_one_port_for_the_dashboard_and_the_sandbox(db, monkeypatch, settings):
+    """The attack run started make run with WEB_PORT at the sandbox's default port: the web server could not
+    bind, and the seeded connection pointed at the dashboard."""
+    monkeypatch.setenv("WEB_PORT", str(settings.SANDBOX_PORT))
+    with pytest.raises(CommandError, match=f"WEB_PORT and SANDBOX_PORT are both {settings.SANDBOX_PORT}"):
+        call_command("seed_demo", stdout=io.StringIO())
+    assert not ProviderConnection.objects.exists()
+
+
+@override_settings(DEBUG=True)
+def test_seed_demo_moves_the_demo_rows_to_this_runs_sandbox_port(db, monkeypatch, settings):
+    monkeypatch.setenv("WEB_PORT", "8000")
+    settings.SANDBOX_PORT = 8765
+    call_command("seed_demo", stdout=io.StringIO())
+    settings.SANDBOX_PORT = 8766
+    out = io.StringIO()
+    call_command("seed_demo", stdout=out)
+
+    assert ProviderConnection.objects.get(name="Sandbox").base_url == "http://127.0.0.1:8766/v1"
+    assert WhatsAppChannel.objects.get(name="Demo WhatsApp").graph_base_url == "http://127.0.0.1:8766"
+    assert "Connection 'Sandbox' now calls the sandbox at http://127.0.0.1:8766/v1" in out.getvalue()
+
+    # A connection someone pointed at a real provider is theirs: never moved back to the sandbox.
+    ProviderConnection.objects.filter(name="Sandbox").update(base_url="https://api.mistral.ai/v1")
+    settings.SANDBOX_PORT = 8767
+    call_command("seed_demo", stdout=io.StringIO())
+    assert ProviderConnection.objects.get(name="Sandbox").base_url == "https://api.mistral.ai/v1"

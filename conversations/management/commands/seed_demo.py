@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import secrets
 
 from django.conf import settings
@@ -21,7 +22,7 @@ DEMO_SYSTEM = (
     "You are a helpful support assistant for {{business_name}} on WhatsApp. Answer briefly and kindly. "
     "Opening hours: {{opening_hours}}."
 )
-PORT = os.environ.get("WEB_PORT", "8000")  # where make run serves the dashboard
+LOCAL_SANDBOX = re.compile(r"http://127\.0\.0\.1:\d+(/v1)?")  # what this command points the demo rows at
 
 
 class Command(BaseCommand):
@@ -30,6 +31,12 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if not settings.DEBUG:
             raise CommandError("seed_demo creates a known password, so it only runs with DEBUG=true.")
+        port = os.environ.get("WEB_PORT", "8000")  # where make run serves the dashboard
+        if port == str(settings.SANDBOX_PORT):
+            raise CommandError(
+                f"WEB_PORT and SANDBOX_PORT are both {port}: the dashboard and the sandbox provider need a port "
+                "each. Give one of them another, e.g. WEB_PORT=8300 make run."
+            )
         User = get_user_model()
         if not User.objects.filter(username=DEMO_USER).exists():
             User.objects.create_superuser(DEMO_USER, "admin@example.com", DEMO_PASSWORD)
@@ -45,6 +52,7 @@ class Command(BaseCommand):
                 model="mistral-small-latest",
                 stdout=self.stdout,
             )
+        self._follow_the_sandbox()
         if not PromptTemplate.objects.filter(name="Support bot").exists():
             call_command("add_template", "Support bot", system=DEMO_SYSTEM, stdout=self.stdout)
         if not WhatsAppChannel.objects.filter(name="Demo WhatsApp").exists():
@@ -64,9 +72,24 @@ class Command(BaseCommand):
             channel = WhatsAppChannel.objects.get(name="Demo WhatsApp")
             self.stdout.write(
                 "Created WhatsApp channel 'Demo WhatsApp' on the sandbox: chat as a customer at "
-                f"http://127.0.0.1:{PORT}/whatsapp/{channel.pk}/simulator/"
+                f"http://127.0.0.1:{port}/whatsapp/{channel.pk}/simulator/"
             )
         self.stdout.write(
-            f"Dashboard: http://127.0.0.1:{PORT}/  logins: {DEMO_USER} (Admin) and {DEMO_AGENT} (Support staff), "
+            f"Dashboard: http://127.0.0.1:{port}/  logins: {DEMO_USER} (Admin) and {DEMO_AGENT} (Support staff), "
             f"password {DEMO_PASSWORD} (local demo only; change with `python manage.py changepassword NAME`)."
         )
+
+    def _follow_the_sandbox(self) -> None:
+        """The demo rows made on an earlier run keep the sandbox's port of that run: with another SANDBOX_PORT
+        now, the Sandbox connection (and the demo channel) would call whatever listens on the old one. Rows
+        still pointing at a local sandbox address move to this run's; rows pointed elsewhere are left alone."""
+        sandbox = f"http://127.0.0.1:{settings.SANDBOX_PORT}"
+        connection = ProviderConnection.objects.filter(name="Sandbox").first()
+        if connection and LOCAL_SANDBOX.fullmatch(connection.base_url) and connection.base_url != f"{sandbox}/v1":
+            connection.base_url = f"{sandbox}/v1"
+            connection.save(update_fields=["base_url"])
+            self.stdout.write(f"Connection 'Sandbox' now calls the sandbox at {sandbox}/v1 (SANDBOX_PORT).")
+        channel = WhatsAppChannel.objects.filter(name="Demo WhatsApp").first()
+        if channel and LOCAL_SANDBOX.fullmatch(channel.graph_base_url) and channel.graph_base_url != sandbox:
+            channel.graph_base_url = sandbox
+            channel.save(update_fields=["graph_base_url"])
