@@ -23,6 +23,9 @@ MODEL_MAX = 200  # as Call.model holds
 # Turns one request may hold, as OpenAI's own API allows: every turn is stored as a message row, and the
 # provider is sent only the newest (CONVERSATION_HISTORY_MESSAGES), so a longer list only fills the database.
 MESSAGES_MAX = 2048
+MAX_TOKENS_MAX = 1_000_000  # as a connection's own max tokens allows
+# OpenAI's newer name for the instructions ("developer") is a system message to every provider Switchboard relays to.
+SYSTEM_ROLES = ("system", "developer")
 
 
 def _content(value: Any, field: str) -> str:
@@ -81,10 +84,12 @@ def chat_receive(
             f"{settings.CONVERSATION_HISTORY_MESSAGES} anyway.",
         )
     for n, m in enumerate(messages):
-        if m.get("role") not in ("system", "user", "assistant"):
-            raise Refused(400, f"messages[{n}].role", "Each message's role is system, user or assistant.")
+        if m.get("role") not in (*SYSTEM_ROLES, "user", "assistant"):
+            raise Refused(
+                400, f"messages[{n}].role", "Each message's role is system (or developer), user or assistant."
+            )
         messages[n] = {**m, "content": _content(m.get("content"), f"messages[{n}].content")}
-    turns = [m for m in messages if m["role"] != "system"]
+    turns = [m for m in messages if m["role"] not in SYSTEM_ROLES]
     if not turns or turns[-1]["role"] != "user":
         raise Refused(400, "messages", 'The last message must be the customer\'s: {"role": "user", "content": "…"}.')
     model = payload.get("model")
@@ -110,10 +115,10 @@ def chat_receive(
         if problem:
             raise Refused(400, "temperature", problem)
     if max_tokens is not None:
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise Refused(400, "max_tokens", '"max_tokens" is a whole number, 1 or more.')
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_TOKENS_MAX:
+            raise Refused(400, "max_tokens", f'"max_tokens" is a whole number from 1 to {MAX_TOKENS_MAX:,}.')
         overrides["max_tokens"] = max_tokens
-    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    system = "\n\n".join(m["content"] for m in messages if m["role"] in SYSTEM_ROLES)
     customer_message = turns[-1]["content"]
     services.check_message(customer_message)
     contact = checked_contact(checked_text(contact, contact_field, 200), contact_field)

@@ -128,7 +128,7 @@ CHAT_REQUEST = {
                 "type": "object",
                 "required": ["role", "content"],
                 "properties": {
-                    "role": {"type": "string", "enum": ["system", "user", "assistant"]},
+                    "role": {"type": "string", "enum": ["system", "developer", "user", "assistant"]},
                     "content": {
                         "description": "Text, or a list of text parts as OpenAI's SDKs send them.",
                         "oneOf": [

@@ -29,6 +29,7 @@ REPLY = "Sandbox reply from mistral-small-latest: you said 'Where is my parcel?'
         ({"model": ["x"]}, "model"),
         ({"temperature": "hot"}, "temperature"),
         ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": 10**12}, "max_tokens"),  # the attack run's was taken and sent to the provider
         ({"messages": [{"role": "robot", "content": "Hi"}]}, "messages[0].role"),
         ({"user": "u" * 300}, "user"),
         ({"messages": [{"role": "user", "content": "a\x00b"}]}, "messages[0].content"),
@@ -83,6 +84,25 @@ def test_the_openai_sdk_switches_by_changing_base_url_and_key(live_server, integ
     call = Call.objects.get()
     assert call.conversation.contact == "+16505550000" and call.conversation.integration == integration_token[0]
     assert call.request["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+def test_a_developer_message_is_sent_as_the_system_prompt(live_server, integration_token, celery_worker):
+    """OpenAI's newer tools send their instructions as role "developer"; the attack run had them refused."""
+    client = OpenAI(base_url=f"{live_server.url}/api/v1", api_key=integration_token[1], max_retries=0)
+
+    completion = client.chat.completions.create(
+        model="mistral-small-latest",
+        messages=[
+            {"role": "developer", "content": "Answer for Acme."},
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Where is my parcel?"},
+        ],
+    )
+
+    assert completion.choices[0].message.content == REPLY
+    sent = Call.objects.get().request["messages"]
+    assert sent[0] == {"role": "system", "content": "Answer for Acme.\n\nBe brief."}
+    assert [m["role"] for m in sent] == ["system", "user"]
 
 
 def test_the_mistral_sdk_works_the_same(live_server, integration_token, celery_worker):
