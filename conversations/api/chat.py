@@ -95,6 +95,14 @@ def chat_receive(
     model = payload.get("model")
     if model is not None and not isinstance(model, str):
         raise Refused(400, "model", '"model" is text: a connection name, or a model for the default connection.')
+    if model is not None and not model.strip():
+        # Taken as no model, an empty one (a tool's setting left blank) would answer from a model nobody chose.
+        raise Refused(
+            400,
+            "model",
+            '"model" is empty: name a connection or a model (GET /api/v1/models lists them), or leave it out for '
+            "the default connection's model.",
+        )
     if model is not None and len(model) > MODEL_MAX:
         raise Refused(
             400, "model", f'"model" is {len(model):,} characters; a model or connection name is at most {MODEL_MAX}.'

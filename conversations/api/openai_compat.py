@@ -55,6 +55,12 @@ def chat_completions(request: HttpRequest, integration: Integration, payload: di
     user = payload.get("user")
     if user is not None and not isinstance(user, str):
         raise Refused(400, "user", '"user" is text naming the customer, e.g. their phone number or your user id.')
+    if user is not None and not user.strip():
+        raise Refused(
+            400, "user", '"user" is empty: send the customer\'s phone number or your user id, or leave it out.'
+        )
+    if user is None and "X-Contact" in request.headers and not header(request, "X-Contact").strip():
+        raise Refused(400, "X-Contact", "The X-Contact header is empty: send the customer's id, or leave it out.")
     contact = user or header(request, "X-Contact") or f"api:{integration.name}"
     field = "user" if user else "X-Contact"
     try:

@@ -30,6 +30,9 @@ REPLY = "Sandbox reply from mistral-small-latest: you said 'Where is my parcel?'
         ({"temperature": "hot"}, "temperature"),
         ({"max_tokens": 0}, "max_tokens"),
         ({"max_tokens": 10**12}, "max_tokens"),  # the attack run's was taken and sent to the provider
+        # Empty values are refused as whitespace ones are, not taken as "not sent" (the attack run).
+        ({"model": ""}, "model"),
+        ({"user": ""}, "user"),
         ({"messages": [{"role": "robot", "content": "Hi"}]}, "messages[0].role"),
         ({"user": "u" * 300}, "user"),
         ({"messages": [{"role": "user", "content": "a\x00b"}]}, "messages[0].content"),
@@ -67,6 +70,19 @@ def test_bad_chat_requests_name_the_field(client, integration_token, change, fie
         HTTP_AUTHORIZATION=f"Bearer {integration_token[1]}",
     )
     assert response.status_code == 400 and response.json()["error"]["field"] == field
+    assert not Call.objects.exists()
+
+
+def test_an_empty_x_contact_header_is_refused_naming_it(client, integration_token):
+    body = {"model": "mistral-small-latest", "messages": [{"role": "user", "content": "Hi"}]}
+    response = client.post(
+        "/api/v1/chat/completions",
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {integration_token[1]}",
+        HTTP_X_CONTACT="",
+    )
+    assert response.status_code == 400 and response.json()["error"]["field"] == "X-Contact"
     assert not Call.objects.exists()
 
 
