@@ -10,7 +10,6 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.test import override_settings
 
 from connectors.models import ProviderConnection, decrypted_api_key
 from conversations.models import Call, WhatsAppChannel
@@ -80,18 +79,18 @@ def test_seed_logs_fills_the_log_in_time_order_like_a_real_one(connection, templ
     assert all(c.finished_at >= c.queued_at for c in calls)
 
 
-@override_settings(DEBUG=True)
 def test_seed_demo_refuses_one_port_for_the_dashboard_and_the_sandbox(db, monkeypatch, settings):
     """The attack run started make run with WEB_PORT at the sandbox's default port: the web server could not
     bind, and the seeded connection pointed at the dashboard."""
+    settings.DEBUG = True  # through the fixture only: mixed with override_settings, DEBUG outlived the test
     monkeypatch.setenv("WEB_PORT", str(settings.SANDBOX_PORT))
     with pytest.raises(CommandError, match=f"WEB_PORT and SANDBOX_PORT are both {settings.SANDBOX_PORT}"):
         call_command("seed_demo", stdout=io.StringIO())
     assert not ProviderConnection.objects.exists()
 
 
-@override_settings(DEBUG=True)
 def test_seed_demo_moves_the_demo_rows_to_this_runs_sandbox_port(db, monkeypatch, settings):
+    settings.DEBUG = True
     monkeypatch.setenv("WEB_PORT", "8000")
     settings.SANDBOX_PORT = 8765
     call_command("seed_demo", stdout=io.StringIO())
