@@ -33,8 +33,10 @@ def read_chunked(request: HttpRequest, limit: int) -> bytes:
         body = stream.read(limit + 1) if stream is not None else b""
     except Exception as error:  # noqa: BLE001 - the server's own decoder: gunicorn raises its parse errors (and
         # an OSError for a client gone mid-body), which were a 500; whatever it raises, the body is unreadable.
-        # Unprintable characters escaped: the text can quote the client's bytes.
-        found = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(error)[:120])
+        if isinstance(error, OSError):  # gunicorn's NoMoreData ("No more data after: None") is one
+            found = "it ended before its last chunk, 0 CRLF CRLF"
+        else:  # unprintable characters escaped: the text can quote the client's bytes
+            found = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(error)[:120])
         raise Unreadable(
             f"The chunked body could not be read ({found}). Each chunk is its size in hexadecimal, CRLF, that many "
             "bytes, CRLF, and the last is 0 CRLF CRLF; or send the body with Content-Length instead."

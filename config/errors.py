@@ -178,6 +178,14 @@ class ApiErrorsMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if is_api(request):
+            try:
+                request.get_host()
+            except DisallowedHost as refused:
+                # Under DEBUG (make run) Django answers an unknown Host with its debug page, not handler400, and
+                # that became an unnamed "refused (HTTP 400)" here; named the same way with DEBUG on or off.
+                logging.getLogger("django.security.DisallowedHost").warning("%s", refused)
+                return bad_request(request, refused)
         response = self.get_response(request)
         if (
             response.status_code >= 400

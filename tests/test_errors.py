@@ -40,11 +40,23 @@ def test_any_address_near_the_api_is_a_json_404_never_a_redirect(client_without_
     assert response["Content-Type"] == "application/json" and "/api/docs/" in response.json()["error"]["message"]
 
 
-def test_an_unknown_host_is_refused_naming_the_header_and_the_setting(client):
+@pytest.mark.parametrize("debug", [False, True])  # make run has DEBUG on: the re-check found it unnamed there
+def test_an_unknown_host_is_refused_naming_the_header_and_the_setting(client, settings, caplog, debug):
+    settings.DEBUG = debug
     response = client.get("/api/v1/models", headers={"host": "evil.example"})
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["field"] == "Host" and "ALLOWED_HOSTS" in error["message"]
+    # One line per refusal, without a traceback: anyone can send any Host.
+    refusals = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
+    assert [(r.levelname, r.exc_info) for r in refusals] == [("WARNING", None)]
+
+
+def test_an_unknown_host_on_a_page_is_one_warning_line_not_a_traceback(client_without_reraise, caplog):
+    response = client_without_reraise.get("/accounts/login/", headers={"host": "evil.example"})
+    assert response.status_code == 400 and b"ALLOWED_HOSTS" in response.content
+    refusals = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
+    assert [(r.levelname, r.exc_info) for r in refusals] == [("WARNING", None)]
 
 
 def test_a_head_request_reads_like_a_get(client, integration_token):

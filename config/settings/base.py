@@ -263,6 +263,8 @@ LOGGING = {
         # A 403, or a provider's 502/503 passed on, is logged at INFO without a traceback (config/logfilters.py).
         "django.request": {"filters": ["expected_answers"]},
         "django.security": {"filters": ["expected_answers"]},
+        # A logger's filters do not reach its children's records: this one needs its own.
+        "django.security.DisallowedHost": {"filters": ["expected_answers"]},
     },
 }
 

@@ -113,8 +113,9 @@ def api(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
                     "body",
                     "The body is empty: send a JSON object, with Content-Length."
                     + (
-                        " It came in chunks (Transfer-Encoding: chunked), which Django's development server (make "
-                        "run) does not decode: send Content-Length instead."
+                        " It came in chunks (Transfer-Encoding: chunked): if they held one, this server did not "
+                        "decode them (Django's development server, which make run uses, does not), so send "
+                        "Content-Length instead."
                         if sent_chunked
                         else ""
                     ),
