@@ -115,6 +115,13 @@ def chat_receive(
     connection, named_model = _connection_for_model(integration, model)
     overrides = {"model": named_model}
     temperature, max_tokens = payload.get("temperature"), payload.get("max_tokens")
+    tokens_field = "max_tokens"
+    if payload.get("max_completion_tokens") is not None:  # OpenAI's newer name for it
+        if max_tokens is not None and max_tokens != payload["max_completion_tokens"]:
+            raise Refused(
+                400, "max_completion_tokens", "max_tokens and max_completion_tokens differ: send one of them."
+            )
+        max_tokens, tokens_field = payload["max_completion_tokens"], "max_completion_tokens"
     if temperature is not None:
         if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
             raise Refused(400, "temperature", '"temperature" is a number from 0 to 2.')
@@ -124,7 +131,7 @@ def chat_receive(
             raise Refused(400, "temperature", problem)
     if max_tokens is not None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_TOKENS_MAX:
-            raise Refused(400, "max_tokens", f'"max_tokens" is a whole number from 1 to {MAX_TOKENS_MAX:,}.')
+            raise Refused(400, tokens_field, f'"{tokens_field}" is a whole number from 1 to {MAX_TOKENS_MAX:,}.')
         overrides["max_tokens"] = max_tokens
     system = "\n\n".join(m["content"] for m in messages if m["role"] in SYSTEM_ROLES)
     customer_message = turns[-1]["content"]

@@ -111,6 +111,11 @@ def _refuse_unrelayed(payload: dict[str, Any]) -> None:
     n = payload.get("n")
     if n is not None and (isinstance(n, bool) or n != 1):
         raise Refused(400, "n", 'Switchboard answers with one choice: leave out "n" or send 1.')
+    modalities = payload.get("modalities")
+    if modalities is not None and modalities != ["text"]:
+        raise Refused(400, "modalities", 'Only text replies are relayed: leave out "modalities" or send ["text"].')
+    if payload.get("audio") is not None:
+        raise Refused(400, "audio", 'Audio replies are not relayed: leave out "audio".')
     response_format = payload.get("response_format")
     if response_format is not None and response_format not in ({"type": "text"},):
         raise Refused(
@@ -239,7 +244,8 @@ def _failure(call: Call) -> JsonResponse:
         return openai_error(
             404,
             f"The provider does not offer the model {call.model!r} here ({call.error_summary}). "
-            f"GET /api/v1/models lists the models and connections you may name. Logged as call {call.pk}.",
+            "GET /api/v1/models lists the models and connections you may name. "
+            f"Logged as call {call.pk} (GET /api/v1/calls/{call.pk}).",
             "model_not_found",
             "model",
         )

@@ -32,6 +32,11 @@ REPLY = "Sandbox reply from mistral-small-latest: you said 'Where is my parcel?'
         ({"max_tokens": 10**12}, "max_tokens"),  # the attack run's was taken and sent to the provider
         # Empty values are refused as whitespace ones are, not taken as "not sent" (the attack run).
         ({"model": ""}, "model"),
+        # Fields that change what the reply is, refused (the re-check found them taken):
+        ({"modalities": ["text", "audio"]}, "modalities"),
+        ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+        ({"max_completion_tokens": 10**12}, "max_completion_tokens"),
+        ({"max_tokens": 50, "max_completion_tokens": 60}, "max_completion_tokens"),
         ({"user": ""}, "user"),
         ({"messages": [{"role": "robot", "content": "Hi"}]}, "messages[0].role"),
         ({"user": "u" * 300}, "user"),
@@ -119,6 +124,15 @@ def test_a_developer_message_is_sent_as_the_system_prompt(live_server, integrati
     sent = Call.objects.get().request["messages"]
     assert sent[0] == {"role": "system", "content": "Answer for Acme.\n\nBe brief."}
     assert [m["role"] for m in sent] == ["system", "user"]
+
+
+def test_max_completion_tokens_is_relayed_as_max_tokens(live_server, integration_token, celery_worker):
+    """OpenAI's newer name for max_tokens; the re-check found it taken and not sent."""
+    client = OpenAI(base_url=f"{live_server.url}/api/v1", api_key=integration_token[1], max_retries=0)
+    client.chat.completions.create(
+        model="mistral-small-latest", messages=[{"role": "user", "content": "Hi"}], max_completion_tokens=42
+    )
+    assert Call.objects.get().request["max_tokens"] == 42
 
 
 def test_the_mistral_sdk_works_the_same(live_server, integration_token, celery_worker):
