@@ -12,7 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from connectors.models import ProviderConnection, decrypted_api_key
-from conversations.models import Call, WhatsAppChannel
+from conversations.models import Call
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.django_db
@@ -89,7 +89,9 @@ def test_seed_demo_refuses_one_port_for_the_dashboard_and_the_sandbox(db, monkey
     assert not ProviderConnection.objects.exists()
 
 
-def test_seed_demo_moves_the_demo_rows_to_this_runs_sandbox_port(db, monkeypatch, settings):
+def test_seed_demo_says_when_the_demo_rows_call_another_port_than_this_runs_sandbox(db, monkeypatch, settings):
+    """The attack run changed SANDBOX_PORT between runs: the seeded connection kept calling the old port, and
+    nothing said so. The rows are left as they are (a local address may be a server someone chose)."""
     settings.DEBUG = True
     monkeypatch.setenv("WEB_PORT", "8000")
     settings.SANDBOX_PORT = 8765
@@ -98,12 +100,15 @@ def test_seed_demo_moves_the_demo_rows_to_this_runs_sandbox_port(db, monkeypatch
     out = io.StringIO()
     call_command("seed_demo", stdout=out)
 
-    assert ProviderConnection.objects.get(name="Sandbox").base_url == "http://127.0.0.1:8766/v1"
-    assert WhatsAppChannel.objects.get(name="Demo WhatsApp").graph_base_url == "http://127.0.0.1:8766"
-    assert "Connection 'Sandbox' now calls the sandbox at http://127.0.0.1:8766/v1" in out.getvalue()
+    assert ProviderConnection.objects.get(name="Sandbox").base_url == "http://127.0.0.1:8765/v1"
+    assert (
+        "Connection 'Sandbox' calls http://127.0.0.1:8765/v1, but this run's sandbox is at http://127.0.0.1:8766/v1"
+        in out.getvalue()
+    )
+    assert "Channel 'Demo WhatsApp' calls http://127.0.0.1:8765, but this run's sandbox" in out.getvalue()
 
-    # A connection someone pointed at a real provider is theirs: never moved back to the sandbox.
+    # Pointed at a real provider: nothing to say.
     ProviderConnection.objects.filter(name="Sandbox").update(base_url="https://api.mistral.ai/v1")
-    settings.SANDBOX_PORT = 8767
-    call_command("seed_demo", stdout=io.StringIO())
-    assert ProviderConnection.objects.get(name="Sandbox").base_url == "https://api.mistral.ai/v1"
+    out = io.StringIO()
+    call_command("seed_demo", stdout=out)
+    assert "Connection 'Sandbox' calls" not in out.getvalue()

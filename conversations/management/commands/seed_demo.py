@@ -81,15 +81,18 @@ class Command(BaseCommand):
 
     def _follow_the_sandbox(self) -> None:
         """The demo rows made on an earlier run keep the sandbox's port of that run: with another SANDBOX_PORT
-        now, the Sandbox connection (and the demo channel) would call whatever listens on the old one. Rows
-        still pointing at a local sandbox address move to this run's; rows pointed elsewhere are left alone."""
+        now, the Sandbox connection (and the demo channel) would call whatever listens on the old one. Said, not
+        changed: a local address on another port may be a server someone pointed the row at (Ollama's is
+        http://127.0.0.1:11434/v1)."""
         sandbox = f"http://127.0.0.1:{settings.SANDBOX_PORT}"
-        connection = ProviderConnection.objects.filter(name="Sandbox").first()
-        if connection and LOCAL_SANDBOX.fullmatch(connection.base_url) and connection.base_url != f"{sandbox}/v1":
-            connection.base_url = f"{sandbox}/v1"
-            connection.save(update_fields=["base_url"])
-            self.stdout.write(f"Connection 'Sandbox' now calls the sandbox at {sandbox}/v1 (SANDBOX_PORT).")
-        channel = WhatsAppChannel.objects.filter(name="Demo WhatsApp").first()
-        if channel and LOCAL_SANDBOX.fullmatch(channel.graph_base_url) and channel.graph_base_url != sandbox:
-            channel.graph_base_url = sandbox
-            channel.save(update_fields=["graph_base_url"])
+        rows = [
+            (ProviderConnection.objects.filter(name="Sandbox").first(), "base_url", f"{sandbox}/v1", "Connection"),
+            (WhatsAppChannel.objects.filter(name="Demo WhatsApp").first(), "graph_base_url", sandbox, "Channel"),
+        ]
+        for row, field, expected, kind in rows:
+            url = getattr(row, field, "")
+            if row is not None and LOCAL_SANDBOX.fullmatch(url) and url != expected:
+                self.stdout.write(
+                    f"{kind} '{row.name}' calls {url}, but this run's sandbox is at {expected} (SANDBOX_PORT). "
+                    "If it should call the sandbox, set that address on its page."
+                )
