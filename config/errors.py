@@ -178,14 +178,6 @@ class ApiErrorsMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if is_api(request):
-            try:
-                request.get_host()
-            except DisallowedHost as refused:
-                # Under DEBUG (make run) Django answers an unknown Host with its debug page, not handler400, and
-                # that became an unnamed "refused (HTTP 400)" here; named the same way with DEBUG on or off.
-                logging.getLogger("django.security.DisallowedHost").warning("%s", refused)
-                return bad_request(request, refused)
         response = self.get_response(request)
         if (
             response.status_code >= 400
@@ -209,6 +201,13 @@ def _as_json(request: HttpRequest, response: HttpResponse) -> JsonResponse:
         return json_error(404, "path", f"Nothing at {request.path}. The endpoints are listed at /api/docs/.")
     if status == 403:
         return json_error(403, "request", "Refused. Send the integration's token as 'Authorization: Bearer sb_…'.")
+    if status == 400:
+        # Under DEBUG (make run) Django answers its refusals with the debug page, not handler400: an unknown
+        # Host is named here as handler400 names it with DEBUG off (Django has logged it already).
+        try:
+            request.get_host()
+        except DisallowedHost as refused:
+            return bad_request(request, refused)
     converted = json_error(status, "request", f"The request was refused (HTTP {status}).")
     if "Retry-After" in response:
         converted["Retry-After"] = response["Retry-After"]
