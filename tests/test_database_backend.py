@@ -1,12 +1,19 @@
-"""config/postgresql: pooled connections go out without a round trip, and one the server closed is replaced."""
+"""config/postgresql: pooled connections go out without a round trip, one the server closed is replaced, and
+timestamps are read by psycopg's own loader, as the same instants in UTC."""
 
 from __future__ import annotations
+
+import datetime
 
 import psycopg
 import pytest
 from django.db import connection as db
+from django.db.backends.postgresql.base import TIMESTAMPTZ_OID
 
-from config.postgresql.base import standalone_params
+from config.postgresql.base import UtcTimestamptzLoader, standalone_params
+from connectors.models import ProviderConnection
+from conversations.store.sql import fetch_one, postgresql
+from tests.factories import ConnectionFactory
 from tests.helpers import wait_until
 
 pytestmark = [
@@ -73,3 +80,39 @@ def test_a_pooled_connection_the_server_closed_is_replaced_without_an_error():
             db.close()
     finally:
         db.close()  # never leave a dead connection to the next test
+
+
+# A moment with microseconds, given in another zone: what comes back must be the same instant, in UTC.
+WRITTEN = datetime.datetime(
+    2024, 3, 31, 2, 30, 15, 123456, tzinfo=datetime.timezone(datetime.timedelta(hours=5, minutes=30))
+)
+
+
+def test_timestamps_come_back_as_the_same_instant_in_utc_through_the_orm_and_the_hand_written_statements():
+    connection = ConnectionFactory()
+    ProviderConnection.objects.filter(pk=connection.pk).update(created_at=WRITTEN)
+    through_orm = ProviderConnection.objects.get(pk=connection.pk).created_at
+    table = ProviderConnection._meta.db_table
+    (through_statement,) = fetch_one(
+        postgresql(),
+        f"SELECT created_at FROM {table} WHERE id = %(id)s",
+        {"id": connection.pk},  # noqa: S608
+    )
+    with db.cursor() as cursor:  # Django's own cursor: create_cursor keeps the connection's loader
+        cursor.execute(f"SELECT created_at FROM {table} WHERE id = %s", [connection.pk])  # noqa: S608
+        (through_cursor,) = cursor.fetchone()
+    for value in (through_orm, through_statement, through_cursor):
+        assert value == WRITTEN
+        assert value.tzinfo is datetime.UTC
+        assert value.isoformat() == "2024-03-30T21:00:15.123456+00:00"
+
+
+def test_timestamps_are_parsed_by_psycopgs_own_loader():
+    """Django's loader parses each timestamp in Python; the backend hands them to psycopg's own (C) one
+    (config/postgresql/base.py has the figures)."""
+    db.ensure_connection()
+    loader = db.connection.adapters.get_loader(TIMESTAMPTZ_OID, psycopg.pq.Format.TEXT)
+    assert loader is UtcTimestamptzLoader
+    assert type(loader(TIMESTAMPTZ_OID, db.connection)._loader) is psycopg.adapters.get_loader(
+        TIMESTAMPTZ_OID, psycopg.pq.Format.TEXT
+    )

@@ -1,4 +1,5 @@
-"""Django's PostgreSQL backend, with a pool health check that asks the socket before the server.
+"""Django's PostgreSQL backend, with a pool health check that asks the socket before the server, and
+timestamps read at psycopg's C speed.
 
 With CONN_HEALTH_CHECKS on, Django gives psycopg_pool its `check_connection`: an empty query, one round trip,
 before every connection leaves the pool. A worker borrows a connection twice per call (it gives it back while
@@ -11,15 +12,43 @@ check looks at the socket first, without waiting, and runs the empty query only 
 closed connection then fails it and the pool opens another, as before). A healthy idle connection has nothing
 to read and goes out at once. A connection cut without a word (a network partition) passes either check: its
 first statement waits for TCP to notice.
+
+Timestamps: Django reads every `timestamptz` through a loader that subclasses psycopg's pure-Python one
+(to set the time zone afterwards), so each value is parsed in Python even where psycopg's C extension is
+installed. A statement of ten timestamps took 105 us of CPU that way and 38 us through psycopg's own loader;
+fifty calls with their conversation and connection, as the Calls page lists them, 3.6 ms and 2.4 ms. With
+Django's connection time zone UTC (USE_TZ, no DATABASES TIME_ZONE) psycopg's loader gives the same values:
+Django sets the session's time zone to it on every connection, so they come aware, in
+`datetime.timezone.utc` (tests/test_database_backend.py). Any other zone keeps Django's loader.
 """
 
 from __future__ import annotations
 
+import datetime
 import select
 
+import psycopg
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.postgresql import base
+from psycopg.adapt import AdaptersMap, Loader
 from psycopg_pool import ConnectionPool
+
+# psycopg's own text loader for timestamptz: its C implementation when psycopg[binary] or psycopg[c] is installed.
+_PSYCOPG_LOADER = psycopg.adapters.get_loader(base.TIMESTAMPTZ_OID, psycopg.pq.Format.TEXT)
+
+
+class UtcTimestamptzLoader(Loader):
+    """psycopg's loader behind the `timezone` attribute Django's create_cursor compares with its connection's
+    zone (a C class takes no subclass, and has no such attribute)."""
+
+    timezone = datetime.UTC
+
+    def __init__(self, oid, context=None):
+        super().__init__(oid, context)
+        self._loader = _PSYCOPG_LOADER(oid, context)
+
+    def load(self, data):
+        return self._loader.load(data)
 
 
 def check_connection(connection) -> None:
@@ -31,6 +60,14 @@ def check_connection(connection) -> None:
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    def get_connection_params(self):
+        params = super().get_connection_params()
+        if self.timezone is datetime.UTC and "context" in params:
+            context = AdaptersMap(params["context"])  # a copy: Django shares its template between connections
+            context.register_loader("timestamptz", UtcTimestamptzLoader)
+            params["context"] = context
+        return params
+
     @property
     def pool(self):
         pool = super().pool
