@@ -4,13 +4,20 @@ A run starts every case's first turn at once (a conversation per case, pinned to
 then `run_advance` moves each case on as its calls finish: the next turn once the last one is answered,
 a verdict once the last turn is. Advancing is idempotent and safe from several processes (each result row is
 locked while it moves), so the worker's task, the command and a page being watched may all drive a run.
+
+A case's regular expressions are staff's input run against every reply, in the worker and in the web
+process that shows a run. Python's `re` cannot be stopped: a pattern that backtracks, such as `(a|aa)+$`,
+held a worker for a minute on a 40-character reply and doubles with each character more. They run under
+the `regex` package instead (Python's syntax, Unicode classes as in `re`), whose `timeout` stops a match
+after MATCH_SECONDS: the case then fails and says why. A pattern that already backtracks on the reply a case
+is made from is refused when it is added.
 """
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 
+import regex
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -22,6 +29,11 @@ from ..models import Call, PromptTemplate, TemplateVersion, TestCase, TestResult
 from ..whatsapp.formatting import markdown_left
 
 TEST_CONTACT = "test set"
+MATCH_SECONDS = 0.1  # the longest one expected pattern may take on one reply (a sane one takes microseconds)
+TOO_SLOW = (
+    "backtracks: it took over {seconds} s on {what} and was stopped. Nested repeats such as (a+)+ or (a|aa)+ "
+    "try every way to split the text; write each repeat once, e.g. a+"
+)
 
 
 class TestSetRefused(ValueError):
@@ -56,9 +68,15 @@ def case_add(
         raise TestSetRefused(str(error)) from None
     for pattern in expect_regex:
         try:
-            re.compile(pattern)
-        except re.error as error:
+            regex.compile(pattern)
+        except regex.error as error:
             raise TestSetRefused(f"{pattern!r} is not a regular expression: {error}.") from None
+        if from_message is not None:
+            try:
+                regex.search(pattern, from_message.content, timeout=MATCH_SECONDS)
+            except TimeoutError:
+                what = "the reply this case is made from"
+                raise TestSetRefused(f"/{pattern}/ {TOO_SLOW.format(seconds=MATCH_SECONDS, what=what)}.") from None
     if not set_name.strip():
         raise TestSetRefused("Name the test set.")
     with transaction.atomic():
@@ -186,7 +204,7 @@ def failures_of(case: TestCase, reply: str) -> list[str]:
     folded = reply.casefold()
     failures += [f"does not contain “{text}”" for text in case.expect_contains if text.casefold() not in folded]
     failures += [f"contains “{text}”" for text in case.expect_not_contains if text.casefold() in folded]
-    failures += [f"does not match /{pattern}/" for pattern in case.expect_regex if not re.search(pattern, reply)]
+    failures += [problem for pattern in case.expect_regex if (problem := _regex_failure(pattern, reply))]
     if case.max_chars is not None and len(reply) > case.max_chars:
         failures.append(f"is {len(reply):,} characters, over {case.max_chars:,}")
     if case.no_markdown:
@@ -194,6 +212,17 @@ def failures_of(case: TestCase, reply: str) -> list[str]:
         if left:
             failures.append(f"keeps Markdown WhatsApp would show as typed: {', '.join(left)}")
     return failures
+
+
+def _regex_failure(pattern: str, reply: str) -> str | None:
+    try:
+        if regex.search(pattern, reply, timeout=MATCH_SECONDS):
+            return None
+    except TimeoutError:
+        return f"was not checked against /{pattern}/, which {TOO_SLOW.format(seconds=MATCH_SECONDS, what='it')}"
+    except regex.error as error:  # stored before it was checked when added (an older version's case)
+        return f"was not checked against /{pattern}/: not a regular expression ({error}); edit the case"
+    return f"does not match /{pattern}/"
 
 
 def passing_run(version: TemplateVersion, test_set: TestSet) -> tuple[TestRun | None, list[TestResult]]:

@@ -64,6 +64,40 @@ def test_each_expectation_is_checked_and_said_in_words():
     assert failures_of(case, "Open `**not converted**`") == []  # code is left alone, not Markdown left
 
 
+# A pattern that backtracks: Python's re took 2 s on this reply, and each "a" more multiplies that by 1.6.
+BACKTRACKS, LONG_A = r"(a|aa)+$", "a" * 34
+
+
+def test_a_pattern_that_backtracks_is_stopped_and_the_case_says_why():
+    case = TestCase(expect_regex=[BACKTRACKS, r"\bключ\b"])  # Unicode word boundaries, as in Python's re
+
+    failures = failures_of(case, f"Ваш ключ: {LONG_A}!")
+
+    assert failures == [
+        "was not checked against /(a|aa)+$/, which backtracks: it took over 0.1 s on it and was stopped. Nested "
+        "repeats such as (a+)+ or (a|aa)+ try every way to split the text; write each repeat once, e.g. a+"
+    ]
+
+
+def test_a_pattern_that_backtracks_on_the_reply_is_refused_when_the_case_is_made(setup, client, support_user):
+    from conversations import services
+
+    call = services.call_send(
+        connection=ProviderConnection.objects.get(), template=setup,
+        customer_message=LONG_A, variables={"business_name": "Acme"},
+    )  # fmt: skip
+    execute_now(call.pk)
+    reply = Message.objects.get(role="assistant")  # "… you said 'aaaa…a'."
+    client.force_login(support_user)
+
+    page = client.post(
+        reverse("conversations:case_from_reply", args=[reply.pk]), {"test_set": "Slow", "expect_regex": BACKTRACKS}
+    ).content.decode()
+
+    assert "backtracks: it took over 0.1 s on the reply this case is made from" in html.unescape(page)
+    assert not TestCase.objects.exists()
+
+
 def test_a_run_checks_every_case_and_a_multi_turn_case_answers_each_turn(setup):
     add_case("Do you deliver?", expect_contains=["you said 'Do you deliver?'"])
     add_case("Hi", "Where is my parcel?", expect_contains=["parcel"], expect_not_contains=["Hi"])
