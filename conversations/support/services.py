@@ -58,20 +58,51 @@ def unreachable_reason(conversation: Conversation) -> str | None:
     return None
 
 
-def conversation_take_over(*, conversation: Conversation, by, assigned: bool = False) -> None:
-    """A person holds the conversation: the bot stays silent until they hand it back."""
+def conversation_take_over(
+    *, conversation: Conversation, by, seen_holder_id: int | None, assigned: bool = False
+) -> None:
+    """A person holds the conversation: the bot stays silent until they hand it back.
+
+    `seen_holder_id`: who held it on the page the person acted from (None: nobody). Taking a conversation
+    from a colleague is allowed, but only knowingly: when someone else took it since that page was shown
+    (two people pressing at once, or a page left open), this is refused and names them, instead of the
+    second press silently winning. Taking one already held is a no-op (a double click)."""
     unreachable = unreachable_reason(conversation)
     if unreachable:
         raise SupportRefused(unreachable)
     with transaction.atomic():
-        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        locked = Conversation.objects.select_for_update().select_related("assigned_to").get(pk=conversation.pk)
+        held = locked.state == Conversation.State.HUMAN and locked.assigned_to_id is not None
+        if held and locked.assigned_to_id == by.pk:
+            conversation.refresh_from_db()
+            return
+        if held and locked.assigned_to_id != seen_holder_id:
+            raise SupportRefused(
+                f"{locked.assigned_to} took this conversation{_at(' at', locked)} after your page was shown, so "
+                "nothing changed. Reload it to see what they did; take it over from them there if you still mean to."
+            )
         if locked.state == Conversation.State.BOT:
             locked.reason, locked.waiting_since = Conversation.Reason.STAFF, timezone.now()
+        taken_from = locked.assigned_to if held else None
         locked.state, locked.assigned_to = Conversation.State.HUMAN, by
         locked.save(update_fields=["state", "reason", "waiting_since", "assigned_to", "updated_at"])
         kind = Kind.ASSIGNED if assigned else Kind.TAKEN_OVER
-        ConversationEvent.objects.create(conversation=locked, kind=kind, by=by)
+        note = f"from {taken_from}" if taken_from else ""
+        ConversationEvent.objects.create(conversation=locked, kind=kind, by=by, note=note)
     conversation.refresh_from_db()
+
+
+def _at(word: str, conversation: Conversation) -> str:
+    """ " at 14:02": when the conversation's holder took it (or first replied, taking it), from its events."""
+    taken = (
+        conversation.events.filter(
+            kind__in=[Kind.TAKEN_OVER, Kind.ASSIGNED, Kind.STAFF_REPLY], by_id=conversation.assigned_to_id
+        )
+        .order_by("-id")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    return f"{word} {timezone.localtime(taken):%H:%M}" if taken else ""
 
 
 def conversation_hand_back(*, conversation: Conversation, by) -> Message | None:
@@ -82,6 +113,8 @@ def conversation_hand_back(*, conversation: Conversation, by) -> Message | None:
 
     with transaction.atomic():
         locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if locked.state == Conversation.State.BOT:  # a second press, or a page left open: nothing to hand back
+            raise SupportRefused("The bot already answers this conversation: it was handed back before.")
         locked.state, locked.reason, locked.waiting_since, locked.assigned_to = Conversation.State.BOT, "", None, None
         locked.save(update_fields=["state", "reason", "waiting_since", "assigned_to", "updated_at"])
         ConversationEvent.objects.create(conversation=locked, kind=Kind.HANDED_BACK, by=by)
@@ -124,6 +157,20 @@ def staff_reply(*, conversation: Conversation, by, text: str) -> Message:
     if unreachable:
         raise SupportRefused(unreachable)
     with transaction.atomic():
+        # Who answers is read under the lock take-over and hand-back take: a reply from a page left open after
+        # a colleague took the conversation, or after it went back to the bot, is refused, never sent over them.
+        locked = Conversation.objects.select_for_update().select_related("assigned_to").get(pk=conversation.pk)
+        if locked.state == Conversation.State.BOT:
+            raise SupportRefused(
+                "The bot answers this conversation now (it was handed back), so the reply was not sent. Take it "
+                "over to reply."
+            )
+        if locked.state == Conversation.State.HUMAN and locked.assigned_to_id not in (None, by.pk):
+            raise SupportRefused(
+                f"{locked.assigned_to} holds this conversation{_at(' since', locked)}, so the reply was not sent: "
+                "the customer would hear from two people. Take it over from them to reply."
+            )
+        conversation.state, conversation.assigned_to_id = locked.state, locked.assigned_to_id
         message = Message.objects.create(conversation=conversation, role=Message.Role.STAFF, content=text, sent_by=by)
         kind = Outbound.Kind.WHATSAPP if conversation.channel_id else Outbound.Kind.CALLBACK
         _send(conversation, message, kind, text)

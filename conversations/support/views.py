@@ -90,7 +90,10 @@ def take_over(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         try:
             services.conversation_take_over(
-                conversation=conversation, by=request.user, assigned="assign" in request.POST
+                conversation=conversation,
+                by=request.user,
+                seen_holder_id=_holder(request),
+                assigned="assign" in request.POST,
             )
         except services.SupportRefused as refused:
             messages.error(request, str(refused))
@@ -101,12 +104,24 @@ def take_over(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("conversations:detail", pk=pk)
 
 
+def _holder(request: HttpRequest) -> int | None:
+    """Who held the conversation on the page the form came from (its `holder` field; none: nobody)."""
+    try:
+        return int(request.POST.get("holder", ""))
+    except ValueError:
+        return None
+
+
 @login_required
 @permission_required(HANDLE, raise_exception=True)
 @require_POST
 def hand_back(request: HttpRequest, pk: int) -> HttpResponse:
     conversation = get_object_or_404(Conversation, pk=pk)
-    answering = services.conversation_hand_back(conversation=conversation, by=request.user)
+    try:
+        answering = services.conversation_hand_back(conversation=conversation, by=request.user)
+    except services.SupportRefused as refused:
+        messages.error(request, str(refused))
+        return redirect("conversations:detail", pk=pk)
     if answering is not None:
         messages.success(
             request,

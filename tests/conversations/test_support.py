@@ -314,6 +314,54 @@ def test_staff_take_over_reply_and_hand_back(channel, staff_client, support_user
     assert events() == ["taken_over", "staff_reply", "handed_back"]
 
 
+def test_taking_a_conversation_from_a_colleague_is_knowing_and_their_old_page_cannot_reply_over_it(
+    channel, client, support_user, team_admin
+):
+    say(channel, "agent")  # waits for a person
+    take_over = reverse("conversations:take_over", args=[conversation().pk])
+    reply = reverse("conversations:staff_reply", args=[conversation().pk])
+    client.force_login(support_user)
+    client.post(take_over, {"holder": ""})  # the inbox showed nobody holding it
+    client.force_login(team_admin)
+
+    # The lead's page still showed it waiting, with nobody: the press is refused and names who has it.
+    stale = client.post(take_over, {"holder": ""}, follow=True).content.decode()
+
+    assert "agent took this conversation at" in html.unescape(stale) and "nothing changed" in html.unescape(stale)
+    assert conversation().assigned_to == support_user
+    assert "Take over from agent" in stale  # the reloaded page offers it knowingly, asking first
+    assert 'data-confirm="agent holds this conversation. Take it over from them?"' in stale
+
+    client.post(take_over, {"holder": str(support_user.pk)})  # from the page that showed agent holding it
+
+    assert conversation().assigned_to == team_admin
+    assert ConversationEvent.objects.order_by("-id").values_list("note", flat=True)[0] == "from agent"
+    client.force_login(support_user)  # agent's page, left open, still has the reply box
+    refused = client.post(reply, {"text": "Here is your refund"}, follow=True).content.decode()
+    assert "lead holds this conversation since" in html.unescape(refused)
+    assert "the reply was not sent" in html.unescape(refused)
+    assert not Message.objects.filter(role="staff").exists() and "Here is your refund" not in sent_texts()
+
+
+def test_pressing_take_over_or_hand_back_twice_changes_nothing_the_second_time(channel, staff_client):
+    say(channel, "agent")
+    take_over = reverse("conversations:take_over", args=[conversation().pk])
+    hand_back = reverse("conversations:hand_back", args=[conversation().pk])
+    staff_client.post(take_over, {"holder": ""})
+    staff_client.post(take_over, {"holder": ""})  # a double click
+    staff_client.post(hand_back)
+
+    again = staff_client.post(hand_back, follow=True).content.decode()
+    late_reply = staff_client.post(
+        reverse("conversations:staff_reply", args=[conversation().pk]), {"text": "Still there?"}, follow=True
+    ).content.decode()
+
+    assert "The bot already answers this conversation" in again
+    assert "The bot answers this conversation now (it was handed back), so the reply was not sent" in late_reply
+    assert events()[-2:] == ["taken_over", "handed_back"] and events().count("taken_over") == 1
+    assert not Message.objects.filter(role="staff").exists()
+
+
 def test_a_staff_reply_after_the_24_hour_window_is_refused_with_the_reason(channel, staff_client):
     say(channel, "agent")
     Conversation.objects.update(last_customer_at=timezone.now() - timedelta(hours=25))
