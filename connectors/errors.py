@@ -72,6 +72,22 @@ _HELP: dict[str, Help] = {
         "prompt, or choose a model with a larger context; a local server may need a larger context size "
         "(llama.cpp: -c).",
     ),
+    "not_found": Help(
+        "The provider has no API at the address called: the connection's base URL is not its API root (Mistral's "
+        "and most OpenAI-compatible ones end in /v1).",
+        "Check the connection's base URL: it is the root that /chat/completions (Anthropic: /messages) and "
+        "/models are added to, for example https://api.mistral.ai/v1.",
+    ),
+    "too_large": Help(
+        "The request was larger than the provider accepts.",
+        "Shorten the template's system prompt, or lower CONVERSATION_HISTORY_TOKENS (the history sent with each "
+        "message).",
+    ),
+    "headers_too_large": Help(
+        "The provider refused the request's headers as too large: the connection's API key is far longer than "
+        "a key is.",
+        "Edit the connection and paste only the key, from the provider's page.",
+    ),
     "extra_inputs": Help(
         "The request carried a field this provider does not accept.",
         "Remove the field named in the provider's message from the connection's options.",
@@ -110,7 +126,15 @@ _HELP: dict[str, Help] = {
 
 _CONNECTION_FIXES = [
     _HELP[kind]
-    for kind in (ErrorKind.AUTH, "forbidden", ErrorKind.INVALID_MODEL, ErrorKind.MISSING_MODEL, ErrorKind.CONFIG)
+    for kind in (
+        ErrorKind.AUTH,
+        "forbidden",
+        ErrorKind.INVALID_MODEL,
+        ErrorKind.MISSING_MODEL,
+        ErrorKind.CONFIG,
+        "not_found",
+        "headers_too_large",
+    )
 ]
 
 
@@ -120,6 +144,10 @@ def explain(kind: str, status: int | None = None, message: str = "") -> Help:
         return _HELP["forbidden"]
     if kind == ErrorKind.BAD_REQUEST and "extra inputs" in message.lower():
         return _HELP["extra_inputs"]
+    if kind == ErrorKind.BAD_REQUEST and status in (404, 405):  # no such path: a model unknown is INVALID_MODEL
+        return _HELP["not_found"]
+    if kind == ErrorKind.BAD_REQUEST and status in (413, 431):
+        return _HELP["too_large" if status == 413 else "headers_too_large"]
     return _HELP.get(kind, _HELP[ErrorKind.PROVIDER_ERROR])
 
 

@@ -4,6 +4,7 @@ import json
 
 from django import forms
 
+from .http import api_key_problem
 from .models import DEFAULT_MODEL, MISTRAL_BASE_URL, ProviderConnection
 from .providers.presets import PRESETS
 
@@ -112,6 +113,9 @@ class ProviderConnectionForm(forms.ModelForm):
         key = self.cleaned_data["api_key"]
         if not key and not self.instance.api_key_encrypted:
             raise forms.ValidationError("Enter the provider's API key; a connection cannot call without one.")
+        problem = api_key_problem(key) if key else None
+        if problem:
+            raise forms.ValidationError(problem)
         return key
 
     def save(self, commit: bool = True) -> ProviderConnection:

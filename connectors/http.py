@@ -199,6 +199,20 @@ def read_capped(
 
 # What an API key may hold to travel in a header: printable ASCII, no spaces.
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]*")
+API_KEY_MAX = 4096  # providers' keys are tens to a few hundred characters; a JWT-style one about a thousand
+
+
+def api_key_problem(key: str) -> str | None:
+    """Why a key could never be sent (refused when it is saved, not at every call), in words that never
+    quote it; None for a key that can."""
+    if len(key) > API_KEY_MAX:
+        return f"The API key is {len(key):,} characters long; keys are at most {API_KEY_MAX:,}. Paste only the key."
+    if not _HEADER_SAFE.fullmatch(key):
+        return (
+            "The API key has a line break, a space or a character HTTP headers cannot carry (keys are letters, "
+            "digits and signs of plain ASCII). Paste the key again, from the provider's page."
+        )
+    return None
 
 
 @sensitive_variables()

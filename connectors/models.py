@@ -13,7 +13,7 @@ from config.names import validate_name
 from . import crypto
 from .providers import adapter_for
 from .providers.anthropic import VERSIONS as ANTHROPIC_VERSIONS
-from .safety import url_save_check
+from .safety import root_url_problem, url_save_check
 
 MISTRAL_BASE_URL = "https://api.mistral.ai/v1"
 DEFAULT_MODEL = "mistral-small-latest"
@@ -186,6 +186,9 @@ class ProviderConnection(models.Model):
         super().clean()
         if self.provider != self.Provider.ANTHROPIC and self.api_version:
             raise ValidationError({"api_version": "The API version is Anthropic's setting; leave it empty."})
+        problem = root_url_problem(self.base_url or "", "https://api.mistral.ai/v1")
+        if problem:
+            raise ValidationError({"base_url": problem})
         problem = adapter_for(self).temperature_problem(self.temperature)
         if problem:
             raise ValidationError({"temperature": problem})

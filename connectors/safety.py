@@ -86,6 +86,17 @@ def url_problem(url: str, example: str = "https://api.mistral.ai/v1") -> str | N
     return parsed if isinstance(parsed, str) else None
 
 
+def root_url_problem(url: str, example: str) -> str | None:
+    """What is wrong with a URL that request paths are added to (a provider's base URL, the Graph API's), on
+    top of `url_problem`: a query would end up before the path (`/v1?x=1/chat/completions`)."""
+    if "?" in url:
+        return (
+            f"{url} has a query (?…). A base URL is the root each request's path is added to (such as "
+            f"/chat/completions), so it cannot carry one: use the root alone, for example {example}."
+        )
+    return None
+
+
 def url_save_check(url: str, example: str = "https://api.mistral.ai/v1") -> tuple[str | None, str | None]:
     """(problem, warning) for a URL about to be saved: a problem refuses it; a warning (the name does not
     resolve yet) lets it be saved, and the name is judged again before each request."""
@@ -154,6 +165,10 @@ def _parse(url: str, example: str = "https://api.mistral.ai/v1") -> tuple[str, s
         return f"{url} is not a web address. Use the full address with https://, for example {example}."
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         return "A URL here may not carry a user name or password (user@host); put the key in its own field."
+    if "#" in url:
+        return f"{url} has a fragment (#{parts.fragment}), which is never sent to the server: remove it."
+    if port == 0:
+        return f"{url} names port 0, which no server listens on. Leave the port out, or give the server's own."
     host = parts.hostname[:-1] if parts.hostname.endswith(".") else parts.hostname  # the root's dot
     if not host:
         return f"{url} has no host name."

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from simple_history.models import HistoricalRecords
 
 from config.names import validate_name
 from connectors.models import OutboundURLValidator, ProviderConnection
+from connectors.safety import root_url_problem
 
 from ..payloads import validate_variables
 from .log import Call, PromptTemplate
@@ -194,6 +196,12 @@ class WhatsAppChannel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        super().clean()
+        problem = root_url_problem(self.graph_base_url or "", "https://graph.facebook.com")
+        if problem:
+            raise ValidationError({"graph_base_url": problem})
 
     @staticmethod
     def words(text: str) -> list[str]:

@@ -4,6 +4,7 @@ request, and the request connects to the address that was checked (DNS rebinding
 from __future__ import annotations
 
 import datetime
+import html
 import socket
 import ssl
 import threading
@@ -19,7 +20,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from connectors import http, safety
-from connectors.errors import ErrorKind, ProviderError
+from connectors.errors import ErrorKind, ProviderError, explain
 from connectors.models import ProviderConnection
 from conversations.models import Integration
 
@@ -79,6 +80,8 @@ def test_every_spelling_of_an_internal_address_is_refused_before_any_lookup(url,
         ("ftp://api.mistral.ai/v1", "not a web address"),
         ("https://api.mistral.ai:99999/v1", "not a valid URL"),
         ("https:///v1", "not a web address"),
+        ("https://api.mistral.ai/v1#models", "fragment (#models), which is never sent"),
+        ("https://api.mistral.ai:0/v1", "port 0, which no server listens on"),
     ],
 )
 def test_urls_that_parsers_could_read_two_ways_are_refused(url, words):
@@ -128,6 +131,42 @@ def test_the_connection_form_refuses_an_internal_base_url(lead_client):
     assert response.status_code == 200
     assert "2852039166 points to 169.254.169.254" in response.content.decode()
     assert not ProviderConnection.objects.exists()
+
+
+def _connection_form(**fields) -> dict:
+    return {"name": "Shop", "provider": "mistral", "base_url": "http://127.0.0.1:8765/v1", "api_key": "k" * 20,
+            "model": "m", "timeout_seconds": "30", "max_attempts": "3", **fields}  # fmt: skip
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"base_url": "http://127.0.0.1:8765/v1?x=1"}, "has a query (?…). A base URL is the root"),
+        ({"base_url": "http://127.0.0.1:8765/v1#y"}, "fragment (#y)"),
+        ({"api_key": "sk-abcdef\r\nX-Evil: 1"}, "a character HTTP headers cannot carry"),
+        ({"api_key": "ключ-ключ-ключ"}, "a character HTTP headers cannot carry"),
+        ({"api_key": "k" * 100_000}, "The API key is 100,000 characters long; keys are at most 4,096"),
+    ],
+)
+def test_a_connection_that_could_never_be_called_is_refused_when_saved(lead_client, fields, words):
+    response = lead_client.post(reverse("connectors:new"), _connection_form(**fields))
+
+    page = html.unescape(response.content.decode())
+    assert response.status_code == 200 and words in page
+    assert not ProviderConnection.objects.exists()
+    if "api_key" in fields:
+        assert fields["api_key"] not in page  # a key, even one refused, is never shown back
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [(404, "not its API root"), (405, "not its API root"), (413, "larger than the provider accepts"),
+     (431, "API key is far longer than a key is")],
+)  # fmt: skip
+def test_a_provider_refusing_the_address_or_the_size_is_explained_as_that_not_as_the_template(status, words):
+    help = explain(ErrorKind.BAD_REQUEST, status, "Not Found")
+    assert words in help.cause and "template: messages must be a list" not in help.fix
 
 
 @pytest.mark.django_db

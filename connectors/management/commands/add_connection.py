@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from connectors.crypto import SecretUnreadable
+from connectors.http import api_key_problem
 from connectors.models import ProviderConnection, decrypted_api_key
 from connectors.providers.anthropic import VERSIONS
 from connectors.providers.presets import PRESETS
@@ -55,6 +56,9 @@ class Command(BaseCommand):
         connection.temperature = options["temperature"]
         connection.timeout_seconds = options["timeout"]
         if created or not _same_key(connection, api_key):
+            problem = api_key_problem(api_key.strip())
+            if problem:
+                raise CommandError(problem)
             connection.set_api_key(api_key)
         try:
             connection.full_clean()

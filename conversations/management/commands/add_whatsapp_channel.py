@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from connectors import crypto
 from connectors.models import ProviderConnection
-from connectors.safety import url_save_check
+from connectors.safety import root_url_problem, url_save_check
 from conversations.models import PromptTemplate, WhatsAppChannel
 
 
@@ -41,6 +41,7 @@ class Command(BaseCommand):
         if template is None or connection is None:
             raise CommandError(f"Unknown template {o['template']!r} or connection {o['connection']!r}.")
         problem, warning = url_save_check(o["graph_base_url"], "https://graph.facebook.com")
+        problem = problem or root_url_problem(o["graph_base_url"], "https://graph.facebook.com")
         if problem:
             raise CommandError(f"--graph-base-url: {problem}")
         if warning:
