@@ -174,7 +174,11 @@ def case_from_reply(request: HttpRequest, message_pk: int) -> HttpResponse:
 def template_requirement(request: HttpRequest, pk: int) -> HttpResponse:
     """Which test set a template's versions must pass before publishing (none: no run needed)."""
     template = get_object_or_404(PromptTemplate, pk=pk)
-    test_set = TestSet.objects.filter(pk=_number(request.POST.get("test_set"))).first()
+    chosen = request.POST.get("test_set", "")
+    test_set = TestSet.objects.filter(pk=_number(chosen)).first()
+    if chosen and test_set is None:  # only "none" clears it: a set deleted meanwhile, or a mangled form, does not
+        messages.error(request, f"There is no test set {chosen[:40]!r} (deleted meanwhile?): nothing changed.")
+        return redirect("conversations:template_edit", pk=pk)
     template.required_test_set = test_set
     template._history_user = request.user
     template.save(update_fields=["required_test_set", "updated_at"])

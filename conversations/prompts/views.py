@@ -149,7 +149,11 @@ def version_compare(request: HttpRequest, pk: int) -> HttpResponse:
 
     def chosen(key: str, default: int) -> int:
         value = request.GET.get(key, "")
-        return int(value) if value.isascii() and value.isdigit() and int(value) in numbers else default
+        if value.isascii() and value.isdigit() and int(value) in numbers:
+            return int(value)
+        if value:  # said, not silently swapped: the diff must show what it compares
+            messages.error(request, f"{template.name} has no version {value[:20]!r}; showing version {default}.")
+        return default
 
     published = template.published.number if template.published_id else min(numbers)
     a, b = chosen("a", published), chosen("b", max(numbers))

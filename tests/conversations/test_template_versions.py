@@ -161,6 +161,19 @@ def test_a_diff_between_any_two_versions(client, support_user):
     assert "version 1 → 2" in page
 
 
+def test_a_version_that_does_not_exist_is_named_not_silently_swapped_for_another(client, support_user):
+    add()
+    add(system="You answer for {{business_name}}.\nBe brief.")
+    template = PromptTemplate.objects.get()
+    client.force_login(support_user)
+
+    page = html.unescape(
+        client.get(reverse("conversations:template_compare", args=[template.pk]), {"a": 1, "b": 99}).content.decode()
+    )
+
+    assert "Support has no version '99'; showing version 2." in page and "version 1 → 2" in page
+
+
 def test_the_live_preview_renders_with_a_channels_values_and_names_problems(shop, client, support_user):
     client.force_login(support_user)
     template = PromptTemplate.objects.get()

@@ -151,6 +151,24 @@ def test_two_versions_run_side_by_side(setup, client, support_user):
     assert page.count("does not contain “help Acme”") == 2
 
 
+def test_a_requirement_naming_no_test_set_is_refused_and_the_requirement_kept(setup, client, team_admin):
+    add_case("Do you deliver?", expect_contains=["deliver"])
+    test_set = TestSet.objects.get()
+    setup.required_test_set = test_set
+    setup.save()
+    client.force_login(team_admin)
+    url = reverse("conversations:template_requirement", args=[setup.pk])
+
+    for garbage in ("99999", "abc"):
+        page = html.unescape(client.post(url, {"test_set": garbage}, follow=True).content.decode())
+        assert f"There is no test set '{garbage}' (deleted meanwhile?): nothing changed." in page
+        setup.refresh_from_db()
+        assert setup.required_test_set == test_set
+    client.post(url, {"test_set": ""})  # "none" is the one way to clear it
+    setup.refresh_from_db()
+    assert setup.required_test_set is None
+
+
 def test_publishing_waits_for_a_passing_run_and_names_the_failed_cases(setup):
     add_case("Do you deliver?", expect_contains=["deliver"])
     add_case("Are you open?", expect_contains=["Sunday"])
