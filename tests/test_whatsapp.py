@@ -66,6 +66,13 @@ class TestWebhook:
         assert (ok.status_code, ok.content, ok["Content-Type"]) == (200, b"1158201444", "text/plain")
         assert wrong.status_code == 403
 
+    def test_a_handshake_with_the_right_token_but_another_mode_says_it_is_the_mode(self, client, channel):
+        url = f"/whatsapp/{channel.pk}/webhook/"
+        response = client.get(url, {"hub.mode": "x", "hub.challenge": "1", "hub.verify_token": "verify-me"})
+
+        assert response.status_code == 403
+        assert response.content.decode() == "Verification failed: hub.mode is 'x'; Meta's handshake sends 'subscribe'."
+
     def test_a_wrong_signature_is_refused_and_nothing_is_recorded(self, client, channel):
         response = deliver(client, channel, text(channel, "Hi"), signature="sha256=" + "0" * 64)
         assert response.status_code == 403
@@ -254,6 +261,17 @@ class TestRefusals:
         payload = text(channel, "Hi")
         payload["entry"][0]["changes"][0]["value"]["messages"] = {"id": "wamid.X"}
         assert deliver(client, channel, payload).json()["refused"] == ["The change's messages field is not a list."]
+
+    @pytest.mark.parametrize("body", ['{"object": NaN}', '{"object": "whatsapp_business_account"}', "null", "[]"])
+    def test_a_body_that_is_not_a_delivery_is_refused_whatever_else_it_holds(self, client, channel, body):
+        raw = body.encode()
+        response = client.post(
+            f"/whatsapp/{channel.pk}/webhook/", data=raw, content_type="application/json",
+            HTTP_X_HUB_SIGNATURE_256=whatsapp.sign(channel, raw),
+        )  # fmt: skip
+
+        assert response.json()["refused"] == ["The delivery is not a JSON object with an entry list."]
+        assert WhatsAppRefusal.objects.count() == 1
 
     def test_meta_delivering_the_same_body_again_records_the_refusal_once(self, client, channel):
         payload = text(channel, "Hi")

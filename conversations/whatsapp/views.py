@@ -30,9 +30,13 @@ def webhook(request: HttpRequest, pk: int) -> HttpResponse:
     channel = get_object_or_404(WhatsAppChannel, pk=pk)
     if request.method == "GET":
         mode, token = request.GET.get("hub.mode"), request.GET.get("hub.verify_token", "")
-        if mode == "subscribe" and secrets.compare_digest(token.encode(), channel.verify_token.encode()):
-            return HttpResponse(request.GET.get("hub.challenge", ""), content_type="text/plain")
-        return HttpResponse("Verification failed: hub.verify_token does not match this channel.", status=403)
+        if not secrets.compare_digest(token.encode(), channel.verify_token.encode()):
+            return HttpResponse("Verification failed: hub.verify_token does not match this channel.", status=403)
+        if mode != "subscribe":
+            return HttpResponse(
+                f"Verification failed: hub.mode is {mode!r:.40}; Meta's handshake sends 'subscribe'.", status=403
+            )
+        return HttpResponse(request.GET.get("hub.challenge", ""), content_type="text/plain")
     if request.method != "POST":
         return JsonResponse({"error": "Meta's webhook is GET (the handshake) or POST (deliveries)."}, status=405)
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE

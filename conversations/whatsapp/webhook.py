@@ -138,8 +138,8 @@ def read_delivery(payload: Any, phone_number_id: str | None = None) -> tuple[lis
     """
     found: list[Incoming] = []
     refused: list[Refusal] = []
-    entries = payload.get("entry", []) if isinstance(payload, dict) else None
-    if not isinstance(entries, list):
+    entries = payload.get("entry") if isinstance(payload, dict) else None
+    if not isinstance(entries, list):  # Meta's deliveries always have one; a body without it is not one
         return found, [Refusal("The delivery is not a JSON object with an entry list.", excerpt=_excerpt(payload))]
     for entry in entries:
         changes = entry.get("changes", []) if isinstance(entry, dict) else None
