@@ -104,12 +104,31 @@ def check_variables(template_name: str, names: Iterable[str], variables: Mapping
         )
 
 
+# The test console gives each variable a field, and a form takes at most 1,000 (Django's
+# DATA_UPLOAD_MAX_NUMBER_FIELDS); a channel or an API request fills each one too. Real templates use a handful.
+MAX_VARIABLES = 100
+# About 50,000 tokens: more than most models' whole context; the page of every conversation shows it.
+MAX_PROMPT_CHARS = 200_000
+
+
 def text_problems(system_prompt: str, user_message: str) -> dict[str, list[str]]:
     """Every problem of a template's text, by field: what the form and add_template refuse."""
     errors = {"system_prompt": placeholder_problems(system_prompt), "user_message": placeholder_problems(user_message)}
     missing = customer_message_problem(user_message)
     if missing:
         errors["user_message"].append(missing)
+    for field, text in (("system_prompt", system_prompt), ("user_message", user_message)):
+        if len(text) > MAX_PROMPT_CHARS:
+            errors[field].append(
+                f"It is {len(text):,} characters; a template takes at most {MAX_PROMPT_CHARS:,} (about 50,000 "
+                "tokens, more than most models' context). Keep reference material out of the prompt."
+            )
+    count = len([name for name in placeholders(system_prompt, user_message) if name != CUSTOMER_MESSAGE])
+    if count > MAX_VARIABLES:
+        errors["system_prompt"].append(
+            f"The template has {count:,} different {{{{variables}}}}; it may have at most {MAX_VARIABLES}, each "
+            "filled for every conversation. Write fixed text into the prompt itself."
+        )
     return {field: problems for field, problems in errors.items() if problems}
 
 

@@ -262,3 +262,18 @@ def test_publishing_an_older_version_says_whether_customers_had_it(sandbox_conne
 
     buttons = [line.strip() for line in page.splitlines() if "Publish (" in line]
     assert [b.split("Publish (")[1].split(")")[0] for b in buttons] == ["an older draft", "roll back"]  # 2, then 1
+
+
+def test_a_template_too_big_to_fill_in_or_to_send_is_refused_when_saved(client, team_admin):
+    many = " ".join(f"{{{{v{n}}}}}" for n in range(101))
+    with pytest.raises(CommandError, match=r"has 101 different \{\{variables\}\}; it may have at most 100"):
+        add(system=many)
+    with pytest.raises(CommandError, match="200,001 characters; a template takes at most 200,000"):
+        add(system="x" * 200_001)
+    assert not PromptTemplate.objects.exists()
+    add(system=" ".join(f"{{{{v{n}}}}}" for n in range(100)))  # the most it may have
+    client.force_login(team_admin)
+
+    listed = client.get(reverse("conversations:templates")).content.decode()
+
+    assert listed.count("{{v99}}") == 1 and "{{v0}} {{v1}}" in listed  # its name, and the prompt's start only
