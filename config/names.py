@@ -39,6 +39,22 @@ def unprintable(value: str) -> str | None:
     return None
 
 
+# In longer text (a prompt, a reply) formatting characters have uses (joiners, right-to-left marks): only
+# controls and the two bidi overrides, which make what follows read reversed, are refused there.
+_TEXT_REFUSED = {"\u202d": "a left-to-right override", "\u202e": "a right-to-left override"}
+
+
+def hidden_in_text(value: str) -> str | None:
+    """The first character in a text (not a name) that changes how it reads without being seen: a control
+    character other than tab and line breaks, or a bidi override; described as `unprintable` does, or None."""
+    for position, char in enumerate(value, start=1):
+        if char in _TEXT_REFUSED:
+            return f"{_TEXT_REFUSED[char]} (U+{ord(char):04X}) at position {position}"
+        if unicodedata.category(char) == "Cc" and char not in "\t\n\r":
+            return f"a control character (U+{ord(char):04X}) at position {position}"
+    return None
+
+
 def validate_name(value: str) -> None:
     problem = unprintable(value)
     if problem:

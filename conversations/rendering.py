@@ -10,6 +10,8 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping
 
+from config.names import hidden_in_text
+
 PLACEHOLDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PLACEHOLDER = re.compile(r"\{\{\s*(" + PLACEHOLDER_NAME.pattern + r")\s*\}\}")
 CUSTOMER_MESSAGE = "customer_message"
@@ -118,6 +120,9 @@ def text_problems(system_prompt: str, user_message: str) -> dict[str, list[str]]
     if missing:
         errors["user_message"].append(missing)
     for field, text in (("system_prompt", system_prompt), ("user_message", user_message)):
+        hidden = hidden_in_text(text)
+        if hidden:
+            errors[field].append(f"It holds {hidden}, which nobody sees but changes how the text reads; remove it.")
         if len(text) > MAX_PROMPT_CHARS:
             errors[field].append(
                 f"It is {len(text):,} characters; a template takes at most {MAX_PROMPT_CHARS:,} (about 50,000 "

@@ -18,10 +18,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 import regex
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from config.names import validate_name
 from connectors.models import ProviderConnection
 
 from .. import services
@@ -79,6 +81,10 @@ def case_add(
                 raise TestSetRefused(f"/{pattern}/ {TOO_SLOW.format(seconds=MATCH_SECONDS, what=what)}.") from None
     if not set_name.strip():
         raise TestSetRefused("Name the test set.")
+    try:
+        validate_name(set_name.strip())
+    except ValidationError as error:
+        raise TestSetRefused(error.messages[0]) from None
     with transaction.atomic():
         test_set, _ = TestSet.objects.get_or_create(name=set_name.strip()[:100])
         return TestCase.objects.create(

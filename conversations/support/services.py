@@ -18,6 +18,8 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from config.names import hidden_in_text
+
 from ..models import Call, Conversation, ConversationEvent, Feedback, Message, Outbound
 
 Kind = ConversationEvent.Kind
@@ -146,6 +148,12 @@ def staff_reply(*, conversation: Conversation, by, text: str) -> Message:
     text = text.strip()
     if not text:
         raise SupportRefused("The reply is empty. Write what the customer should read.")
+    hidden = hidden_in_text(text)
+    if hidden:
+        raise SupportRefused(
+            f"The reply holds {hidden}, which the customer would not see but which changes how it reads (pasted "
+            "from somewhere?). Remove it and send again."
+        )
     if conversation.is_test:
         raise SupportRefused("This is a test conversation: there is no customer to reply to.")
     if conversation.channel_id and not conversation.window_open:

@@ -343,6 +343,18 @@ def test_taking_a_conversation_from_a_colleague_is_knowing_and_their_old_page_ca
     assert not Message.objects.filter(role="staff").exists() and "Here is your refund" not in sent_texts()
 
 
+def test_a_staff_reply_that_would_read_reversed_is_refused(channel, staff_client):
+    say(channel, "agent")
+    staff_client.post(reverse("conversations:take_over", args=[conversation().pk]), {"holder": ""})
+
+    page = staff_client.post(
+        reverse("conversations:staff_reply", args=[conversation().pk]), {"text": "Refund: \u202e05 EUR"}, follow=True
+    ).content.decode()
+
+    assert "a right-to-left override (U+202E) at position 9" in html.unescape(page)
+    assert not Message.objects.filter(role="staff").exists()
+
+
 def test_pressing_take_over_or_hand_back_twice_changes_nothing_the_second_time(channel, staff_client):
     say(channel, "agent")
     take_over = reverse("conversations:take_over", args=[conversation().pk])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from io import StringIO
 
 import pytest
@@ -277,3 +278,14 @@ def test_a_template_too_big_to_fill_in_or_to_send_is_refused_when_saved(client, 
     listed = client.get(reverse("conversations:templates")).content.decode()
 
     assert listed.count("{{v99}}") == 1 and "{{v0}} {{v1}}" in listed  # its name, and the prompt's start only
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [("Be kind.\x01", "a control character (U+0001)"), ("Say \u202eyes", "a right-to-left override (U+202E)")],
+)
+def test_a_prompt_holding_what_changes_it_unseen_is_refused(text, words):
+    with pytest.raises(CommandError, match=re.escape(f"It holds {words}")):
+        add(system=f"{V1} {text}")
+    add(system=f"{V1} أجب بلطف\u200f.\tThanks")  # a right-to-left mark and a tab are text's own
+    assert PromptTemplate.objects.count() == 1

@@ -239,6 +239,9 @@ def test_add_test_case_refuses_what_could_not_run(setup):
         call_command("add_test_case", "Smoke", template="Support", message=["Hi"], stdout=StringIO())
     with pytest.raises(CommandError, match="is not a regular expression"):
         add_case("Hi", expect_regex=["(unclosed"])
+    with pytest.raises(CommandError, match=r"The name holds an invisible formatting character \(U\+202E\)"):
+        call_command("add_test_case", "Evil\u202e", template="Support", message=["Hi"], var=["business_name=Acme"],
+                     stdout=StringIO())  # fmt: skip
     with pytest.raises(CommandError, match="No template named 'Nope'"):
         call_command("add_test_case", "Smoke", template="Nope", message=["Hi"], stdout=StringIO())
     assert not TestCase.objects.exists()
