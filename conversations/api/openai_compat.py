@@ -25,8 +25,10 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
+from config.errors import service_unavailable
 from connectors.errors import TRANSIENT_KINDS, ErrorKind
 
 from .. import services, store
@@ -69,14 +71,52 @@ def chat_completions(request: HttpRequest, integration: Integration, payload: di
         raise Refused(400, "messages", str(error)) from None
     connection = call.connection
     seconds = min(connection.timeout_seconds * connection.max_attempts + 5, settings.API_CHAT_WAIT_SECONDS)
-    call = wait_for(call, seconds, fresh=True)
-    if call.status == Call.Status.SUCCEEDED:
-        if stream:
-            response = StreamingHttpResponse(_chunks(call, include_usage), content_type="text/event-stream")
-            response["Cache-Control"] = "no-cache"
-            return response
-        return JsonResponse(_completion(call))
-    return _failure(call)
+    # From here the request is taken: whatever happens, the answer names its call and never asks for a retry
+    # that would make a second conversation and a second paid call (a database gone meanwhile included).
+    try:
+        latest = _with_loaded(wait_for(call, seconds, fresh=True), call)
+        if latest.status == Call.Status.SUCCEEDED:
+            if stream:
+                response = StreamingHttpResponse(_chunks(latest, include_usage), content_type="text/event-stream")
+                response["Cache-Control"] = "no-cache"
+                return response
+            return JsonResponse(_completion(latest))
+        return _failure(latest)
+    except Exception as error:
+        if not service_unavailable(error):
+            raise
+        return _still_queued(call)
+
+
+def _with_loaded(latest: Call, accepted: Call) -> Call:
+    """The newest attempt with the conversation and connection the request already holds (when they are
+    the same rows), so that answering reads nothing more from the database."""
+    if latest.conversation_id == accepted.conversation_id:
+        latest.conversation = accepted.conversation
+    if latest.connection_id == accepted.connection_id:
+        latest.connection = accepted.connection
+    return latest
+
+
+# PostgreSQL writes a commit that did not wait for the disk (store.chat_accept's) within 3 x wal_writer_delay,
+# 0.6 s by default: a request older than this has its rows on disk even if the database cannot say so now.
+ON_DISK_AFTER_SECONDS = 2.0
+
+
+def _still_queued(call: Call) -> JsonResponse:
+    """Not answered in time, or the database went away while waiting: the call goes on, and Retry-After says
+    when to read it instead of sending again."""
+    try:
+        store.durable()  # told it is queued: it must outlive a crash (store.chat_accept did not wait for the disk)
+    except Exception as error:
+        if not service_unavailable(error) or (timezone.now() - call.queued_at).total_seconds() < ON_DISK_AFTER_SECONDS:
+            raise  # taken a moment ago and the database is away: its rows may be lost, and a retry is right
+    response = openai_error(
+        503, f"No reply in time; the message is queued as call {call.pk} (/api/v1/calls/{call.pk}).", "timeout"
+    )
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    response["x-should-retry"] = "false"
+    return response
 
 
 def _flag(field: str, value: Any) -> bool:
@@ -222,14 +262,8 @@ def _chunks(call: Call, include_usage: bool) -> Iterator[str]:
 def _failure(call: Call) -> JsonResponse:
     if not call.finished:
         # Not a failure yet: queued (the broker may be away) or slow. The call goes on, so an SDK's retry would
-        # make a second conversation and a second paid call: Retry-After says when to read it instead.
-        store.durable()  # told it is queued: it must outlive a crash (store.chat_accept did not wait for the disk)
-        response = openai_error(
-            503, f"No reply in time; the message is queued as call {call.pk} (/api/v1/calls/{call.pk}).", "timeout"
-        )
-        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        response["x-should-retry"] = "false"
-        return response
+        # make a second conversation and a second paid call.
+        return _still_queued(call)
     # The call's id, so that whoever reads the error (a platform's log, support staff) can find the call.
     words = f"{call.error_summary} — {call.help.fix} Logged as call {call.pk} (GET /api/v1/calls/{call.pk})."
     named_model = bool((call.conversation.overrides or {}).get("model"))

@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.db import OperationalError
 from django.db import connection as db
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from conversations import store
+from conversations.api import openai_compat
 from conversations.models import Call, Conversation, Message
 from tests.api.conftest import auth
 from tests.factories import ConnectionFactory
@@ -170,3 +173,31 @@ def test_a_model_the_platform_named_wrongly_is_the_platforms_to_fix(client, inte
     assert call.status == Call.Status.FAILED
     assert call.help.cause.startswith("The platform's request named the model 'sandbox-no-such-model'")
     assert "GET /api/v1/models" in call.help.fix and "console" not in call.help.fix
+
+
+def _database_gone(*args, **kwargs):
+    raise OperationalError("the database system is shutting down")
+
+
+@pytest.mark.parametrize(("on_disk", "answer"), [(True, "queued as call"), (False, "briefly unavailable")])
+def test_a_chat_request_whose_database_goes_away_while_it_waits_is_never_told_to_send_again_once_on_disk(
+    client, integration_token, settings, published, monkeypatch, on_disk, answer
+):
+    """Taken, then the database went away: an answer asking for a retry would make a second conversation and a
+    second paid call. Only a request taken a moment ago (its rows perhaps not on disk yet) is told to retry."""
+    _, token = integration_token
+    monkeypatch.setattr(openai_compat, "wait_for", _database_gone)
+    monkeypatch.setattr(store, "durable", _database_gone)
+    # Taken long enough ago for PostgreSQL's WAL writer to have written its rows, or a moment ago.
+    monkeypatch.setattr(openai_compat, "ON_DISK_AFTER_SECONDS", -1 if on_disk else 60)
+    client.raise_request_exception = False  # answered as a server answers it: ApiErrorsMiddleware's 503
+
+    response = relay(client, token, {"messages": HISTORY})
+
+    assert response.status_code == 503 and answer in response.json()["error"]["message"]
+    if on_disk:
+        call = Call.objects.get()
+        assert response.json()["error"]["message"].endswith(f"(/api/v1/calls/{call.pk}).")
+        assert (response["x-should-retry"], response["Retry-After"]) == ("false", "5")
+    else:
+        assert "x-should-retry" not in response
