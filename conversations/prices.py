@@ -6,6 +6,7 @@ import threading
 import time
 from decimal import Decimal
 
+from config.errors import service_unavailable
 from connectors.chat_completions import ChatReply
 from connectors.models import ModelPrice, ProviderConnection
 
@@ -30,11 +31,24 @@ def call_cost(connection: ProviderConnection, requested: str, reply: ChatReply) 
     return cost(answered, reply.prompt_tokens, reply.completion_tokens)
 
 
+def warm() -> None:
+    """Read the price list now if it is due (a worker calls this before a provider request, when the database
+    is known to answer, so that pricing the reply reads nothing)."""
+    _prices()
+
+
 def _prices() -> dict[str, ModelPrice]:
     global _cache, _loaded_at
     with _lock:
         if time.monotonic() - _loaded_at > CACHE_SECONDS:
-            _cache = {price.model: price for price in ModelPrice.objects.all()}
+            try:
+                _cache = {price.model: price for price in ModelPrice.objects.all()}
+            except Exception as error:
+                # Pricing a reply already received must not fail on a database that blinks: the last list read
+                # serves (prices change a few times a year); read again on the next call.
+                if not service_unavailable(error) or not _cache:
+                    raise
+                return _cache
             _loaded_at = time.monotonic()
         return _cache
 

@@ -128,6 +128,11 @@ def _attempt(claimed: store.Claimed) -> Call:
     call.model = wanted["model"]
     adapter = adapter_for(connection)
     system = prompt.system_prompt_for(call, claimed.prompt) if claimed.prompt else call.conversation.system_prompt
+    # What is read to handle the reply is read now: once the provider has answered, only `outcome.finish`
+    # (which waits out a database that blinks) may touch the database, or a blink there would leave the
+    # call running for the sweeper to send again.
+    followups.channel_of(call)  # a WhatsApp reply's handover marker is the channel's
+    prices.warm()
     _release_database_connection()
     started = time.monotonic()
     try:

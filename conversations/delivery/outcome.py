@@ -65,11 +65,12 @@ def finish(
         and not error.skipped
         and call.connection_attempt < call.connection.max_attempts
     )
-    fallback = None if retry or error is None else followups.fallback_for(call, error)
-    gave_up = error is not None and not retry and fallback is None and call.conversation.channel_id is not None
     reply_text = call.reply_text if reply is not None and call.reply_text else None
 
     def record() -> Recorded:
+        # Read here, where a database that blinks is waited for: the provider's answer is already in hand.
+        fallback = None if retry or error is None else followups.fallback_for(call, error)
+        gave_up = error is not None and not retry and fallback is None and call.conversation.channel_id is not None
         outgoing = [] if retry or fallback else outbox.outbound_kinds(call, has_callback=has_callback)
         # The outcome is one statement on PostgreSQL; a retry's next row, a fallback's, the outbox rows
         # or a handover share its transaction, so that a worker dying in between cannot leave an outcome

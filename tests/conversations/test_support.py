@@ -11,10 +11,12 @@ from unittest.mock import ANY
 
 import pytest
 from django.core.management import call_command
+from django.db import OperationalError
+from django.db import connection as db
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import outbox, whatsapp
+from conversations import delivery, outbox, prices, whatsapp
 from conversations.api.tokens import integration_create
 from conversations.models import (
     Call,
@@ -372,6 +374,44 @@ def test_pressing_take_over_or_hand_back_twice_changes_nothing_the_second_time(c
     assert "The bot answers this conversation now (it was handed back), so the reply was not sent" in late_reply
     assert events()[-2:] == ["taken_over", "handed_back"] and events().count("taken_over") == 1
     assert not Message.objects.filter(role="staff").exists()
+
+
+@pytest.mark.django_db(transaction=True)  # the worker waits out the blink between transactions of its own
+def test_a_whatsapp_reply_that_arrives_as_the_database_blinks_is_recorded_and_never_asked_again(channel, monkeypatch):
+    """Once the provider has answered, nothing but the recording (which waits for the database) may read the
+    database: a failed read there left the call running, and the sweeper sent the message again."""
+    say(channel, "Hi")
+    blink, sent = {"statements": 0}, []
+
+    def failing(execute, sql, params, many, context):
+        if blink["statements"]:
+            blink["statements"] -= 1
+            raise OperationalError("the database system is starting up")
+        return execute(sql, params, many, context)
+
+    real_adapter_for = delivery.adapter_for
+
+    class BlinkAsItAnswers:
+        def __init__(self, adapter):
+            self.adapter = adapter
+
+        def __getattr__(self, name):
+            return getattr(self.adapter, name)
+
+        def chat(self, **kwargs):
+            sent.append(kwargs["body"])
+            reply = self.adapter.chat(**kwargs)
+            blink["statements"] = 2
+            return reply
+
+    monkeypatch.setattr(delivery, "adapter_for", lambda connection: BlinkAsItAnswers(real_adapter_for(connection)))
+    prices.forget()  # the price list is due to be read again too
+    with db.execute_wrapper(failing):
+        execute_now(Call.objects.get().pk)
+
+    call = Call.objects.get()
+    assert (call.status, len(sent)) == ("succeeded", 1) and blink["statements"] == 0
+    assert sent_texts()[-1] == call.reply_text  # the reply went to the customer once it was recorded
 
 
 def test_a_staff_reply_after_the_24_hour_window_is_refused_with_the_reason(channel, staff_client):
