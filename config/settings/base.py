@@ -292,11 +292,13 @@ CALL_RUNNING_GRACE_SECONDS = env.float("CALL_RUNNING_GRACE_SECONDS", default=60.
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-calls": {"task": "conversations.sweep_calls", "schedule": CALL_SWEEP_INTERVAL_SECONDS},
 }
-# The outbox (callbacks, WhatsApp replies): tries in all, backoff from this many seconds (doubling, full
-# jitter, capped), and how long a worker waits for the database to record a message it has already sent.
-OUTBOX_MAX_TRIES = env.int("OUTBOX_MAX_TRIES", default=7)
+# The outbox (callbacks, WhatsApp replies): tries in all, backoff from this many seconds (doubling, each
+# wait between half its ceiling and all of it, capped), and how long a worker waits for the database to
+# record a message it has already sent. 20 tries from 2 s capped at an hour keep trying for 4.6 to 9 hours:
+# a platform's deploy or an afternoon's outage loses no callback.
+OUTBOX_MAX_TRIES = env.int("OUTBOX_MAX_TRIES", default=20)
 OUTBOX_RETRY_BACKOFF_SECONDS = env.float("OUTBOX_RETRY_BACKOFF_SECONDS", default=2.0)
-OUTBOX_RETRY_BACKOFF_MAX_SECONDS = env.float("OUTBOX_RETRY_BACKOFF_MAX_SECONDS", default=300.0)
+OUTBOX_RETRY_BACKOFF_MAX_SECONDS = env.float("OUTBOX_RETRY_BACKOFF_MAX_SECONDS", default=3600.0)
 OUTBOX_RECORD_PATIENCE_SECONDS = env.float("OUTBOX_RECORD_PATIENCE_SECONDS", default=60.0)
 # How much of a conversation is sent with each new customer message.
 CONVERSATION_HISTORY_MESSAGES = env.int("CONVERSATION_HISTORY_MESSAGES", default=20)

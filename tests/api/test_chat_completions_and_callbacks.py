@@ -215,7 +215,10 @@ def test_add_integration_prints_a_token_that_works(client, sandbox, capsys):
     ConnectionFactory(name="Sandbox", base_url=sandbox.base_url)
     TemplateFactory(name="Support")
 
-    call_command("add_integration", "Platform", template=["Support"], connection=["Sandbox"])
+    call_command(  # with a callback URL, whose signing secret is printed too: the token is still the last line
+        "add_integration", "Platform", template=["Support"], connection=["Sandbox"],
+        callback_url="http://127.0.0.1:8765/hook",
+    )  # fmt: skip
 
     token = capsys.readouterr().out.strip().splitlines()[-1]
     assert token.startswith("sb_")

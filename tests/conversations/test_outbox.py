@@ -187,7 +187,10 @@ def test_a_delivery_that_kills_its_worker_every_time_stops_after_its_last_try(an
 
     assert sweeper.outbound_sweep() == []
     answered.refresh_from_db()
-    assert answered.status == "failed" and "stopped during each of its 7 tries" in answered.last_error
+    assert (
+        answered.status == "failed"
+        and f"stopped during each of its {settings.OUTBOX_MAX_TRIES} tries" in answered.last_error
+    )
 
 
 @pytest.mark.django_db(transaction=True)  # outside a transaction, as a worker records
@@ -238,3 +241,18 @@ def test_a_long_callback_url_is_delivered_and_its_try_recorded(answered, receive
     answered.refresh_from_db()
     assert answered.status == "sent"
     assert CallbackAttempt.objects.get().url == long_url
+
+
+def test_a_receiver_down_for_hours_still_gets_its_callback_and_every_wait_is_at_least_half_its_ceiling(monkeypatch):
+    """With the defaults, even the shortest waits the jitter can draw keep trying for over four hours (an
+    outage run lost callbacks when seven tries with waits drawn from zero ran out in 14 s)."""
+    from config.settings import base
+
+    monkeypatch.setattr(outbox.settings, "OUTBOX_RETRY_BACKOFF_SECONDS", base.OUTBOX_RETRY_BACKOFF_SECONDS)
+    monkeypatch.setattr(outbox.settings, "OUTBOX_RETRY_BACKOFF_MAX_SECONDS", base.OUTBOX_RETRY_BACKOFF_MAX_SECONDS)
+    monkeypatch.setattr(outbox.random, "uniform", lambda low, high: low)  # every draw as short as it can be
+
+    shortest = sum(outbox.retry_delay(tries, None) for tries in range(1, base.OUTBOX_MAX_TRIES))
+
+    assert shortest > 4 * 3600
+    assert outbox.retry_delay(1, 30.0) == 30.0  # a receiver's Retry-After, when longer, is honoured

@@ -48,11 +48,13 @@ class Command(BaseCommand):
         integration, token = integration_create(
             name=name, templates=templates, connections=connections, callback_url=callback_url
         )
-        self.stdout.write(f"Created integration {name!r}. Its token (shown only now):\n{token}")
+        self.stdout.write(f"Created integration {name!r}.")
         if callback_url:
             from connectors import crypto
 
             self.stdout.write(f"Callback signing secret: {crypto.decrypt(integration.callback_secret_encrypted)}")
+        # The token last, on a line of its own, whatever else is printed: scripts take it with `tail -n 1`.
+        self.stdout.write(f"Its token (shown only now):\n{token}")
 
 
 def _get(model, name: str, what: str):
