@@ -2,8 +2,10 @@
 
 Calls and outbound messages are swept alike. A row running past its own deadline, plus the time its
 worker may spend waiting for the database to record what it did (OUTBOX_RECORD_PATIENCE_SECONDS), plus a
-grace (CALL_RUNNING_GRACE_SECONDS), lost its worker: it is queued again, or failed for good when an
-outbound message has had all its tries (a message whose every try kills its worker must not loop).
+grace (CALL_RUNNING_GRACE_SECONDS), lost its worker. An outbound message is queued again, or failed for good
+once it has had all its tries (a message whose every try kills its worker must not loop). A call may have
+reached the provider, which may have answered and billed it: its row is closed as a failure that says so,
+and the message goes out again as a new attempt, so that the log shows both sends.
 
 A row queued well past its time lost its broker message: it is published again, after
 CALL_QUEUED_STALE_SECONDS once the broker's queue is empty (while it still holds messages, an overdue row
@@ -19,7 +21,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db import transaction
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from . import doorbell, outbox, queue
@@ -34,7 +37,46 @@ def calls_sweep() -> list[int]:
     stuck = Call.objects.filter(status=Call.Status.RUNNING).values_list(
         "pk", "started_at", "connection__timeout_seconds"
     )
-    return left + _sweep(Call, queue.EXECUTE_CALL, stuck, lambda timeout: timeout)
+    return left + _sweep(Call, queue.EXECUTE_CALL, stuck, lambda timeout: timeout, _call_sent_again)
+
+
+def _call_sent_again(pk: int, started_at: datetime, now: datetime) -> int | None:
+    """Close a call whose worker was lost as a failure that says what may have happened, and queue the
+    message's next attempt (same connection, same try of it); its id, or None if the call is not as seen."""
+    from connectors.errors import ErrorKind
+
+    with transaction.atomic():
+        lost = Call.objects.select_for_update().filter(pk=pk, status=Call.Status.RUNNING, started_at=started_at).first()
+        if lost is None:
+            return None
+        again = Call.objects.create(
+            conversation_id=lost.conversation_id,
+            message_id=lost.message_id,
+            connection_id=lost.connection_id,
+            model=lost.model,
+            attempt=Call.objects.filter(message_id=lost.message_id).aggregate(n=Max("attempt"))["n"] + 1,
+            connection_attempt=lost.connection_attempt,  # a lost worker is not the provider's failure
+            fallback_from_id=lost.fallback_from_id,
+            run_after=now,
+        )
+        lost.status, lost.finished_at, lost.error_kind = Call.Status.FAILED, now, ErrorKind.INTERNAL
+        lost.error_message = (
+            f"The worker running this attempt (since {timezone.localtime(started_at):%H:%M:%S}) stopped before "
+            "recording it: killed, restarted, or cut off from the database. The request may have reached the "
+            f"provider, which may have answered and billed it. The message was sent again as call {again.pk}."
+        )
+        lost.save(update_fields=["status", "finished_at", "error_kind", "error_message"])
+    return again.pk
+
+
+def _queued_again(model) -> Callable[[int, datetime, datetime], int | None]:
+    def take_back(pk: int, started_at: datetime, now: datetime) -> int | None:
+        taken = model.objects.filter(pk=pk, status=model.Status.RUNNING, started_at=started_at).update(
+            status=model.Status.QUEUED, started_at=None, run_after=now
+        )
+        return pk if taken else None
+
+    return take_back
 
 
 def _claimed_left_behind() -> list[int]:
@@ -73,7 +115,8 @@ def outbound_sweep() -> list[int]:
     stuck = Outbound.objects.filter(status=Outbound.Status.RUNNING).values_list("pk", "started_at", "kind", "text")
     rows = [(pk, started, (kind, len(text))) for pk, started, kind, text in stuck]
     _fail_spent(rows)
-    return _sweep(Outbound, queue.DELIVER_OUTBOUND, rows, lambda kind_size: outbox.running_timeout(*kind_size))
+    timeout_of = lambda kind_size: outbox.running_timeout(*kind_size)  # noqa: E731
+    return _sweep(Outbound, queue.DELIVER_OUTBOUND, rows, timeout_of, _queued_again(Outbound))
 
 
 def _fail_spent(rows) -> None:
@@ -97,16 +140,15 @@ def _deadline(timeout: float) -> float:
     return timeout + settings.OUTBOX_RECORD_PATIENCE_SECONDS + settings.CALL_RUNNING_GRACE_SECONDS
 
 
-def _sweep(model, task: str, running, timeout_of: Callable[[object], float]) -> list[int]:
+def _sweep(model, task: str, running, timeout_of: Callable[[object], float], take_back) -> list[int]:
     now = timezone.now()
     swept: list[int] = []
     for pk, started_at, how_long in running:
         if started_at is None or started_at + timedelta(seconds=_deadline(timeout_of(how_long))) > now:
             continue
-        if model.objects.filter(pk=pk, status=model.Status.RUNNING, started_at=started_at).update(
-            status=model.Status.QUEUED, started_at=None, run_after=now
-        ):
-            swept.append(pk)
+        queued = take_back(pk, started_at, now)
+        if queued is not None:
+            swept.append(queued)
     overdue = settings.CALL_QUEUED_STALE_SECONDS if broker_backlog() == 0 else settings.CALL_QUEUED_LOST_SECONDS
     due_before: datetime = now - timedelta(seconds=overdue)
     stuck_queued = list(

@@ -153,11 +153,18 @@ def test_the_sweeper_requeues_calls_stuck_queued_or_running(connection, template
 
     swept = sweeper.calls_sweep()
 
-    assert sorted(swept) == sorted([lost.pk, dead_worker.pk])
-    assert sorted(call_id for call_id, _ in queued) == sorted([lost.pk, dead_worker.pk])
-    assert Call.objects.get(pk=dead_worker.pk).status == Call.Status.QUEUED
+    # The dead worker's attempt may have reached the provider: it is closed saying so, and the message goes
+    # out again as the next attempt, so the log shows both sends.
+    again = Call.objects.get(message_id=dead_worker.message_id, attempt=2)
+    assert sorted(swept) == sorted([lost.pk, again.pk])
+    assert sorted(call_id for call_id, _ in queued) == sorted([lost.pk, again.pk])
+    closed = Call.objects.get(pk=dead_worker.pk)
+    assert (closed.status, closed.error_kind, again.status) == ("failed", "internal", "queued")
+    assert "stopped before recording it" in closed.error_message
+    assert f"may have answered and billed it. The message was sent again as call {again.pk}." in closed.error_message
     assert Call.objects.get(pk=fresh.pk).status == Call.Status.QUEUED
     assert sweeper.calls_sweep() == []  # swept calls are due again from now, not swept twice
+    assert execute_now(again.pk).status == "succeeded" and dead_worker.latest_attempt() == again
 
 
 def test_an_empty_broker_queue_is_a_backlog_of_zero_without_a_warning(broker_url, caplog):
