@@ -189,7 +189,11 @@ def _parse(url: str, example: str = "https://api.mistral.ai/v1") -> tuple[str, s
         if literal is not None and not is_public(literal):
             return _internal(host, literal)
         if literal is None and (host in METADATA_HOSTS or host == "localhost" or host.endswith(".localhost")):
-            return _internal(host, "an internal address")
+            return (
+                f"{host} is an internal address (a name for this machine, or for a cloud's metadata service), so "
+                "nothing was sent. Use the public URL, or add the host to ALLOWED_PROVIDER_HOSTS if it really is "
+                "a server inside your network."
+            )
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     # A path of non-ASCII text (a Unicode file name) goes out percent-encoded: http.client sends ASCII only.
     target = _NOT_ASCII.sub(lambda m: quote(m.group(), safe=""), target)
