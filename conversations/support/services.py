@@ -73,7 +73,9 @@ def conversation_take_over(
     if unreachable:
         raise SupportRefused(unreachable)
     with transaction.atomic():
-        locked = Conversation.objects.select_for_update().select_related("assigned_to").get(pk=conversation.pk)
+        locked = (
+            Conversation.objects.select_for_update(of=("self",)).select_related("assigned_to").get(pk=conversation.pk)
+        )
         held = locked.state == Conversation.State.HUMAN and locked.assigned_to_id is not None
         if held and locked.assigned_to_id == by.pk:
             conversation.refresh_from_db()
@@ -167,7 +169,9 @@ def staff_reply(*, conversation: Conversation, by, text: str) -> Message:
     with transaction.atomic():
         # Who answers is read under the lock take-over and hand-back take: a reply from a page left open after
         # a colleague took the conversation, or after it went back to the bot, is refused, never sent over them.
-        locked = Conversation.objects.select_for_update().select_related("assigned_to").get(pk=conversation.pk)
+        locked = (
+            Conversation.objects.select_for_update(of=("self",)).select_related("assigned_to").get(pk=conversation.pk)
+        )
         if locked.state == Conversation.State.BOT:
             raise SupportRefused(
                 "The bot answers this conversation now (it was handed back), so the reply was not sent. Take it "

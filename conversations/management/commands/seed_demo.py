@@ -61,7 +61,7 @@ class Command(BaseCommand):
                 "add_whatsapp_channel",
                 "Demo WhatsApp",
                 phone_number_id="106540352242922",
-                app_secret=secrets.token_urlsafe(24),
+                app_secret=secrets.token_hex(24),  # never a leading "-", which call_command would read as a flag
                 access_token="sandbox-whatsapp-token",
                 template="Support bot",
                 connection="Sandbox",
