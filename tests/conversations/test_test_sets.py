@@ -4,6 +4,7 @@ on a passing run."""
 from __future__ import annotations
 
 import html
+import re
 from io import StringIO
 
 import pytest
@@ -77,6 +78,22 @@ def test_a_pattern_that_backtracks_is_stopped_and_the_case_says_why():
         "was not checked against /(a|aa)+$/, which backtracks: it took over 0.1 s on it and was stopped. Nested "
         "repeats such as (a+)+ or (a|aa)+ try every way to split the text; write each repeat once, e.g. a+"
     ]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "words"),
+    [("a{10000000}", "repeats 10,000,000 times; a count here is at most 1,000"),
+     ("(?:(?:(?:a{100}){100}){100}){100}", "has repeat counts that multiply past 10,000")],
+)  # fmt: skip
+def test_a_pattern_too_big_to_build_is_refused_and_never_built(setup, pattern, words):
+    """Building one is not under the match's time limit: a{10000000} took 5 s and 2.7 GB of memory."""
+    with pytest.raises(CommandError, match=re.escape(words)):
+        add_case("Hi", expect_regex=[pattern])
+    stored = TestCase(expect_regex=[pattern])  # stored before counts were checked: not built at a run either
+
+    (failure,) = failures_of(stored, "aaa")
+    assert failure.startswith(f"was not checked against /{pattern}/, which {words}")
+    assert failure.endswith("; edit the case")
 
 
 def test_a_pattern_that_backtracks_on_the_reply_is_refused_when_the_case_is_made(setup, client, support_user):
