@@ -109,16 +109,28 @@ def _at(word: str, conversation: Conversation) -> str:
     return f"{word} {timezone.localtime(taken):%H:%M}" if taken else ""
 
 
-def conversation_hand_back(*, conversation: Conversation, by) -> Message | None:
+def conversation_hand_back(*, conversation: Conversation, by, seen_holder_id: int | None) -> Message | None:
     """The bot answers the customer again. If the customer wrote after the last answer (a question left
-    open while a person held the conversation), the bot answers it now; that message is returned."""
+    open while a person held the conversation), the bot answers it now; that message is returned.
+
+    `seen_holder_id` as for a take-over: handing back a colleague's conversation is allowed knowingly, never
+    from a page that showed someone else (or nobody) holding it."""
     from ..models import WhatsAppContact
     from ..services import call_queue
 
+    if conversation.is_test:
+        raise SupportRefused("A test conversation has no customer: the bot answers it, and nobody hands it back.")
     with transaction.atomic():
-        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        locked = (
+            Conversation.objects.select_for_update(of=("self",)).select_related("assigned_to").get(pk=conversation.pk)
+        )
         if locked.state == Conversation.State.BOT:  # a second press, or a page left open: nothing to hand back
-            raise SupportRefused("The bot already answers this conversation: it was handed back before.")
+            raise SupportRefused("The bot already answers this conversation.")
+        if locked.state == Conversation.State.HUMAN and locked.assigned_to_id not in (seen_holder_id, by.pk):
+            raise SupportRefused(
+                f"{locked.assigned_to} took this conversation{_at(' at', locked)} after your page was shown, so it "
+                "was not handed back. Reload it to see what they did; hand it back from there if you still mean to."
+            )
         locked.state, locked.reason, locked.waiting_since, locked.assigned_to = Conversation.State.BOT, "", None, None
         locked.save(update_fields=["state", "reason", "waiting_since", "assigned_to", "updated_at"])
         ConversationEvent.objects.create(conversation=locked, kind=Kind.HANDED_BACK, by=by)
@@ -173,16 +185,16 @@ def staff_reply(*, conversation: Conversation, by, text: str) -> Message:
             Conversation.objects.select_for_update(of=("self",)).select_related("assigned_to").get(pk=conversation.pk)
         )
         if locked.state == Conversation.State.BOT:
-            raise SupportRefused(
-                "The bot answers this conversation now (it was handed back), so the reply was not sent. Take it "
-                "over to reply."
-            )
+            raise SupportRefused("The bot answers this conversation, so the reply was not sent. Take it over to reply.")
         if locked.state == Conversation.State.HUMAN and locked.assigned_to_id not in (None, by.pk):
             raise SupportRefused(
                 f"{locked.assigned_to} holds this conversation{_at(' since', locked)}, so the reply was not sent: "
                 "the customer would hear from two people. Take it over from them to reply."
             )
         conversation.state, conversation.assigned_to_id = locked.state, locked.assigned_to_id
+        if conversation.state == Conversation.State.WAITING:  # replying is taking it, and logged as such
+            conversation.state, conversation.assigned_to = Conversation.State.HUMAN, by
+            ConversationEvent.objects.create(conversation=conversation, kind=Kind.TAKEN_OVER, by=by, note="by replying")
         message = Message.objects.create(conversation=conversation, role=Message.Role.STAFF, content=text, sent_by=by)
         kind = Outbound.Kind.WHATSAPP if conversation.channel_id else Outbound.Kind.CALLBACK
         _send(conversation, message, kind, text)
@@ -191,8 +203,6 @@ def staff_reply(*, conversation: Conversation, by, text: str) -> Message:
         last_said = conversation.messages.filter(role=Message.Role.USER).order_by("-id").first()
         if last_said is not None:
             read_receipt(conversation=conversation, message=last_said)
-        if conversation.state == Conversation.State.WAITING:  # replying is taking it
-            conversation.state, conversation.assigned_to = Conversation.State.HUMAN, by
         conversation.save(update_fields=["state", "assigned_to", "updated_at"])
     return message
 

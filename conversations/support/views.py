@@ -118,7 +118,9 @@ def _holder(request: HttpRequest) -> int | None:
 def hand_back(request: HttpRequest, pk: int) -> HttpResponse:
     conversation = get_object_or_404(Conversation, pk=pk)
     try:
-        answering = services.conversation_hand_back(conversation=conversation, by=request.user)
+        answering = services.conversation_hand_back(
+            conversation=conversation, by=request.user, seen_holder_id=_holder(request)
+        )
     except services.SupportRefused as refused:
         messages.error(request, str(refused))
         return redirect("conversations:detail", pk=pk)

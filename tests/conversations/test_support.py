@@ -357,6 +357,28 @@ def test_a_staff_reply_that_would_read_reversed_is_refused(channel, staff_client
     assert not Message.objects.filter(role="staff").exists()
 
 
+def test_handing_back_is_knowing_too_and_a_reply_that_takes_a_waiting_conversation_is_logged(
+    channel, client, support_user, team_admin
+):
+    say(channel, "agent")
+    url = reverse("conversations:detail", args=[conversation().pk])
+    hand_back = reverse("conversations:hand_back", args=[conversation().pk])
+    client.force_login(support_user)
+    client.post(reverse("conversations:staff_reply", args=[conversation().pk]), {"text": "I am here."})
+    assert events()[-2:] == ["taken_over", "staff_reply"]  # replying took it, and the log says so
+    client.force_login(team_admin)
+
+    page = client.get(url).content.decode()
+    stale = client.post(hand_back, {"holder": ""}, follow=True).content.decode()  # a page that showed nobody
+
+    assert "agent holds this conversation: only they reply" in page and 'id="staff-reply"' not in page
+    assert 'data-confirm="agent holds this conversation. Hand it back to the bot?"' in page
+    assert "agent took this conversation at" in html.unescape(stale) and "was not handed back" in stale
+    assert conversation().state == "human"
+    client.post(hand_back, {"holder": str(support_user.pk)})  # knowingly, from the page that showed agent
+    assert conversation().state == "bot" and events()[-1] == "handed_back"
+
+
 def test_pressing_take_over_or_hand_back_twice_changes_nothing_the_second_time(channel, staff_client):
     say(channel, "agent")
     take_over = reverse("conversations:take_over", args=[conversation().pk])
@@ -371,7 +393,7 @@ def test_pressing_take_over_or_hand_back_twice_changes_nothing_the_second_time(c
     ).content.decode()
 
     assert "The bot already answers this conversation" in again
-    assert "The bot answers this conversation now (it was handed back), so the reply was not sent" in late_reply
+    assert "The bot answers this conversation, so the reply was not sent. Take it over to reply." in late_reply
     assert events()[-2:] == ["taken_over", "handed_back"] and events().count("taken_over") == 1
     assert not Message.objects.filter(role="staff").exists()
 
