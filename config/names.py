@@ -39,19 +39,31 @@ def unprintable(value: str) -> str | None:
     return None
 
 
-# In longer text (a prompt, a reply) formatting characters have uses (joiners, right-to-left marks): only
-# controls and the two bidi overrides, which make what follows read reversed, are refused there.
-_TEXT_REFUSED = {"\u202d": "a left-to-right override", "\u202e": "a right-to-left override"}
+# In longer text (a prompt, a reply) a few formatting characters are the text's own: the joiners that shape
+# Arabic, Indic scripts and emoji, the right-to-left and left-to-right marks, the Arabic letter mark and the
+# soft hyphen. Every other one is refused there: the bidi embeddings, overrides and isolates that make text
+# read in another order than it is stored ("Trojan Source"), zero-width spaces, byte-order marks, and the
+# invisible tag characters that a model reads although no person sees them.
+_TEXT_FORMATTING = {"\u00ad", "\u061c", "\u200c", "\u200d", "\u200e", "\u200f"}
+_BIDI = {"\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069"}
 
 
 def hidden_in_text(value: str) -> str | None:
-    """The first character in a text (not a name) that changes how it reads without being seen: a control
-    character other than tab and line breaks, or a bidi override; described as `unprintable` does, or None."""
+    """The first character in a text (not a name) that changes how it reads, or what a model reads, without
+    being seen; described as `unprintable` does, or None. Tabs and line breaks are text."""
     for position, char in enumerate(value, start=1):
-        if char in _TEXT_REFUSED:
-            return f"{_TEXT_REFUSED[char]} (U+{ord(char):04X}) at position {position}"
-        if unicodedata.category(char) == "Cc" and char not in "\t\n\r":
-            return f"a control character (U+{ord(char):04X}) at position {position}"
+        category = unicodedata.category(char)
+        if char in _BIDI:
+            kind = "a text-direction control"
+        elif 0xE0000 <= ord(char) <= 0xE007F:
+            kind = "an invisible tag character"  # a model reads it; nobody sees it
+        elif category == "Cf" and char not in _TEXT_FORMATTING:
+            kind = "an invisible formatting character"
+        elif category == "Cc" and char not in "\t\n\r" or category in ("Co", "Cn", "Cs"):
+            kind = _REFUSED[category]
+        else:
+            continue
+        return f"{kind} (U+{ord(char):04X}) at position {position}"
     return None
 
 

@@ -353,7 +353,7 @@ def test_a_staff_reply_that_would_read_reversed_is_refused(channel, staff_client
         reverse("conversations:staff_reply", args=[conversation().pk]), {"text": "Refund: \u202e05 EUR"}, follow=True
     ).content.decode()
 
-    assert "a right-to-left override (U+202E) at position 9" in html.unescape(page)
+    assert "a text-direction control (U+202E) at position 9" in html.unescape(page)
     assert not Message.objects.filter(role="staff").exists()
 
 

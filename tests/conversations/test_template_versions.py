@@ -282,7 +282,13 @@ def test_a_template_too_big_to_fill_in_or_to_send_is_refused_when_saved(client, 
 
 @pytest.mark.parametrize(
     ("text", "words"),
-    [("Be kind.\x01", "a control character (U+0001)"), ("Say \u202eyes", "a right-to-left override (U+202E)")],
+    [
+        ("Be kind.\x01", "a control character (U+0001)"),
+        ("Say \u202eyes", "a text-direction control (U+202E)"),
+        ("Say \u2067yes", "a text-direction control (U+2067)"),
+        ("Be kind.\U000e0049\U000e0067", "an invisible tag character (U+E0049)"),  # "Ig", for the model only
+        ("Be\u200bkind.", "an invisible formatting character (U+200B)"),
+    ],
 )
 def test_a_prompt_holding_what_changes_it_unseen_is_refused(text, words):
     with pytest.raises(CommandError, match=re.escape(f"It holds {words}")):
