@@ -89,10 +89,10 @@ def url_problem(url: str, example: str = "https://api.mistral.ai/v1") -> str | N
 def root_url_problem(url: str, example: str) -> str | None:
     """What is wrong with a URL that request paths are added to (a provider's base URL, the Graph API's), on
     top of `url_problem`: a query would end up before the path (`/v1?x=1/chat/completions`)."""
-    if "?" in url:
+    if "?" in url:  # quoted up to the query: what follows may be a key someone pasted
         return (
-            f"{url} has a query (?…). A base URL is the root each request's path is added to (such as "
-            f"/chat/completions), so it cannot carry one: use the root alone, for example {example}."
+            f"{url.split('?', 1)[0]} has a query (?…) after it. A base URL is the root each request's path is "
+            f"added to (such as /chat/completions), so it cannot carry one: use the root alone, for example {example}."
         )
     return None
 

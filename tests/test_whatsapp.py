@@ -70,7 +70,7 @@ class TestWebhook:
         url = f"/whatsapp/{channel.pk}/webhook/"
         response = client.get(url, {"hub.mode": "x", "hub.challenge": "1", "hub.verify_token": "verify-me"})
 
-        assert response.status_code == 403
+        assert (response.status_code, response["Content-Type"]) == (403, "text/plain")  # its input, never a page
         assert response.content.decode() == "Verification failed: hub.mode is 'x'; Meta's handshake sends 'subscribe'."
 
     def test_a_wrong_signature_is_refused_and_nothing_is_recorded(self, client, channel):
@@ -262,16 +262,27 @@ class TestRefusals:
         payload["entry"][0]["changes"][0]["value"]["messages"] = {"id": "wamid.X"}
         assert deliver(client, channel, payload).json()["refused"] == ["The change's messages field is not a list."]
 
-    @pytest.mark.parametrize("body", ['{"object": NaN}', '{"object": "whatsapp_business_account"}', "null", "[]"])
-    def test_a_body_that_is_not_a_delivery_is_refused_whatever_else_it_holds(self, client, channel, body):
+    @pytest.mark.parametrize(
+        ("body", "reason"),
+        [
+            ('{"object": NaN}', "The delivery is for 'NaN', not WhatsApp (whatsapp_business_account)."),
+            ('{"object": "instagram", "entry": [{"changes": [{"value": {"messages": [{"id": "m1", "from": "1555",'
+             ' "type": "text", "text": {"body": "Hi"}}]}}]}]}',
+             "The delivery is for 'instagram', not WhatsApp (whatsapp_business_account)."),
+            ('{"object": "whatsapp_business_account"}', "The delivery is not a JSON object with an entry list."),
+            ("null", "The delivery is not a JSON object with an entry list."),
+            ("[]", "The delivery is not a JSON object with an entry list."),
+        ],
+    )  # fmt: skip
+    def test_a_body_that_is_not_a_delivery_is_refused_whatever_else_it_holds(self, client, channel, body, reason):
         raw = body.encode()
         response = client.post(
             f"/whatsapp/{channel.pk}/webhook/", data=raw, content_type="application/json",
             HTTP_X_HUB_SIGNATURE_256=whatsapp.sign(channel, raw),
         )  # fmt: skip
 
-        assert response.json()["refused"] == ["The delivery is not a JSON object with an entry list."]
-        assert WhatsAppRefusal.objects.count() == 1
+        assert response.json()["refused"] == [reason]
+        assert WhatsAppRefusal.objects.count() == 1 and not Conversation.objects.exists()
 
     def test_meta_delivering_the_same_body_again_records_the_refusal_once(self, client, channel):
         payload = text(channel, "Hi")

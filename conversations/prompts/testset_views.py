@@ -174,9 +174,13 @@ def case_from_reply(request: HttpRequest, message_pk: int) -> HttpResponse:
 def template_requirement(request: HttpRequest, pk: int) -> HttpResponse:
     """Which test set a template's versions must pass before publishing (none: no run needed)."""
     template = get_object_or_404(PromptTemplate, pk=pk)
-    chosen = request.POST.get("test_set", "")
+    values = request.POST.getlist("test_set")
+    if len(values) != 1:  # the form sends one; a post without it, or with two, is not a choice of "none"
+        messages.error(request, "Choose one test set (or none) that publishing needs: nothing changed.")
+        return redirect("conversations:template_edit", pk=pk)
+    chosen = values[0]
     test_set = TestSet.objects.filter(pk=_number(chosen)).first()
-    if chosen and test_set is None:  # only "none" clears it: a set deleted meanwhile, or a mangled form, does not
+    if chosen != "" and test_set is None:  # only the form's "none" clears it: a set deleted meanwhile does not
         messages.error(request, f"There is no test set {chosen[:40]!r} (deleted meanwhile?): nothing changed.")
         return redirect("conversations:template_edit", pk=pk)
     template.required_test_set = test_set

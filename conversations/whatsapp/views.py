@@ -31,10 +31,16 @@ def webhook(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "GET":
         mode, token = request.GET.get("hub.mode"), request.GET.get("hub.verify_token", "")
         if not secrets.compare_digest(token.encode(), channel.verify_token.encode()):
-            return HttpResponse("Verification failed: hub.verify_token does not match this channel.", status=403)
-        if mode != "subscribe":
             return HttpResponse(
-                f"Verification failed: hub.mode is {mode!r:.40}; Meta's handshake sends 'subscribe'.", status=403
+                "Verification failed: hub.verify_token does not match this channel.",
+                status=403,
+                content_type="text/plain",
+            )
+        if mode != "subscribe":  # quoted back as text, never as a page: it is the caller's input
+            return HttpResponse(
+                f"Verification failed: hub.mode is {mode!r:.40}; Meta's handshake sends 'subscribe'.",
+                status=403,
+                content_type="text/plain",
             )
         return HttpResponse(request.GET.get("hub.challenge", ""), content_type="text/plain")
     if request.method != "POST":

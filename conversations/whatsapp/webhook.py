@@ -125,6 +125,7 @@ def _other_numbers(payload: Any, mine: str) -> dict[str, dict]:
     return numbers
 
 
+WHATSAPP_OBJECT = "whatsapp_business_account"  # the `object` of every WhatsApp Cloud API delivery
 # What a sender id may be: Meta's wa_id is digits; usernames' scoped ids are letters, digits and a few marks.
 _SENDER = re.compile(r"\+?[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 MAX_MESSAGE_ID = 200
@@ -138,6 +139,9 @@ def read_delivery(payload: Any, phone_number_id: str | None = None) -> tuple[lis
     """
     found: list[Incoming] = []
     refused: list[Refusal] = []
+    kind = payload.get("object") if isinstance(payload, dict) else None
+    if kind is not None and kind != WHATSAPP_OBJECT:  # an app's other products (Instagram, Pages) share its URL
+        return found, [Refusal(f"The delivery is for {str(kind)[:40]!r}, not WhatsApp ({WHATSAPP_OBJECT}).")]
     entries = payload.get("entry") if isinstance(payload, dict) else None
     if not isinstance(entries, list):  # Meta's deliveries always have one; a body without it is not one
         return found, [Refusal("The delivery is not a JSON object with an entry list.", excerpt=_excerpt(payload))]

@@ -142,7 +142,7 @@ def _connection_form(**fields) -> dict:
 @pytest.mark.parametrize(
     ("fields", "words"),
     [
-        ({"base_url": "http://127.0.0.1:8765/v1?x=1"}, "has a query (?…). A base URL is the root"),
+        ({"base_url": "http://127.0.0.1:8765/v1?key=sk-pasted"}, "8765/v1 has a query (?…) after it. A base URL is"),
         ({"base_url": "http://127.0.0.1:8765/v1#y"}, "fragment (#y)"),
         ({"api_key": "sk-abcdef\r\nX-Evil: 1"}, "a character HTTP headers cannot carry"),
         ({"api_key": "ключ-ключ-ключ"}, "a character HTTP headers cannot carry"),
@@ -157,6 +157,8 @@ def test_a_connection_that_could_never_be_called_is_refused_when_saved(lead_clie
     assert not ProviderConnection.objects.exists()
     if "api_key" in fields:
         assert fields["api_key"] not in page  # a key, even one refused, is never shown back
+    assert "sk-pasted" not in page.split('id="id_base_url_error"', 1)[-1].split("</ul>", 1)[0]  # nor, in the
+    # message, what may be one pasted into a base URL's query (the field itself keeps what was typed)
 
 
 @pytest.mark.parametrize(

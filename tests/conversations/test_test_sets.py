@@ -181,6 +181,11 @@ def test_a_requirement_naming_no_test_set_is_refused_and_the_requirement_kept(se
         assert f"There is no test set '{garbage}' (deleted meanwhile?): nothing changed." in page
         setup.refresh_from_db()
         assert setup.required_test_set == test_set
+    for mangled in ({}, {"test_set": [str(test_set.pk), ""]}):  # no choice, or two: not a choice of "none"
+        page = html.unescape(client.post(url, mangled, follow=True).content.decode())
+        assert "Choose one test set (or none) that publishing needs: nothing changed." in page
+        setup.refresh_from_db()
+        assert setup.required_test_set == test_set
     client.post(url, {"test_set": ""})  # "none" is the one way to clear it
     setup.refresh_from_db()
     assert setup.required_test_set is None
