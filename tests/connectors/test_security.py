@@ -114,7 +114,9 @@ def test_a_name_that_resolves_inside_the_network_is_refused_before_sending(setti
     with pytest.raises(ProviderError) as caught:
         check_reachable("https://localhost/v1")
     assert caught.value.kind == ErrorKind.CONFIG
-    assert "localhost is an internal address" in caught.value.message and "ALLOWED_PROVIDER_HOSTS" in caught.value.message
+    assert (
+        "localhost is an internal address" in caught.value.message and "ALLOWED_PROVIDER_HOSTS" in caught.value.message
+    )
 
 
 @pytest.mark.django_db
