@@ -35,7 +35,8 @@ MATCH_SECONDS = 0.1  # the longest one expected pattern may take on one reply (a
 # Building a pattern is not under the timeout, and a repeat count is unrolled as it is built: a{10000000}
 # took 5 s and 2.7 GB, and nested counts multiply. Counts stay small enough to build in milliseconds.
 MAX_REPEAT, MAX_REPEATS_PRODUCT = 1_000, 10_000
-_REPEAT = regex.compile(r"\\.|\{(\d*)(?:,(\d*))?\}", regex.DOTALL)
+# Spaces count too: in verbose mode, (?x)a{ 1000 } is a repeat.
+_REPEAT = regex.compile(r"\\.|\{([\d\s]*)(?:,([\d\s]*))?\}", regex.DOTALL)
 TOO_SLOW = (
     "backtracks: it took over {seconds} s on {what} and was stopped. Nested repeats such as (a+)+ or (a|aa)+ "
     "try every way to split the text; write each repeat once, e.g. a+"
@@ -232,7 +233,7 @@ def repeats_problem(pattern: str) -> str | None:
     Every count is multiplied, nested or not: a cheap, safe upper bound without parsing the pattern."""
     product = 1
     for match in _REPEAT.finditer(pattern):
-        counts = [int(n) for n in match.groups() if n]
+        counts = [int(digits) for n in match.groups() if n and (digits := "".join(n.split()))]
         if not counts:
             continue
         if max(counts) > MAX_REPEAT:

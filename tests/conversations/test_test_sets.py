@@ -83,7 +83,9 @@ def test_a_pattern_that_backtracks_is_stopped_and_the_case_says_why():
 @pytest.mark.parametrize(
     ("pattern", "words"),
     [("a{10000000}", "repeats 10,000,000 times; a count here is at most 1,000"),
-     ("(?:(?:(?:a{100}){100}){100}){100}", "has repeat counts that multiply past 10,000")],
+     ("(?x)a{ 3000000 }", "repeats 3,000,000 times; a count here is at most 1,000"),  # spaced, in verbose mode
+     ("(?:(?:(?:a{100}){100}){100}){100}", "has repeat counts that multiply past 10,000"),
+     ("(?x)(?:a{ 1000 }){ 1000 }", "has repeat counts that multiply past 10,000")],
 )  # fmt: skip
 def test_a_pattern_too_big_to_build_is_refused_and_never_built(setup, pattern, words):
     """Building one is not under the match's time limit: a{10000000} took 5 s and 2.7 GB of memory."""
