@@ -9,6 +9,7 @@ needs.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from django.core.exceptions import ValidationError
@@ -48,9 +49,15 @@ _TEXT_FORMATTING = {"\u00ad", "\u061c", "\u200c", "\u200d", "\u200e", "\u200f"}
 _BIDI = {"\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069"}
 
 
+# A subdivision flag (England, Scotland, Wales) is the black flag and tag characters ending in the cancel tag:
+# the one place tag characters are seen.
+_FLAG = re.compile("\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f")
+
+
 def hidden_in_text(value: str) -> str | None:
     """The first character in a text (not a name) that changes how it reads, or what a model reads, without
     being seen; described as `unprintable` does, or None. Tabs and line breaks are text."""
+    value = _FLAG.sub(lambda flag: "f" * len(flag.group()), value)  # same length: positions stay right
     for position, char in enumerate(value, start=1):
         category = unicodedata.category(char)
         if char in _BIDI:

@@ -185,3 +185,11 @@ def validate_variables(value: Any) -> None:
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise ValidationError('Variables are an object of names to text, e.g. {"business_name": "Acme"}.')
     validate_storable(value)
+    from config.names import hidden_in_text
+
+    for name, text in value.items():
+        hidden = hidden_in_text(text)
+        if hidden:
+            raise ValidationError(
+                f"The value of {name} holds {hidden}, which nobody sees but a model reads; remove it."
+            )

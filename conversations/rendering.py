@@ -96,6 +96,13 @@ def check_variables(template_name: str, names: Iterable[str], variables: Mapping
             f"Template {template_name!r} needs a value for {listed}. Fill in "
             f"{'that field' if len(missing) == 1 else 'those fields'} and send again."
         )
+    for name in names:  # the customer's own words are theirs; what staff or a platform fill in goes unseen
+        hidden = hidden_in_text(str(variables[name])) if name != CUSTOMER_MESSAGE else None
+        if hidden:
+            raise TemplateVariableError(
+                f"The value of {{{{{name}}}}} holds {hidden}, which nobody sees but which would go into the prompt. "
+                "Remove it and send again."
+            )
     unknown = [n for n in variables if n not in names and n != CUSTOMER_MESSAGE]
     if unknown:
         listed = ", ".join(repr(n) for n in unknown)

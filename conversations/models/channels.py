@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from simple_history.models import HistoricalRecords
 
-from config.names import validate_name
+from config.names import hidden_in_text, validate_name
 from connectors.models import OutboundURLValidator, ProviderConnection
 from connectors.safety import root_url_problem
 
@@ -197,11 +197,26 @@ class WhatsAppChannel(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    # What customers read, or what is matched against what they write: nothing in them may hide.
+    CUSTOMER_FACING = (
+        "handover_keywords", "handover_text", "handover_marker", "apology_text", "stop_keywords",
+        "start_keywords", "opted_out_text", "opted_in_text", "not_text_reply",
+    )  # fmt: skip
+
     def clean(self) -> None:
         super().clean()
         problem = root_url_problem(self.graph_base_url or "", "https://graph.facebook.com")
         if problem:
             raise ValidationError({"graph_base_url": problem})
+        hidden = {field: hidden_in_text(getattr(self, field) or "") for field in self.CUSTOMER_FACING}
+        if any(hidden.values()):
+            raise ValidationError(
+                {
+                    field: f"It holds {why}, which the customer would not see; remove it."
+                    for field, why in hidden.items()
+                    if why
+                }
+            )
 
     @staticmethod
     def words(text: str) -> list[str]:

@@ -96,6 +96,14 @@ def conversation_take_over(
     conversation.refresh_from_db()
 
 
+def _handed_back(conversation: Conversation) -> str:
+    """ " (handed back by Ana at 14:02)", from the conversation's last hand-back; "" if it never had one."""
+    last = conversation.events.filter(kind=Kind.HANDED_BACK).select_related("by").order_by("-id").first()
+    if last is None:
+        return ""
+    return f" (handed back{f' by {last.by}' if last.by else ''} at {timezone.localtime(last.created_at):%H:%M})"
+
+
 def _at(word: str, conversation: Conversation) -> str:
     """ " at 14:02": when the conversation's holder took it (or first replied, taking it), from its events."""
     taken = (
@@ -125,15 +133,17 @@ def conversation_hand_back(*, conversation: Conversation, by, seen_holder_id: in
             Conversation.objects.select_for_update(of=("self",)).select_related("assigned_to").get(pk=conversation.pk)
         )
         if locked.state == Conversation.State.BOT:  # a second press, or a page left open: nothing to hand back
-            raise SupportRefused("The bot already answers this conversation.")
+            raise SupportRefused(f"The bot already answers this conversation{_handed_back(locked)}.")
         if locked.state == Conversation.State.HUMAN and locked.assigned_to_id not in (seen_holder_id, by.pk):
             raise SupportRefused(
                 f"{locked.assigned_to} took this conversation{_at(' at', locked)} after your page was shown, so it "
                 "was not handed back. Reload it to see what they did; hand it back from there if you still mean to."
             )
+        holder = locked.assigned_to if locked.state == Conversation.State.HUMAN else None
         locked.state, locked.reason, locked.waiting_since, locked.assigned_to = Conversation.State.BOT, "", None, None
         locked.save(update_fields=["state", "reason", "waiting_since", "assigned_to", "updated_at"])
-        ConversationEvent.objects.create(conversation=locked, kind=Kind.HANDED_BACK, by=by)
+        note = f"from {holder}" if holder is not None and holder.pk != by.pk else ""
+        ConversationEvent.objects.create(conversation=locked, kind=Kind.HANDED_BACK, by=by, note=note)
         last = locked.messages.order_by("-id").first()
         opted_out = WhatsAppContact.objects.filter(
             channel_id=locked.channel_id, contact=locked.contact, opted_out_at__isnull=False
@@ -185,7 +195,10 @@ def staff_reply(*, conversation: Conversation, by, text: str) -> Message:
             Conversation.objects.select_for_update(of=("self",)).select_related("assigned_to").get(pk=conversation.pk)
         )
         if locked.state == Conversation.State.BOT:
-            raise SupportRefused("The bot answers this conversation, so the reply was not sent. Take it over to reply.")
+            raise SupportRefused(
+                f"The bot answers this conversation{_handed_back(locked)}, so the reply was not sent. Take it over to "
+                "reply."
+            )
         if locked.state == Conversation.State.HUMAN and locked.assigned_to_id not in (None, by.pk):
             raise SupportRefused(
                 f"{locked.assigned_to} holds this conversation{_at(' since', locked)}, so the reply was not sent: "

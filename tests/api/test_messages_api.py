@@ -58,6 +58,12 @@ class TestRefusals:
             ({"contact": ""}, 400, "contact", "who the customer is"),
             ({"contact": "x" * 201}, 400, "contact", "at most 200"),
             ({"variables": {"business_name": "Ac\x00me"}}, 400, "variables.business_name", "NUL character"),
+            (
+                {"variables": {"business_name": "Acme\U000e0049\U000e0047"}},
+                422,
+                "variables",
+                "{{business_name}} holds an invisible tag character (U+E0049)",
+            ),
             ({"connection": "Other"}, 422, "connection", "Unknown connection 'Other'"),
             ({"template": "Sup\x00port"}, 400, "template", "NUL character"),
             ({"connection": ["Sandbox"]}, 400, "connection", "must be non-empty text"),

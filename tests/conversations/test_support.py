@@ -377,6 +377,21 @@ def test_handing_back_is_knowing_too_and_a_reply_that_takes_a_waiting_conversati
     assert conversation().state == "human"
     client.post(hand_back, {"holder": str(support_user.pk)})  # knowingly, from the page that showed agent
     assert conversation().state == "bot" and events()[-1] == "handed_back"
+    assert ConversationEvent.objects.order_by("-id").values_list("note", flat=True)[0] == "from agent"
+
+
+def test_a_channel_text_or_variable_that_hides_something_is_refused_and_a_flag_is_not(channel, staff_client):
+    from django.core.exceptions import ValidationError
+
+    channel.handover_text = "Please wait \u202etnega na\u202c for us"
+    with pytest.raises(ValidationError, match=r"handover_text.*a text-direction control \(U\+202E\)"):
+        channel.full_clean()
+    channel.handover_text = "One moment \U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"
+    channel.variables = {"business_name": "Acme\U000e0049\U000e0047\U000e004e"}  # "IGN", for the model only
+    with pytest.raises(ValidationError, match=r"business_name holds an invisible tag character \(U\+E0049\)"):
+        channel.full_clean()
+    channel.variables = {"business_name": "Acme"}
+    channel.full_clean()  # England's flag is tag characters too, seen by everyone
 
 
 def test_pressing_take_over_or_hand_back_twice_changes_nothing_the_second_time(channel, staff_client):
@@ -393,7 +408,8 @@ def test_pressing_take_over_or_hand_back_twice_changes_nothing_the_second_time(c
     ).content.decode()
 
     assert "The bot already answers this conversation" in again
-    assert "The bot answers this conversation, so the reply was not sent. Take it over to reply." in late_reply
+    assert "The bot answers this conversation (handed back by agent at " in late_reply
+    assert "so the reply was not sent. Take it over to reply." in late_reply
     assert events()[-2:] == ["taken_over", "handed_back"] and events().count("taken_over") == 1
     assert not Message.objects.filter(role="staff").exists()
 

@@ -293,5 +293,6 @@ def test_a_template_too_big_to_fill_in_or_to_send_is_refused_when_saved(client, 
 def test_a_prompt_holding_what_changes_it_unseen_is_refused(text, words):
     with pytest.raises(CommandError, match=re.escape(f"It holds {words}")):
         add(system=f"{V1} {text}")
-    add(system=f"{V1} أجب بلطف\u200f.\tThanks")  # a right-to-left mark and a tab are text's own
+    add(system=f"{V1} أجب بلطف\u200f.\tThanks \U0001f3f4\U000e0077\U000e006c\U000e0073\U000e007f")  # a mark, a
+    # tab and Wales's flag (tag characters that everyone sees) are text's own
     assert PromptTemplate.objects.count() == 1
