@@ -265,11 +265,12 @@ class TestRefusals:
     @pytest.mark.parametrize(
         ("body", "reason"),
         [
-            ('{"object": NaN}', "The delivery is for 'NaN', not WhatsApp (whatsapp_business_account)."),
+            ('{"object": NaN}', "The delivery has object 'NaN', not WhatsApp's (whatsapp_business_account)."),
             ('{"object": "instagram", "entry": [{"changes": [{"value": {"messages": [{"id": "m1", "from": "1555",'
              ' "type": "text", "text": {"body": "Hi"}}]}}]}]}',
-             "The delivery is for 'instagram', not WhatsApp (whatsapp_business_account)."),
+             "The delivery has object 'instagram', not WhatsApp's (whatsapp_business_account)."),
             ('{"object": "whatsapp_business_account"}', "The delivery is not a JSON object with an entry list."),
+            ('{"entry": []}', "The delivery has no object, not WhatsApp's (whatsapp_business_account)."),
             ("null", "The delivery is not a JSON object with an entry list."),
             ("[]", "The delivery is not a JSON object with an entry list."),
         ],

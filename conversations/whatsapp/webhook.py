@@ -121,7 +121,8 @@ def _other_numbers(payload: Any, mine: str) -> dict[str, dict]:
             metadata = value.get("metadata") if isinstance(value, dict) else None
             number = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
             if isinstance(number, str) and number and number != mine and value.get("messages"):
-                numbers.setdefault(number, {"entry": [{"changes": []}]})["entry"][0]["changes"].append(change)
+                delivery = numbers.setdefault(number, {"object": WHATSAPP_OBJECT, "entry": [{"changes": []}]})
+                delivery["entry"][0]["changes"].append(change)
     return numbers
 
 
@@ -140,8 +141,9 @@ def read_delivery(payload: Any, phone_number_id: str | None = None) -> tuple[lis
     found: list[Incoming] = []
     refused: list[Refusal] = []
     kind = payload.get("object") if isinstance(payload, dict) else None
-    if kind is not None and kind != WHATSAPP_OBJECT:  # an app's other products (Instagram, Pages) share its URL
-        return found, [Refusal(f"The delivery is for {str(kind)[:40]!r}, not WhatsApp ({WHATSAPP_OBJECT}).")]
+    if isinstance(payload, dict) and kind != WHATSAPP_OBJECT:  # an app's other products share its callback URL
+        said = "no object" if kind is None else f"object {str(kind)[:40]!r}"
+        return found, [Refusal(f"The delivery has {said}, not WhatsApp's ({WHATSAPP_OBJECT}).")]
     entries = payload.get("entry") if isinstance(payload, dict) else None
     if not isinstance(entries, list):  # Meta's deliveries always have one; a body without it is not one
         return found, [Refusal("The delivery is not a JSON object with an entry list.", excerpt=_excerpt(payload))]
