@@ -69,14 +69,12 @@ def _call_sent_again(pk: int, started_at: datetime, now: datetime) -> int | None
     return again.pk
 
 
-def _queued_again(model) -> Callable[[int, datetime, datetime], int | None]:
-    def take_back(pk: int, started_at: datetime, now: datetime) -> int | None:
-        taken = model.objects.filter(pk=pk, status=model.Status.RUNNING, started_at=started_at).update(
-            status=model.Status.QUEUED, started_at=None, run_after=now
-        )
-        return pk if taken else None
-
-    return take_back
+def _outbound_queued_again(pk: int, started_at: datetime, now: datetime) -> int | None:
+    """Queue again an outbound message whose worker was lost; its id, or None if it is not as seen."""
+    taken = Outbound.objects.filter(pk=pk, status=Outbound.Status.RUNNING, started_at=started_at).update(
+        status=Outbound.Status.QUEUED, started_at=None, run_after=now
+    )
+    return pk if taken else None
 
 
 def _claimed_left_behind() -> list[int]:
@@ -115,8 +113,13 @@ def outbound_sweep() -> list[int]:
     stuck = Outbound.objects.filter(status=Outbound.Status.RUNNING).values_list("pk", "started_at", "kind", "text")
     rows = [(pk, started, (kind, len(text))) for pk, started, kind, text in stuck]
     _fail_spent(rows)
-    timeout_of = lambda kind_size: outbox.running_timeout(*kind_size)  # noqa: E731
-    return _sweep(Outbound, queue.DELIVER_OUTBOUND, rows, timeout_of, _queued_again(Outbound))
+    return _sweep(
+        Outbound,
+        queue.DELIVER_OUTBOUND,
+        rows,
+        lambda kind_size: outbox.running_timeout(*kind_size),
+        _outbound_queued_again,
+    )
 
 
 def _fail_spent(rows) -> None:
@@ -140,7 +143,15 @@ def _deadline(timeout: float) -> float:
     return timeout + settings.OUTBOX_RECORD_PATIENCE_SECONDS + settings.CALL_RUNNING_GRACE_SECONDS
 
 
-def _sweep(model, task: str, running, timeout_of: Callable[[object], float], take_back) -> list[int]:
+def _sweep(
+    model,
+    task: str,
+    running,
+    timeout_of: Callable[[object], float],
+    take_back: Callable[[int, datetime, datetime], int | None],
+) -> list[int]:
+    """Take back each running row past its deadline (`take_back` returns the id to ring, or None), and ring
+    again the rows queued long past due."""
     now = timezone.now()
     swept: list[int] = []
     for pk, started_at, how_long in running:
