@@ -19,6 +19,8 @@ import math
 import re
 from typing import Any
 
+from config.names import hidden_in_text
+
 # No field takes a number this long; Python would refuse past 4,300 digits anyway, with a ValueError.
 MAX_NUMBER_DIGITS = 20
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -185,8 +187,6 @@ def validate_variables(value: Any) -> None:
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise ValidationError('Variables are an object of names to text, e.g. {"business_name": "Acme"}.')
     validate_storable(value)
-    from config.names import hidden_in_text
-
     for name, text in value.items():
         hidden = hidden_in_text(text)
         if hidden:

@@ -25,6 +25,8 @@ from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from connectors.errors import ErrorKind
+
 from . import doorbell, outbox, queue
 from .models import Call, Outbound
 
@@ -43,8 +45,6 @@ def calls_sweep() -> list[int]:
 def _call_sent_again(pk: int, started_at: datetime, now: datetime) -> int | None:
     """Close a call whose worker was lost as a failure that says what may have happened, and queue the
     message's next attempt (same connection, same try of it); its id, or None if the call is not as seen."""
-    from connectors.errors import ErrorKind
-
     with transaction.atomic():
         lost = Call.objects.select_for_update().filter(pk=pk, status=Call.Status.RUNNING, started_at=started_at).first()
         if lost is None:

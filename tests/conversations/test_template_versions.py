@@ -147,15 +147,17 @@ def test_the_form_saves_drafts_and_publishes_and_support_staff_only_read(client,
     assert "System prompt +1 −0 lines" in html.unescape(published.content.decode())  # what changed, in words
 
 
-def test_a_diff_between_any_two_versions(client, support_user):
+def compare_two_versions(client, user, versions: dict) -> str:
+    """Two versions of Support (the second adds a line), compared as `user` with `versions` (?a=&b=)."""
     add()
     add(system="You answer for {{business_name}}.\nBe brief.")
-    template = PromptTemplate.objects.get()
-    client.force_login(support_user)
+    client.force_login(user)
+    url = reverse("conversations:template_compare", args=[PromptTemplate.objects.get().pk])
+    return html.unescape(client.get(url, versions).content.decode())
 
-    page = html.unescape(
-        client.get(reverse("conversations:template_compare", args=[template.pk]), {"a": 1, "b": 2}).content.decode()
-    )
+
+def test_a_diff_between_any_two_versions(client, support_user):
+    page = compare_two_versions(client, support_user, {"a": 1, "b": 2})
 
     assert '<span class="added">+ Be brief.</span>' in page
     assert '<span class="same">  You answer for {{business_name}}.</span>' in page
@@ -163,14 +165,7 @@ def test_a_diff_between_any_two_versions(client, support_user):
 
 
 def test_a_version_that_does_not_exist_is_named_not_silently_swapped_for_another(client, support_user):
-    add()
-    add(system="You answer for {{business_name}}.\nBe brief.")
-    template = PromptTemplate.objects.get()
-    client.force_login(support_user)
-
-    page = html.unescape(
-        client.get(reverse("conversations:template_compare", args=[template.pk]), {"a": 1, "b": 99}).content.decode()
-    )
+    page = compare_two_versions(client, support_user, {"a": 1, "b": 99})
 
     assert "Support has no version '99'; showing version 2." in page and "version 1 → 2" in page
 
