@@ -371,7 +371,7 @@ def test_handing_back_is_knowing_too_and_a_reply_that_takes_a_waiting_conversati
     page = client.get(url).content.decode()
     stale = client.post(hand_back, {"holder": ""}, follow=True).content.decode()  # a page that showed nobody
 
-    assert "agent holds this conversation: only they reply" in page and 'id="staff-reply"' not in page
+    assert "<strong>agent</strong> holds this conversation: only they reply" in page and 'id="staff-reply"' not in page
     assert 'data-confirm="agent holds this conversation. Hand it back to the bot?"' in page
     assert "agent took this conversation at" in html.unescape(stale) and "was not handed back" in stale
     assert conversation().state == "human"
